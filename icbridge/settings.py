@@ -1,0 +1,221 @@
+"""icbridge settings: read only from the environment, each with an embedded default.
+
+With no variable set the hub runs on a bare machine: SQLite and kombu's
+filesystem broker under ICBRIDGE_DATA_DIR. DATABASE_URL and REDIS_URL switch
+to PostgreSQL and Redis. Any variable NAME may instead be given as NAME_FILE,
+the path of a file that holds the value (Docker/Kubernetes secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+_DEV_SECRET_KEY = "icbridge-dev-only-secret-key-change-me-in-production-0123456789"
+_DEV_ENCRYPTION_SALT = "icbridge-dev-only-field-encryption-salt"
+
+
+def _read(name: str, parse: Callable[..., Any], default: Any) -> Any:
+    """Parse one variable; a bad value fails at start and names the variable."""
+    file_path = os.environ.get(f"{name}_FILE")
+    if file_path:
+        try:
+            os.environ[name] = Path(file_path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {file_path!r}: {exc.strerror}") from exc
+    try:
+        return parse(name, default=default)
+    except ImproperlyConfigured:
+        raise
+    except Exception as exc:  # environ raises ValueError, KeyError… for bad values
+        raise ImproperlyConfigured(f"{name}: invalid value {os.environ.get(name)!r} ({exc})") from exc
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name}: must be greater than 0, got {value}")
+    return value
+
+
+DEBUG = _read("DEBUG", env.bool, False)
+SECRET_KEY = _read("SECRET_KEY", env.str, _DEV_SECRET_KEY)
+ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", env.list, [])
+DATA_DIR = Path(_read("ICBRIDGE_DATA_DIR", env.str, str(BASE_DIR / "var")))
+# Public base URL of this hub, used to build sandbox System URLs in the demo.
+PUBLIC_URL = _read("ICBRIDGE_PUBLIC_URL", env.str, "http://127.0.0.1:8000").rstrip("/")
+
+# Field encryption (System secrets): a Fernet key derived from SECRET_KEY and this salt.
+SALT_KEY = _read("FIELD_ENCRYPTION_SALT", env.str, _DEV_ENCRYPTION_SALT)
+if not DEBUG and os.environ.get("ICBRIDGE_REQUIRE_SECRETS") and SECRET_KEY == _DEV_SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY: set a secret key (ICBRIDGE_REQUIRE_SECRETS is on)")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "integrations",
+    "monitoring",
+    "sandbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "icbridge.urls"
+WSGI_APPLICATION = "icbridge.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": _read("DATABASE_URL", env.db_url, f"sqlite:///{DATA_DIR / 'icbridge.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one file: wait for locks, take write locks up front.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", _read("DATABASE_CONN_MAX_AGE", env.int, 60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = _read("TIME_ZONE", env.str, "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+LOGIN_URL = "admin:login"
+FORMS_URLFIELD_ASSUME_HTTPS = True
+
+EMAIL_BACKEND = _read("EMAIL_BACKEND", env.str, "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = _read("DEFAULT_FROM_EMAIL", env.str, "icbridge@localhost")
+
+# --- Celery -----------------------------------------------------------------
+REDIS_URL = _read("REDIS_URL", env.str, "")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"REDIS_URL: expected redis://host:port/db, got {REDIS_URL!r}")
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    # A task a killed worker held comes back after this; the sweeper is the real safety net.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+else:
+    _queue_dir = DATA_DIR / "broker"
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir / "queue"),
+        "data_folder_out": str(_queue_dir / "queue"),
+        "processed_folder": str(_queue_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = _read("CELERY_QUEUE", env.str, "icbridge")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Pipeline ---------------------------------------------------------------
+# How often the beat sweeper looks for due and stuck messages.
+ICBRIDGE_SWEEP_SECONDS = _positive("ICBRIDGE_SWEEP_SECONDS", _read("ICBRIDGE_SWEEP_SECONDS", env.float, 5.0))
+# A queued message not picked up for this long is queued again (its task may be lost).
+ICBRIDGE_REQUEUE_AFTER_SECONDS = _positive(
+    "ICBRIDGE_REQUEUE_AFTER_SECONDS", _read("ICBRIDGE_REQUEUE_AFTER_SECONDS", env.float, 300.0)
+)
+# A delivery lease is the target's timeout plus this margin; past it the message is stuck.
+ICBRIDGE_LEASE_MARGIN_SECONDS = _positive(
+    "ICBRIDGE_LEASE_MARGIN_SECONDS", _read("ICBRIDGE_LEASE_MARGIN_SECONDS", env.float, 30.0)
+)
+ICBRIDGE_SWEEP_BATCH = int(_positive("ICBRIDGE_SWEEP_BATCH", _read("ICBRIDGE_SWEEP_BATCH", env.int, 500)))
+
+CELERY_BEAT_SCHEDULE = {
+    "icbridge-sweep-messages": {
+        "task": "integrations.tasks.sweep_messages",
+        "schedule": ICBRIDGE_SWEEP_SECONDS,
+    },
+}
+
+# --- API ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "icbridge API",
+    "DESCRIPTION": "Event ingress and operator API of the icbridge integration hub.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOG_LEVEL = _read("LOG_LEVEL", env.str, "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # urllib3 logs full URLs at DEBUG, which may carry keys.
+        "urllib3": {"level": "WARNING"},
+        "zeep": {"level": "WARNING"},
+    },
+}

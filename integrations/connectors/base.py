@@ -1,0 +1,154 @@
+"""The one small interface every connector implements.
+
+A connector owns its transport (sessions, tokens, clients) and classifies every
+failure once, in raise_for_response / its own error handling, into
+integrations.errors. It is built once per System per process and reused.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from integrations import errors
+
+if TYPE_CHECKING:
+    from integrations.models import System
+
+
+@dataclass(frozen=True)
+class DeliveryRequest:
+    entity: str  # entity set / service on the target (Flow.target_entity)
+    operation: str  # Flow.Operation value
+    payload: dict[str, Any]
+    key: dict[str, Any]  # alternate key values taken from the payload
+    idempotency_key: str
+    correlation_id: str = ""
+    company: str = ""  # dataAreaId / AIF Company / SAP company code
+    etag: str = ""  # If-Match for optimistic concurrency; "" sends none
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DeliveryResult:
+    target_key: str
+    etag: str = ""
+    created: bool = True
+    status_code: int | None = None
+    request_summary: str = ""
+    response_excerpt: str = ""
+    body: dict[str, Any] | None = None
+
+
+@dataclass
+class CheckStep:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class ConnectionReport:
+    steps: list[CheckStep] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(step.ok for step in self.steps)
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.steps.append(CheckStep(name, ok, detail))
+        return ok
+
+    def summary(self) -> str:
+        return "; ".join(f"{'OK' if s.ok else 'FAILED'} {s.name}: {s.detail}" for s in self.steps)
+
+
+class Connector(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.timeout = system.timeout_seconds
+
+    @abstractmethod
+    def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        """Write one record to the target; raise a classified ConnectorError on failure."""
+
+    def deliver_many(self, requests_: Sequence[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
+        """Write many records; connectors with a batch API override this."""
+        results: list[DeliveryResult | errors.ConnectorError] = []
+        for request in requests_:
+            try:
+                results.append(self.deliver(request))
+            except errors.ConnectorError as exc:
+                results.append(exc)
+        return results
+
+    def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
+        """Read one record by key (reconciliation, conflicts, truncated events); None if absent."""
+        raise errors.RejectedError(f"{self.kind} connector cannot read {entity}")
+
+    @abstractmethod
+    def check_connection(self) -> ConnectionReport:
+        """Token, reachability and permissions, in plain words."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing to release
+        """Release sessions; called when the System changes."""
+
+
+class HttpConnector(Connector):
+    """Base for connectors speaking HTTP: one pooled session, classified transport errors."""
+
+    def __init__(self, system: System) -> None:
+        super().__init__(system)
+        self.base_url = system.base_url.rstrip("/")
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send one request; connection problems and timeouts become TransientError."""
+        kwargs.setdefault("timeout", self.timeout)
+        summary = f"{method} {url.split('?', 1)[0]}"
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.Timeout as exc:
+            raise errors.TransientError(
+                f"{self.system.name}: no answer within {self.timeout:g} s", request_summary=summary
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise errors.TransientError(
+                f"{self.system.name}: cannot connect ({type(exc).__name__})", request_summary=summary
+            ) from exc
+        self.raise_for_response(response, summary)
+        return response
+
+    def raise_for_response(self, response: requests.Response, summary: str) -> None:
+        """Generic HTTP classification; connectors override it with their vendor's error shapes."""
+        status = response.status_code
+        if status < 400:
+            return
+        excerpt = response.text[:2000]
+        kwargs = {"status_code": status, "response_excerpt": excerpt, "request_summary": summary}
+        text = f"{self.system.name} answered {status}: {excerpt[:300]}"
+        if status == 429:
+            retry_after = errors.parse_retry_after(response.headers.get("Retry-After"))
+            raise errors.ThrottledError(text, retry_after=retry_after, **kwargs)
+        if status in (401, 403):
+            raise errors.AuthError(text, **kwargs)
+        if status == 409:
+            raise errors.DuplicateError(text, **kwargs)
+        if status == 412:
+            raise errors.ConflictError(text, **kwargs)
+        if status in (408,) or status >= 500:
+            raise errors.TransientError(text, **kwargs)
+        raise errors.RejectedError(text, **kwargs)

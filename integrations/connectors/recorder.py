@@ -1,0 +1,55 @@
+"""Connector for the sandbox recorder: a plain JSON target that records every write.
+
+It is the test target of the pipeline: upsert by key over real HTTP, with the
+same fault injection as every emulator.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from integrations.connectors.base import ConnectionReport, DeliveryRequest, DeliveryResult, HttpConnector
+from integrations.errors import ConnectorError
+
+
+class RecorderConnector(HttpConnector):
+    kind = "recorder"
+
+    def _record_url(self, entity: str, key: str) -> str:
+        return f"{self.base_url}/records/{quote(entity, safe='')}/{quote(key, safe='')}"
+
+    def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        key = "|".join(str(v) for v in request.key.values()) or request.idempotency_key
+        headers = {"Idempotency-Key": request.idempotency_key, "X-Correlation-Id": request.correlation_id}
+        if request.etag:
+            headers["If-Match"] = request.etag
+        url = self._record_url(request.entity, key)
+        response = self.request("PUT", url, json=request.payload, headers=headers)
+        body = response.json()
+        return DeliveryResult(
+            target_key=str(body["id"]),
+            etag=response.headers.get("ETag", ""),
+            created=response.status_code == 201,
+            status_code=response.status_code,
+            request_summary=f"PUT {url}",
+            response_excerpt=response.text[:500],
+            body=body,
+        )
+
+    def fetch(self, *, entity: str, key: dict, company: str = "") -> dict | None:
+        url = self._record_url(entity, "|".join(str(v) for v in key.values()))
+        response = self.session.get(url, timeout=self.timeout)
+        if response.status_code == 404:
+            return None
+        self.raise_for_response(response, f"GET {url}")
+        return response.json()["payload"]
+
+    def check_connection(self) -> ConnectionReport:
+        report = ConnectionReport()
+        try:
+            self.request("GET", f"{self.base_url}/records/")
+        except ConnectorError as exc:
+            report.add("reachability", False, exc.message)
+        else:
+            report.add("reachability", True, f"{self.base_url} answers")
+        return report

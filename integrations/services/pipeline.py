@@ -1,0 +1,422 @@
+"""The pipeline: transform and deliver one message, and sweep for due and stuck ones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from integrations import errors, mapping, tasks
+from integrations.connectors import get_connector
+from integrations.connectors.base import DeliveryRequest, DeliveryResult
+from integrations.models import Attempt, Flow, Message, RecordLink
+from integrations.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+# A message whose record another worker is delivering waits this long before trying again.
+RECORD_BUSY_DELAY = timedelta(seconds=1)
+
+
+def content_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def mapping_context(flow: Flow) -> dict[str, Any]:
+    return flow.company_link.context_for(flow.source) if flow.company_link else {}
+
+
+def message_process(*, message_id: int) -> None:
+    """Carry one message as far as it can go now.
+
+    1. Transform a received message through its flow's mapping (a failure parks it as failed).
+    2. Claim it with a conditional UPDATE, so only one worker delivers it, and only when due.
+    3. Deliver under a per-record lock and record the attempt and its outcome.
+    """
+    message = (
+        Message.objects.select_related("flow__source", "flow__target", "flow__company_link")
+        .filter(pk=message_id)
+        .first()
+    )
+    if message is None:
+        return  # purged by retention, or a task from another database
+    if not message.flow.enabled:
+        return  # paused: the sweeper picks it up again once the flow is enabled
+    if message.status == Status.RECEIVED:
+        message_transform(message=message)
+    lease = _claim(message)
+    if lease is None:
+        return  # another worker has it, it is not due, or it is already done
+    message.refresh_from_db(fields=["status", "attempts", "payload_out", "mapping_version", "force_overwrite"])
+    with _record_lock(message) as acquired:
+        if not acquired:
+            _release_busy(message, lease)
+            return
+        _deliver(message, lease)
+
+
+def message_transform(*, message: Message) -> bool:
+    """received → transformed (or failed, with the mapping error for the operator)."""
+    flow = message.flow
+    try:
+        payload_out = mapping.apply(spec=flow.mapping_spec, payload=message.payload_in, context=mapping_context(flow))
+    except errors.MappingError as exc:
+        Message.objects.filter(pk=message.pk, status=Status.RECEIVED).update(
+            status=Status.FAILED,
+            last_error_class=errors.error_class_name(exc),
+            last_error=exc.message,
+            mapping_version=flow.mapping_version,
+            next_attempt_at=None,
+        )
+        logger.info("message %s failed to transform: %s", message.pk, exc.message, extra={"message_id": message.pk})
+        return False
+    Message.objects.filter(pk=message.pk, status=Status.RECEIVED).update(
+        status=Status.TRANSFORMED, payload_out=payload_out, mapping_version=flow.mapping_version
+    )
+    return True
+
+
+def _claim(message: Message) -> datetime | None:
+    """Take the message for delivery; the lease end doubles as this worker's claim token."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=message.flow.target.timeout_seconds + settings.ICBRIDGE_LEASE_MARGIN_SECONDS)
+    claimed = (
+        Message.objects.filter(pk=message.pk, status__in=(Status.TRANSFORMED, Status.RETRYING))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(status=Status.DELIVERING, lease_expires_at=lease, queued_at=None, attempts=F("attempts") + 1)
+    )
+    return lease if claimed == 1 else None
+
+
+@contextmanager
+def _record_lock(message: Message) -> Iterator[bool]:
+    """Serialise deliveries of one source record, so an older event can't overtake a newer one.
+
+    A PostgreSQL session advisory lock: freed when the worker's connection dies, so a
+    killed worker never leaves it behind. SQLite runs one writer at a time anyway.
+    """
+    if connection.vendor != "postgresql" or not message.source_record_key:
+        yield True
+        return
+    digest = hashlib.blake2b(f"{message.flow_id}:{message.source_record_key}".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _release_busy(message: Message, lease: datetime) -> None:
+    """Give the claim back without counting an attempt: the record is being delivered by another worker."""
+    Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
+        status=Status.RETRYING,
+        attempts=F("attempts") - 1,
+        lease_expires_at=None,
+        next_attempt_at=timezone.now() + RECORD_BUSY_DELAY,
+    )
+
+
+def _deliver(message: Message, lease: datetime) -> None:
+    flow = message.flow
+    started = timezone.now()
+    link = (
+        RecordLink.objects.filter(flow=flow, source_key=message.source_record_key).first()
+        if message.source_record_key
+        else None
+    )
+    payload_hash = content_hash(message.payload_out)
+    skip_reason = _skip_reason(message, link, payload_hash)
+    if skip_reason:
+        _finish(message, lease, started, status=Status.SKIPPED, outcome=None, error_text=skip_reason)
+        return
+
+    overwrite = message.force_overwrite or (
+        flow.master == Flow.Master.SOURCE and flow.conflict_policy == Flow.ConflictPolicy.MASTER_WINS
+    )
+    context = mapping_context(flow)
+    request = DeliveryRequest(
+        entity=flow.target_entity,
+        operation=flow.target_operation,
+        payload=message.payload_out,
+        key={field: message.payload_out.get(field) for field in flow.target_key_fields},
+        idempotency_key=message.idempotency_key,
+        correlation_id=message.correlation_id,
+        company=context.get("target_company", ""),
+        etag="" if overwrite or link is None else link.target_etag,
+        options=flow.options,
+    )
+    clock = time.monotonic()
+    try:
+        result = get_connector(flow.target).deliver(request)
+    except errors.ConnectorError as exc:
+        _handle_error(message, lease, started, clock, exc, link)
+    except Exception as exc:  # a bug or a poison message: retried like a transient error, then dead
+        logger.exception("message %s crashed during delivery", message.pk, extra={"message_id": message.pk})
+        _handle_error(message, lease, started, clock, exc, link)
+    else:
+        _finish_delivered(message, lease, started, clock, result, link, payload_hash)
+
+
+def _skip_reason(message: Message, link: RecordLink | None, payload_hash: str) -> str:
+    if link is None or message.force_overwrite:
+        return ""
+    if message.source_version is not None and link.source_version is not None:
+        if message.source_version < link.source_version:
+            return (
+                f"Stale: source version {message.source_version} is older than "
+                f"version {link.source_version} already delivered"
+            )
+    if message.replay_of_id is None and link.content_hash == payload_hash and link.target_key:
+        return f"Unchanged: target record {link.target_key} already holds this content"
+    return ""
+
+
+def _finish(
+    message: Message,
+    lease: datetime,
+    started: datetime,
+    *,
+    status: str,
+    outcome: str | None,
+    duration_ms: int = 0,
+    error: BaseException | None = None,
+    error_text: str = "",
+    next_attempt_at: datetime | None = None,
+    **fields: Any,
+) -> bool:
+    """Write the outcome only if this worker still holds the claim, with its attempt row."""
+    error_class = errors.error_class_name(error) if error else ""
+    error_text = error_text or (getattr(error, "message", None) or str(error) if error else "")
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
+            status=status,
+            lease_expires_at=None,
+            next_attempt_at=next_attempt_at,
+            last_error_class=error_class,
+            last_error=error_text,
+            **fields,
+        )
+        if updated != 1:
+            logger.warning("message %s: claim lost before the outcome was written", message.pk)
+            return False
+        if outcome:
+            Attempt.objects.create(
+                message=message,
+                number=message.attempts,
+                started_at=started,
+                duration_ms=duration_ms,
+                outcome=outcome,
+                request_summary=getattr(error, "request_summary", ""),
+                response_status=getattr(error, "status_code", None),
+                response_excerpt=getattr(error, "response_excerpt", "") if error else "",
+                error_class=error_class,
+                error_text=error_text,
+            )
+    return True
+
+
+def _finish_delivered(
+    message: Message,
+    lease: datetime,
+    started: datetime,
+    clock: float,
+    result: DeliveryResult,
+    link: RecordLink | None,
+    payload_hash: str,
+    *,
+    outcome: str = Attempt.Outcome.DELIVERED,
+) -> None:
+    now = timezone.now()
+    duration_ms = int((time.monotonic() - clock) * 1000)
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
+            status=Status.DELIVERED,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            target_record_key=result.target_key[:255],
+            delivered_at=now,
+            last_error_class="",
+            last_error="",
+            force_overwrite=False,
+        )
+        if updated != 1:
+            logger.warning("message %s: claim lost before delivery was recorded", message.pk)
+            return
+        Attempt.objects.create(
+            message=message,
+            number=message.attempts,
+            started_at=started,
+            duration_ms=duration_ms,
+            outcome=outcome,
+            request_summary=result.request_summary,
+            response_status=result.status_code,
+            response_excerpt=result.response_excerpt[:2000],
+        )
+        if message.source_record_key:
+            _link_record(message, link, result.target_key, result.etag, payload_hash, now)
+    logger.info(
+        "message %s delivered to %s as %s in %d ms",
+        message.pk,
+        message.flow.target.name,
+        result.target_key,
+        duration_ms,
+        extra={"message_id": message.pk, "correlation_id": message.correlation_id},
+    )
+
+
+def _link_record(
+    message: Message, link: RecordLink | None, target_key: str, etag: str, payload_hash: str, now: datetime
+) -> None:
+    versions = [v for v in (message.source_version, link.source_version if link else None) if v is not None]
+    RecordLink.objects.update_or_create(
+        flow=message.flow,
+        source_key=message.source_record_key,
+        defaults={
+            "target_key": target_key[:255],
+            "target_etag": etag[:200],
+            "source_version": max(versions) if versions else None,
+            "content_hash": payload_hash,
+            "correlation_id": message.correlation_id,
+            "last_message": message,
+            "synced_at": now,
+        },
+    )
+
+
+def _handle_error(
+    message: Message,
+    lease: datetime,
+    started: datetime,
+    clock: float,
+    exc: BaseException,
+    link: RecordLink | None,
+) -> None:
+    """Turn a classified error into the message's next state, per the flow's policies."""
+    flow = message.flow
+    duration_ms = int((time.monotonic() - clock) * 1000)
+    common = {"duration_ms": duration_ms, "error": exc}
+    if isinstance(exc, errors.DuplicateError):
+        result = DeliveryResult(
+            target_key=exc.existing_key or message.idempotency_key,
+            status_code=exc.status_code,
+            request_summary=exc.request_summary,
+            response_excerpt=exc.response_excerpt,
+        )
+        _finish_delivered(
+            message,
+            lease,
+            started,
+            clock,
+            result,
+            link,
+            content_hash(message.payload_out),
+            outcome=Attempt.Outcome.DUPLICATE,
+        )
+        return
+    if isinstance(exc, errors.ConflictError):
+        if flow.conflict_policy == Flow.ConflictPolicy.MASTER_WINS and flow.master == Flow.Master.TARGET:
+            _finish(
+                message,
+                lease,
+                started,
+                status=Status.SKIPPED,
+                outcome=Attempt.Outcome.CONFLICT,
+                error_text=f"Target changed since the last sync and owns the record; kept its version ({exc.message})",
+                duration_ms=duration_ms,
+                error=exc,
+            )
+            return
+        _finish(
+            message,
+            lease,
+            started,
+            status=Status.CONFLICT,
+            outcome=Attempt.Outcome.CONFLICT,
+            target_snapshot=exc.current,
+            **common,
+        )
+        return
+    if isinstance(exc, (errors.RejectedError, errors.AuthError)):
+        _finish(message, lease, started, status=Status.FAILED, outcome=Attempt.Outcome.FAILED, **common)
+        return
+    # Transient, throttled, or an unexpected crash: retry per the flow's policy.
+    policy = RetryPolicy.from_data(flow.retry_policy)
+    if policy.exhausted(message.attempts):
+        _finish(message, lease, started, status=Status.DEAD, outcome=Attempt.Outcome.DEAD, **common)
+        return
+    retry_after = exc.retry_after if isinstance(exc, errors.ThrottledError) else None
+    delay = policy.delay_after(message.attempts, retry_after)
+    _finish(
+        message,
+        lease,
+        started,
+        status=Status.RETRYING,
+        outcome=Attempt.Outcome.RETRY,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        **common,
+    )
+
+
+def messages_sweep(*, batch: int | None = None) -> dict[str, int]:
+    """Re-queue what may have been lost; the database, not the broker, holds the schedule.
+
+    1. Claims past their lease (a killed worker) go back to retrying, with an interrupted attempt.
+    2. Deliverable messages that are due and not queued recently are queued again.
+    3. A full batch queues another sweep, so a large backlog drains without a long task.
+    """
+    batch = batch or settings.ICBRIDGE_SWEEP_BATCH
+    now = timezone.now()
+    stuck = list(
+        Message.objects.filter(status=Status.DELIVERING, lease_expires_at__lt=now).values_list(
+            "pk", "lease_expires_at", "attempts"
+        )[:batch]
+    )
+    for pk, lease, attempts in stuck:
+        with transaction.atomic():
+            if Message.objects.filter(pk=pk, status=Status.DELIVERING, lease_expires_at=lease).update(
+                status=Status.RETRYING,
+                lease_expires_at=None,
+                next_attempt_at=now,
+                last_error_class="pipeline.WorkerLost",
+                last_error="The worker delivering this message stopped before it finished; retrying.",
+            ):
+                Attempt.objects.create(
+                    message_id=pk,
+                    number=attempts,
+                    started_at=lease,
+                    outcome=Attempt.Outcome.INTERRUPTED,
+                    error_class="pipeline.WorkerLost",
+                    error_text="Lease expired: the worker was lost or hung.",
+                )
+    requeue_before = now - timedelta(seconds=settings.ICBRIDGE_REQUEUE_AFTER_SECONDS)
+    due = list(
+        Message.objects.filter(status__in=Message.DELIVERABLE, next_attempt_at__lte=now, flow__enabled=True)
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=requeue_before))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:batch]
+    )
+    if due:
+        Message.objects.filter(pk__in=due).update(queued_at=now)
+        for pk in due:
+            tasks.process_message.delay(pk)
+    if len(due) == batch or len(stuck) == batch:
+        tasks.sweep_messages.delay()
+    if due or stuck:
+        logger.info("sweeper requeued %d due and released %d stuck messages", len(due), len(stuck))
+    return {"requeued": len(due), "released": len(stuck)}

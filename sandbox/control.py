@@ -1,0 +1,67 @@
+"""Control API of the emulators: set faults, reset data. Staff only."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from rest_framework import serializers
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sandbox.faults import clear_faults, faults_for, set_faults
+from sandbox.models import FaultSettings
+
+EMULATORS = ("recorder", "azuread", "dataverse", "finops", "ax2012", "s4hana")
+
+
+class FaultsSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FaultSettings
+        fields = ["latency_ms", "error_rate", "throttle_rate", "retry_after_seconds", "down", "slow_after_commit_ms"]
+
+    def validate(self, attrs: dict) -> dict:
+        for rate in ("error_rate", "throttle_rate"):
+            if rate in attrs and not 0 <= attrs[rate] <= 1:
+                raise serializers.ValidationError({rate: "must be between 0 and 1"})
+        return attrs
+
+
+def _unknown(emulator: str) -> Response | None:
+    if emulator not in EMULATORS:
+        return Response({"error": f"unknown emulator '{emulator}'", "field": "emulator"}, status=404)
+    return None
+
+
+class FaultsApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    def get(self, request: Request, emulator: str) -> Response:
+        return _unknown(emulator) or Response(FaultsSerializer(faults_for(emulator)).data)
+
+    def put(self, request: Request, emulator: str) -> Response:
+        if unknown := _unknown(emulator):
+            return unknown
+        serializer = FaultsSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(FaultsSerializer(set_faults(emulator, **serializer.validated_data)).data)
+
+    def delete(self, request: Request, emulator: str) -> Response:
+        if unknown := _unknown(emulator):
+            return unknown
+        clear_faults(emulator)
+        return Response(status=204)
+
+
+class ResetApi(APIView):
+    """Delete the emulator's data and faults; each emulator module has a reset() of its own."""
+
+    permission_classes = [IsAdminUser]
+
+    def post(self, request: Request, emulator: str) -> Response:
+        if unknown := _unknown(emulator):
+            return unknown
+        clear_faults(emulator)
+        import_module(f"sandbox.emulators.{emulator}").reset()
+        return Response({"reset": emulator})

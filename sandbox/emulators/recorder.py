@@ -1,0 +1,106 @@
+"""The recorder: a plain JSON target that upserts by key and logs every write call.
+
+PUT  records/<entity>/<key>   upsert; Idempotency-Key makes a repeat a no-op; If-Match → 412 on mismatch
+GET  records/<entity>/<key>   the record with its ETag
+GET  records/                 counts
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+from sandbox.faults import with_faults
+from sandbox.models import RecorderRecord, RecorderWrite
+
+EMULATOR = "recorder"
+
+
+def _record_json(record: RecorderRecord, status: int = 200) -> JsonResponse:
+    body = {"id": f"{record.entity}/{record.key}", "version": record.version, "payload": record.payload}
+    response = JsonResponse(body, status=status)
+    response["ETag"] = record.etag
+    return response
+
+
+@csrf_exempt
+@with_faults(EMULATOR)
+def records(request: HttpRequest) -> HttpResponse:
+    totals = RecorderRecord.objects.aggregate(records=Count("id"), writes=Sum("writes"))
+    totals["calls"] = RecorderWrite.objects.count()
+    return JsonResponse({k: v or 0 for k, v in totals.items()})
+
+
+@csrf_exempt
+@with_faults(EMULATOR)
+def record(request: HttpRequest, entity: str, key: str) -> HttpResponse:
+    if request.method == "GET":
+        found = RecorderRecord.objects.filter(entity=entity, key=key).first()
+        if found is None:
+            return JsonResponse({"error": {"code": "404", "message": f"{entity}/{key} not found"}}, status=404)
+        return _record_json(found)
+    if request.method != "PUT":
+        return JsonResponse({"error": {"code": "405", "message": "use GET or PUT"}}, status=405)
+    try:
+        payload = json.loads(request.body)
+    except ValueError:
+        return JsonResponse({"error": {"code": "400", "message": "body is not JSON"}}, status=400)
+    if not isinstance(payload, dict):
+        return JsonResponse({"error": {"code": "400", "message": "body must be a JSON object"}}, status=400)
+    if payload.get("__reject__"):
+        return JsonResponse({"error": {"code": "400", "message": str(payload["__reject__"])}}, status=400)
+    idempotency_key = request.headers.get("Idempotency-Key", "")
+    response = _upsert(request, entity, key, payload, idempotency_key)
+    delay = request.sandbox_faults.slow_after_commit_ms
+    if delay and response.status_code < 300:
+        time.sleep(delay / 1000)  # the write is committed; the caller times out and never hears of it
+    return response
+
+
+def _upsert(request: HttpRequest, entity: str, key: str, payload: dict, idempotency_key: str) -> HttpResponse:
+    correlation_id = request.headers.get("X-Correlation-Id", "")
+    for _ in range(2):  # a concurrent first insert of the same key loses the race once, then updates
+        try:
+            with transaction.atomic():
+                found = RecorderRecord.objects.select_for_update().filter(entity=entity, key=key).first()
+                if found is None:
+                    created = RecorderRecord.objects.create(entity=entity, key=key, payload=payload)
+                    RecorderWrite.objects.create(
+                        record=created, idempotency_key=idempotency_key, correlation_id=correlation_id
+                    )
+                    return _record_json(created, status=201)
+                repeat = idempotency_key and found.write_log.filter(idempotency_key=idempotency_key).exists()
+                RecorderWrite.objects.create(
+                    record=found, idempotency_key=idempotency_key, correlation_id=correlation_id
+                )
+                if repeat:
+                    return _record_json(found)
+                if_match = request.headers.get("If-Match")
+                if if_match and if_match not in ("*", found.etag):
+                    return JsonResponse(
+                        {"error": {"code": "412", "message": f"ETag mismatch: record is at {found.etag}"}}, status=412
+                    )
+                found.payload = payload
+                found.version += 1
+                found.writes += 1
+                found.save()
+                return _record_json(found)
+        except IntegrityError:
+            continue
+    return JsonResponse({"error": {"code": "503", "message": "write conflict, try again"}}, status=503)
+
+
+urlpatterns = [
+    path("records/", records, name="recorder-records"),
+    path("records/<str:entity>/<str:key>", record, name="recorder-record"),
+]
+
+
+def reset() -> None:
+    RecorderRecord.objects.all().delete()

@@ -1,0 +1,199 @@
+"""Shared fixtures: systems and flows, a live sandbox, and real Celery workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.db import connection
+
+from integrations.connectors import clear_cache
+from integrations.models import Flow, Message, System
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture_path(name: str) -> Path:
+    return FIXTURES / name
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connectors() -> Iterator[None]:
+    # Connectors are cached per System pk; pks are reused between tests.
+    clear_cache()
+    yield
+    clear_cache()
+
+
+@pytest.fixture
+def make_system(db: None) -> Callable[..., System]:
+    counter = iter(range(1, 10_000))
+
+    def make(**overrides: Any) -> System:
+        n = next(counter)
+        values = {
+            "name": f"System {n}",
+            "slug": f"system-{n}",
+            "kind": System.Kind.RECORDER,
+            "base_url": "http://127.0.0.1:9/sandbox/recorder",
+            "timeout_seconds": 5,
+        }
+        values.update(overrides)
+        return System.objects.create(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_flow(make_system: Callable[..., System]) -> Callable[..., Flow]:
+    counter = iter(range(1, 10_000))
+
+    def make(**overrides: Any) -> Flow:
+        n = next(counter)
+        values: dict[str, Any] = {
+            "name": f"Flow {n}",
+            "slug": f"flow-{n}",
+            "entity": "salesorder",
+            "target_entity": "orders",
+            "target_key_fields": ["OrderNumber"],
+            "retry_policy": {"max_attempts": 3, "backoff": {"1": 0}, "jitter": 0},
+        }
+        values.update(overrides)
+        values.setdefault("source", make_system())
+        values.setdefault("target", make_system())
+        return Flow.objects.create(**values)
+
+    return make
+
+
+@pytest.fixture
+def recorder_system(make_system: Callable[..., System], live_server: Any) -> System:
+    """A System whose target is the sandbox recorder served by the live server."""
+    return make_system(name="Recorder", slug="recorder", base_url=f"{live_server.url}/sandbox/recorder")
+
+
+@pytest.fixture
+def recorder_flow(make_flow: Callable[..., Flow], recorder_system: System) -> Flow:
+    return make_flow(target=recorder_system)
+
+
+# --- real Celery workers ------------------------------------------------------
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail("worker tests need PostgreSQL: set DATABASE_URL (make test does)")
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def broker() -> redis.Redis:
+    return redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+
+
+class WorkerProcess:
+    """A `celery worker` subprocess against the test database and the test broker."""
+
+    def __init__(self, name: str, concurrency: int, log_dir: Path, extra_env: dict[str, str]) -> None:
+        self.log_path = log_dir / f"worker-{name}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": django_settings.CELERY_BROKER_URL,
+            "DJANGO_SETTINGS_MODULE": "icbridge.settings",
+            "ICBRIDGE_LEASE_MARGIN_SECONDS": "1",
+            **extra_env,
+        }
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "icbridge",
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={concurrency}",
+                f"--hostname={name}@%h",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so kill -9 reaches the pool children too
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log_path.read_text():
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """kill -9 the worker and its pool children at once: no chance to clean up."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real workers; the broker's queue is emptied first so no earlier test's tasks leak in."""
+    broker().flushdb()
+    workers: list[WorkerProcess] = []
+
+    def start(name: str = "w1", concurrency: int = 1, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess(name, concurrency, tmp_path, extra_env)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    broker().flushdb()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.2, sweep: bool = False) -> None:
+    """Poll until predicate() holds; with sweep=True run the beat sweeper each round, as beat would."""
+    from integrations.services.pipeline import messages_sweep
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if sweep:
+            messages_sweep()
+        time.sleep(interval)
+    statuses = dict(Message.objects.values_list("id", "status"))
+    raise AssertionError(f"condition not met within {timeout} s; message statuses: {statuses}")
