@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from sandbox.models import FaultSettings, RecorderRecord
+from sandbox.models import EmulatorRecord, EmulatorSubscription, FaultSettings, RecorderRecord
 
 
 @admin.register(FaultSettings)
@@ -14,3 +14,15 @@ class RecorderRecordAdmin(admin.ModelAdmin):
     list_display = ("entity", "key", "version", "writes", "updated_at")
     list_filter = ("entity",)
     search_fields = ("key",)
+
+
+@admin.register(EmulatorRecord)
+class EmulatorRecordAdmin(admin.ModelAdmin):
+    list_display = ("emulator", "entity", "company", "key", "version", "deleted", "modified_at")
+    list_filter = ("emulator", "entity", "company")
+    search_fields = ("=key",)
+
+
+@admin.register(EmulatorSubscription)
+class EmulatorSubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("emulator", "event_type", "url", "enabled")

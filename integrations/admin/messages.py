@@ -1,10 +1,11 @@
-"""The operator console. Admin actions call the same services as the API."""
+"""Console pages for Messages, Attempts, RecordLinks and the audit log.
+
+Admin actions call the same services as the API."""
 
 from __future__ import annotations
 
 import json
 
-from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -12,90 +13,10 @@ from django.utils.html import format_html
 from integrations.models import (
     Attempt,
     AuditEntry,
-    CompanyLink,
-    Flow,
-    MappingVersion,
     Message,
     RecordLink,
-    System,
-    ValueMap,
-    ValueMapEntry,
 )
 from integrations.services import operator
-
-
-class SystemForm(forms.ModelForm):
-    secret = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        help_text="Never shown again after saving. Leave empty to keep the stored secret.",
-    )
-
-    class Meta:
-        model = System
-        fields = [
-            "name",
-            "slug",
-            "kind",
-            "base_url",
-            "auth_type",
-            "auth_url",
-            "client_id",
-            "secret",
-            "scope",
-            "settings",
-            "timeout_seconds",
-            "rate_limit_per_second",
-            "batch_size",
-            "enabled",
-        ]
-
-    def clean_secret(self) -> str:
-        return self.cleaned_data["secret"] or (self.instance.secret if self.instance.pk else "")
-
-
-@admin.register(System)
-class SystemAdmin(admin.ModelAdmin):
-    form = SystemForm
-    list_display = ("name", "kind", "base_url", "auth_type", "secret_hint", "enabled")
-    list_filter = ("kind", "enabled")
-    search_fields = ("name", "slug", "base_url")
-    prepopulated_fields = {"slug": ("name",)}
-
-
-@admin.register(CompanyLink)
-class CompanyLinkAdmin(admin.ModelAdmin):
-    list_display = ("name", "company_a", "system_a", "company_b", "system_b", "currency")
-    list_select_related = ("system_a", "system_b")
-
-
-@admin.register(Flow)
-class FlowAdmin(admin.ModelAdmin):
-    list_display = ("name", "entity", "source", "target", "trigger", "mapping_version", "enabled")
-    list_filter = ("enabled", "trigger", "source__kind", "target__kind")
-    list_select_related = ("source", "target")
-    search_fields = ("name", "slug", "entity")
-    prepopulated_fields = {"slug": ("name",)}
-
-
-@admin.register(MappingVersion)
-class MappingVersionAdmin(admin.ModelAdmin):
-    list_display = ("flow", "version", "created_by", "created_at", "comment")
-    list_select_related = ("flow", "created_by")
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class ValueMapEntryInline(admin.TabularInline):
-    model = ValueMapEntry
-    extra = 1
-
-
-@admin.register(ValueMap)
-class ValueMapAdmin(admin.ModelAdmin):
-    list_display = ("name", "description")
-    inlines = [ValueMapEntryInline]
 
 
 class AttemptInline(admin.TabularInline):
