@@ -39,24 +39,46 @@ def _read(name: str, parse: Callable[..., Any], default: Any) -> Any:
         raise ImproperlyConfigured(f"{name}: invalid value {os.environ.get(name)!r} ({exc})") from exc
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _strict_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ImproperlyConfigured(f"{name}: expected true or false, got {raw!r}")
+
+
+def _database_url(name: str, default: str) -> dict[str, Any]:
+    url = os.environ.get(name, default)
+    scheme = url.split("://", 1)[0]
+    if scheme not in environ.Env.DB_SCHEMES:
+        known = ", ".join(sorted(s for s in environ.Env.DB_SCHEMES if s in ("postgres", "postgresql", "sqlite")))
+        raise ImproperlyConfigured(f"{name}: unsupported database scheme {scheme!r} (use one of {known})")
+    return env.db_url(name, default=default)
+
+
 def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ImproperlyConfigured(f"{name}: must be greater than 0, got {value}")
     return value
 
 
-DEBUG = _read("DEBUG", env.bool, False)
+DEBUG = _read("DEBUG", _strict_bool, False)
 SECRET_KEY = _read("SECRET_KEY", env.str, _DEV_SECRET_KEY)
 ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", env.list, [])
 DATA_DIR = Path(_read("ICBRIDGE_DATA_DIR", env.str, str(BASE_DIR / "var")))
+PORT = _read("ICBRIDGE_PORT", env.int, 8000)
 # Public base URL of this hub, used to build sandbox System URLs in the demo.
-PUBLIC_URL = _read("ICBRIDGE_PUBLIC_URL", env.str, "http://127.0.0.1:8000").rstrip("/")
+PUBLIC_URL = _read("ICBRIDGE_PUBLIC_URL", env.str, f"http://127.0.0.1:{PORT}").rstrip("/")
 
 # Field encryption (System secrets): a Fernet key derived from SECRET_KEY and this salt.
 SALT_KEY = _read("FIELD_ENCRYPTION_SALT", env.str, _DEV_ENCRYPTION_SALT)
-if not DEBUG and os.environ.get("ICBRIDGE_REQUIRE_SECRETS") and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY: set a secret key (ICBRIDGE_REQUIRE_SECRETS is on)")
+USING_DEV_SECRETS = SECRET_KEY == _DEV_SECRET_KEY or SALT_KEY == _DEV_ENCRYPTION_SALT
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -103,8 +125,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": _read("DATABASE_URL", env.db_url, f"sqlite:///{DATA_DIR / 'icbridge.sqlite3'}")}
+DATABASES = {"default": _read("DATABASE_URL", _database_url, f"sqlite:///{DATA_DIR / 'icbridge.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
     # Web, worker and beat share one file: wait for locks, take write locks up front.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
@@ -148,11 +171,15 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
     _queue_dir = DATA_DIR / "broker"
+    # The filesystem transport needs its folders; creating them here keeps `make run` one command.
+    for _folder in ("queue", "processed", "control"):
+        (_queue_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir / "queue"),
         "data_folder_out": str(_queue_dir / "queue"),
         "processed_folder": str(_queue_dir / "processed"),
+        "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = False

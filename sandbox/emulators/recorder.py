@@ -70,22 +70,20 @@ def _upsert(request: HttpRequest, entity: str, key: str, payload: dict, idempote
             with transaction.atomic():
                 found = RecorderRecord.objects.select_for_update().filter(entity=entity, key=key).first()
                 if found is None:
-                    created = RecorderRecord.objects.create(entity=entity, key=key, payload=payload)
-                    RecorderWrite.objects.create(
-                        record=created, idempotency_key=idempotency_key, correlation_id=correlation_id
-                    )
-                    return _record_json(created, status=201)
-                repeat = idempotency_key and found.write_log.filter(idempotency_key=idempotency_key).exists()
-                RecorderWrite.objects.create(
-                    record=found, idempotency_key=idempotency_key, correlation_id=correlation_id
-                )
-                if repeat:
+                    found = RecorderRecord.objects.create(entity=entity, key=key, payload=payload)
+                    found.write_log.create(idempotency_key=idempotency_key, correlation_id=correlation_id)
+                    return _record_json(found, status=201)
+                log = {"idempotency_key": idempotency_key, "correlation_id": correlation_id}
+                if idempotency_key and found.write_log.filter(idempotency_key=idempotency_key, applied=True).exists():
+                    found.write_log.create(applied=False, **log)
                     return _record_json(found)
                 if_match = request.headers.get("If-Match")
                 if if_match and if_match not in ("*", found.etag):
+                    found.write_log.create(applied=False, **log)
                     return JsonResponse(
                         {"error": {"code": "412", "message": f"ETag mismatch: record is at {found.etag}"}}, status=412
                     )
+                found.write_log.create(**log)
                 found.payload = payload
                 found.version += 1
                 found.writes += 1

@@ -59,6 +59,7 @@ class RecorderWrite(models.Model):
     record = models.ForeignKey(RecorderRecord, on_delete=models.CASCADE, related_name="write_log")
     idempotency_key = models.CharField(max_length=255, db_index=True)
     correlation_id = models.CharField(max_length=100, blank=True)
+    applied = models.BooleanField(default=True, help_text="False when refused (412) or a repeat.")
     at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
