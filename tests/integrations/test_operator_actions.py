@@ -62,7 +62,7 @@ def test_discard_needs_a_reason(dead_message, alice):
     discarded = operator.message_discard(message=dead_message, actor=alice, reason="duplicate of 4711")
 
     assert discarded.status == Status.DISCARDED
-    assert str(AuditEntry.objects.get()) == "discard message %s by alice: duplicate of 4711" % dead_message.pk
+    assert str(AuditEntry.objects.get()) == f"discard message {dead_message.pk} by alice: duplicate of 4711"
 
 
 def test_discard_of_a_delivered_message_is_refused(recorder_flow, alice):

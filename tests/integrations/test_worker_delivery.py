@@ -98,7 +98,7 @@ def test_worker_killed_mid_delivery_loses_nothing_and_duplicates_nothing(start_w
     assert_each_order_written_once(12)
 
 
-def test_broker_flush_with_messages_waiting_loses_nothing(start_worker, recorder_flow, settings_override=None):
+def test_broker_flush_with_messages_waiting_loses_nothing(start_worker, recorder_flow):
     ingest_orders(recorder_flow, 15)
     redis = broker()
     assert redis.llen(settings.CELERY_TASK_DEFAULT_QUEUE) == 15
