@@ -40,8 +40,9 @@ def mapping_context(flow: Flow) -> dict[str, Any]:
 def message_process(*, message_id: int) -> None:
     """Carry one message as far as it can go now.
 
-    1. Transform a received message through its flow's mapping (a failure parks it as failed).
-    2. Claim it with a conditional UPDATE, so only one worker delivers it, and only when due.
+    1. Transform payload_in through the flow's mapping (a failure parks the message as failed).
+    2. Claim it with one conditional UPDATE that also stores the output, so only one worker
+       delivers it, and only when due.
     3. Deliver under a per-record lock and record the attempt and its outcome.
     """
     message = (
@@ -49,16 +50,16 @@ def message_process(*, message_id: int) -> None:
         .filter(pk=message_id)
         .first()
     )
-    if message is None:
-        return  # purged by retention, or a task from another database
+    if message is None or message.status not in Message.DELIVERABLE:
+        return  # done, claimed elsewhere, or purged by retention
     if not message.flow.enabled:
         return  # paused: the sweeper picks it up again once the flow is enabled
-    if message.status == Status.RECEIVED:
-        message_transform(message=message)
-    lease = _claim(message)
+    payload_out = message_transform(message=message)
+    if payload_out is None:
+        return
+    lease = _claim(message, payload_out)
     if lease is None:
-        return  # another worker has it, it is not due, or it is already done
-    message.refresh_from_db(fields=["status", "attempts", "payload_out", "mapping_version", "force_overwrite"])
+        return  # another worker has it, or it is not due yet
     with _record_lock(message) as acquired:
         if not acquired:
             _release_busy(message, lease)
@@ -66,13 +67,13 @@ def message_process(*, message_id: int) -> None:
         _deliver(message, lease)
 
 
-def message_transform(*, message: Message) -> bool:
-    """received → transformed (or failed, with the mapping error for the operator)."""
+def message_transform(*, message: Message) -> dict[str, Any] | None:
+    """The mapped payload; on a mapping error the message is parked as failed and None returned."""
     flow = message.flow
     try:
-        payload_out = mapping.apply(spec=flow.mapping_spec, payload=message.payload_in, context=mapping_context(flow))
+        return mapping.apply(spec=flow.mapping_spec, payload=message.payload_in, context=mapping_context(flow))
     except errors.MappingError as exc:
-        Message.objects.filter(pk=message.pk, status=Status.RECEIVED).update(
+        Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE).update(
             status=Status.FAILED,
             last_error_class=errors.error_class_name(exc),
             last_error=exc.message,
@@ -80,23 +81,32 @@ def message_transform(*, message: Message) -> bool:
             next_attempt_at=None,
         )
         logger.info("message %s failed to transform: %s", message.pk, exc.message, extra={"message_id": message.pk})
-        return False
-    Message.objects.filter(pk=message.pk, status=Status.RECEIVED).update(
-        status=Status.TRANSFORMED, payload_out=payload_out, mapping_version=flow.mapping_version
-    )
-    return True
+        return None
 
 
-def _claim(message: Message) -> datetime | None:
+def _claim(message: Message, payload_out: dict[str, Any]) -> datetime | None:
     """Take the message for delivery; the lease end doubles as this worker's claim token."""
     now = timezone.now()
     lease = now + timedelta(seconds=message.flow.target.timeout_seconds + settings.ICBRIDGE_LEASE_MARGIN_SECONDS)
     claimed = (
-        Message.objects.filter(pk=message.pk, status__in=(Status.TRANSFORMED, Status.RETRYING))
+        Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(status=Status.DELIVERING, lease_expires_at=lease, queued_at=None, attempts=F("attempts") + 1)
+        .update(
+            status=Status.DELIVERING,
+            payload_out=payload_out,
+            mapping_version=message.flow.mapping_version,
+            lease_expires_at=lease,
+            queued_at=None,
+            attempts=F("attempts") + 1,
+        )
     )
-    return lease if claimed == 1 else None
+    if claimed != 1:
+        return None
+    message.status = Status.DELIVERING
+    message.payload_out = payload_out
+    message.mapping_version = message.flow.mapping_version
+    message.attempts += 1
+    return lease
 
 
 @contextmanager
@@ -125,7 +135,7 @@ def _record_lock(message: Message) -> Iterator[bool]:
 def _release_busy(message: Message, lease: datetime) -> None:
     """Give the claim back without counting an attempt: the record is being delivered by another worker."""
     Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
-        status=Status.RETRYING,
+        status=Status.TRANSFORMED,
         attempts=F("attempts") - 1,
         lease_expires_at=None,
         next_attempt_at=timezone.now() + RECORD_BUSY_DELAY,
@@ -283,19 +293,22 @@ def _finish_delivered(
 def _link_record(
     message: Message, link: RecordLink | None, target_key: str, etag: str, payload_hash: str, now: datetime
 ) -> None:
+    """Insert or update the cross-reference in one statement; the record lock makes `link` current."""
     versions = [v for v in (message.source_version, link.source_version if link else None) if v is not None]
-    RecordLink.objects.update_or_create(
-        flow=message.flow,
-        source_key=message.source_record_key,
-        defaults={
-            "target_key": target_key[:255],
-            "target_etag": etag[:200],
-            "source_version": max(versions) if versions else None,
-            "content_hash": payload_hash,
-            "correlation_id": message.correlation_id,
-            "last_message": message,
-            "synced_at": now,
-        },
+    values = {
+        "target_key": target_key[:255],
+        "target_etag": etag[:200],
+        "source_version": max(versions) if versions else None,
+        "content_hash": payload_hash,
+        "correlation_id": message.correlation_id,
+        "last_message": message,
+        "synced_at": now,
+    }
+    RecordLink.objects.bulk_create(
+        [RecordLink(flow=message.flow, source_key=message.source_record_key, **values)],
+        update_conflicts=True,
+        unique_fields=["flow", "source_key"],
+        update_fields=[*values, "updated_at"],
     )
 
 

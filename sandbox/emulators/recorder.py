@@ -1,6 +1,7 @@
 """The recorder: a plain JSON target that upserts by key and logs every write call.
 
 PUT  records/<entity>/<key>   upsert; Idempotency-Key makes a repeat a no-op; If-Match → 412 on mismatch
+                              (test hooks in the body: "__reject__": text → 400; "__garbage__" → 200 with HTML)
 GET  records/<entity>/<key>   the record with its ETag
 GET  records/                 counts
 """
@@ -53,6 +54,8 @@ def record(request: HttpRequest, entity: str, key: str) -> HttpResponse:
         return JsonResponse({"error": {"code": "400", "message": "body is not JSON"}}, status=400)
     if not isinstance(payload, dict):
         return JsonResponse({"error": {"code": "400", "message": "body must be a JSON object"}}, status=400)
+    if payload.get("__garbage__"):  # a proxy answering 200 with an HTML page: the caller cannot parse it
+        return HttpResponse("<html><body>Welcome</body></html>", content_type="text/html")
     if payload.get("__reject__"):
         return JsonResponse({"error": {"code": "400", "message": str(payload["__reject__"])}}, status=400)
     idempotency_key = request.headers.get("Idempotency-Key", "")

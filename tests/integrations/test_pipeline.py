@@ -150,10 +150,10 @@ def test_lost_response_after_target_commit_is_redelivered_without_a_second_write
 
 def test_a_second_claim_of_the_same_message_gets_nothing(recorder_flow):
     message = ingest(recorder_flow)
-    pipeline.message_transform(message=message)
+    payload_out = pipeline.message_transform(message=message)
 
-    first = pipeline._claim(message)
-    second = pipeline._claim(message)
+    first = pipeline._claim(message, payload_out)
+    second = pipeline._claim(message, payload_out)
 
     assert first is not None
     assert second is None
@@ -232,8 +232,7 @@ def test_disabled_flow_holds_its_messages(recorder_flow):
 
 def test_sweeper_releases_a_claim_past_its_lease(recorder_flow):
     message = ingest(recorder_flow)
-    pipeline.message_transform(message=message)
-    pipeline._claim(message)
+    pipeline._claim(message, pipeline.message_transform(message=message))
     Message.objects.filter(pk=message.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
     result = pipeline.messages_sweep()
@@ -254,3 +253,30 @@ def test_sweeper_requeues_a_message_whose_task_was_lost(recorder_flow, settings)
 
     assert pipeline.messages_sweep()["requeued"] == 1
     assert pipeline.messages_sweep()["requeued"] == 0  # queued again just now
+
+
+def test_record_busy_elsewhere_defers_the_message_without_counting_an_attempt(recorder_flow):
+    import hashlib
+
+    import psycopg
+
+    message = ingest(recorder_flow, "SO-14")
+    digest = hashlib.blake2b(f"{recorder_flow.pk}:SO-14".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    db = connection_url()
+    with psycopg.connect(db, autocommit=True) as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s)", [key])
+        message = process(message)
+
+        assert message.status == Status.TRANSFORMED
+        assert message.attempts == 0
+        assert message.attempt_set.exists() is False
+    make_due(message)
+    assert process(message).status == Status.DELIVERED
+
+
+def connection_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgresql://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

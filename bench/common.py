@@ -1,0 +1,177 @@
+"""Shared pieces of the benchmarks: a fresh database, a hub server, Celery workers, percentiles, results.
+
+Benchmarks run on PostgreSQL and Redis (BENCH_DATABASE_URL / BENCH_REDIS_URL, defaulting to a database
+`icbridge_bench` and Redis db 14), against the hub's own sandbox over loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/icbridge_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+ENV = {
+    **os.environ,
+    "DATABASE_URL": DATABASE_URL,
+    "REDIS_URL": REDIS_URL,
+    "DJANGO_SETTINGS_MODULE": "icbridge.settings",
+    "LOG_LEVEL": "WARNING",
+    "ICBRIDGE_SWEEP_SECONDS": "2",
+}
+
+
+def setup_django() -> None:
+    """Point this process at the benchmark database, then start Django."""
+    os.environ.update({k: ENV[k] for k in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "LOG_LEVEL")})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def fresh_database() -> None:
+    """Drop and create the benchmark database, then migrate it."""
+    import psycopg
+
+    url = urlparse(DATABASE_URL)
+    name = url.path.lstrip("/")
+    admin = url._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=ENV, check=True)
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+@contextmanager
+def _process(args: Sequence[str], log_name: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with (RESULTS / f"{log_name}.log").open("w") as log:
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def hub_server(workers: int = 2, threads: int = 8, **extra_env: str) -> Iterator[str]:
+    """gunicorn serving the hub (API and sandbox) on a free loopback port; yields its base URL."""
+    port = free_port()
+    args = [
+        sys.executable, "-m", "gunicorn", "icbridge.wsgi", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
+        "--timeout", "120", "--log-level", "warning",
+    ]  # fmt: skip
+    env = {**ENV, "ICBRIDGE_PORT": str(port), **extra_env}
+    with _process(args, "gunicorn", env):
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/api/health")
+        yield base
+
+
+@contextmanager
+def celery_workers(count: int = 2, concurrency: int = 1, pool: str = "prefork", **extra_env: str) -> Iterator[None]:
+    """`count` Celery worker processes, each with `concurrency` slots."""
+    env = {**ENV, **extra_env}
+    with _started_workers(count, concurrency, pool, env):
+        yield
+
+
+@contextmanager
+def _started_workers(count: int, concurrency: int, pool: str, env: dict[str, str]) -> Iterator[None]:
+    if count == 0:
+        yield
+        return
+    args = [
+        sys.executable, "-m", "celery", "-A", "icbridge", "worker", f"--pool={pool}",
+        f"--concurrency={concurrency}", f"--hostname=bench{count}@%h", "--loglevel=WARNING",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with _process(args, f"worker-{count}", env), _started_workers(count - 1, concurrency, pool, env):
+        yield
+
+
+@contextmanager
+def celery_beat() -> Iterator[None]:
+    args = [sys.executable, "-m", "celery", "-A", "icbridge", "beat", "--loglevel=WARNING"]
+    with _process(args, "beat", ENV):
+        yield
+
+
+def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {f"p{p}": 0.0 for p in points}
+    return {f"p{p}": ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] for p in points}
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **result}, indent=2, default=str))
+    return path
+
+
+def print_table(rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label.ljust(width)}  {value}")
+
+
+def raw_commit_rate(count: int = 2000) -> float:
+    """Single-row INSERT + COMMIT per row on the same PostgreSQL, one connection: rows per second."""
+    import psycopg
+
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE bench_commit (id serial primary key, body jsonb)")
+        started = time.perf_counter()
+        for n in range(count):
+            conn.execute("INSERT INTO bench_commit (body) VALUES (%s)", [json.dumps({"n": n})])
+        return count / (time.perf_counter() - started)
