@@ -70,6 +70,8 @@ class ConnectionReport:
 
 class Connector(ABC):
     kind: ClassVar[str]
+    # True where deliver_many sends many records in one call ($batch); the pipeline then batches.
+    batch_capable: ClassVar[bool] = False
 
     def __init__(self, system: System) -> None:
         self.system = system
@@ -108,6 +110,10 @@ class HttpConnector(Connector):
         super().__init__(system)
         self.base_url = system.base_url.rstrip("/")
         self.session = requests.Session()
+        # Proxies from the environment are read once here, not on every request (requests re-reads
+        # the environment and ~/.netrc per call otherwise, a measurable cost at thousands of calls a minute).
+        self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self.session.trust_env = False
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -134,21 +140,26 @@ class HttpConnector(Connector):
 
     def raise_for_response(self, response: requests.Response, summary: str) -> None:
         """Generic HTTP classification; connectors override it with their vendor's error shapes."""
-        status = response.status_code
+        if response.status_code >= 400:
+            self.raise_for_status(
+                response.status_code, response.text, summary, retry_after=response.headers.get("Retry-After")
+            )
+
+    def raise_for_status(self, status: int, text: str, summary: str, *, retry_after: str | None) -> None:
+        """Classify one HTTP status (also the parts of a batch answer) into the error taxonomy."""
         if status < 400:
             return
-        excerpt = response.text[:2000]
+        excerpt = text[:2000]
         kwargs = {"status_code": status, "response_excerpt": excerpt, "request_summary": summary}
-        text = f"{self.system.name} answered {status}: {excerpt[:300]}"
+        message = f"{self.system.name} answered {status}: {excerpt[:300]}"
         if status == 429:
-            retry_after = errors.parse_retry_after(response.headers.get("Retry-After"))
-            raise errors.ThrottledError(text, retry_after=retry_after, **kwargs)
+            raise errors.ThrottledError(message, retry_after=errors.parse_retry_after(retry_after), **kwargs)
         if status in (401, 403):
-            raise errors.AuthError(text, **kwargs)
+            raise errors.AuthError(message, **kwargs)
         if status == 409:
-            raise errors.DuplicateError(text, **kwargs)
+            raise errors.DuplicateError(message, **kwargs)
         if status == 412:
-            raise errors.ConflictError(text, **kwargs)
-        if status in (408,) or status >= 500:
-            raise errors.TransientError(text, **kwargs)
-        raise errors.RejectedError(text, **kwargs)
+            raise errors.ConflictError(message, **kwargs)
+        if status == 408 or status >= 500:
+            raise errors.TransientError(message, **kwargs)
+        raise errors.RejectedError(message, **kwargs)

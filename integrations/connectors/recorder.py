@@ -6,6 +6,8 @@ same fault injection as every emulator.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from integrations.connectors.base import ConnectionReport, DeliveryRequest, DeliveryResult, HttpConnector
@@ -14,12 +16,17 @@ from integrations.errors import ConnectorError
 
 class RecorderConnector(HttpConnector):
     kind = "recorder"
+    batch_capable = True
 
     def _record_url(self, entity: str, key: str) -> str:
         return f"{self.base_url}/records/{quote(entity, safe='')}/{quote(key, safe='')}"
 
+    @staticmethod
+    def _key(request: DeliveryRequest) -> str:
+        return "|".join(str(v) for v in request.key.values()) or request.idempotency_key
+
     def deliver(self, request: DeliveryRequest) -> DeliveryResult:
-        key = "|".join(str(v) for v in request.key.values()) or request.idempotency_key
+        key = self._key(request)
         headers = {"Idempotency-Key": request.idempotency_key, "X-Correlation-Id": request.correlation_id}
         if request.etag:
             headers["If-Match"] = request.etag
@@ -35,6 +42,41 @@ class RecorderConnector(HttpConnector):
             response_excerpt=response.text[:500],
             body=body,
         )
+
+    def deliver_many(self, requests_: Sequence[DeliveryRequest]) -> list[DeliveryResult | ConnectorError]:
+        """All records in one POST to the batch endpoint; each answer is classified on its own."""
+        url = f"{self.base_url}/batch"
+        records = [
+            {
+                "entity": r.entity,
+                "key": self._key(r),
+                "payload": r.payload,
+                "idempotency_key": r.idempotency_key,
+                "correlation_id": r.correlation_id,
+                "if_match": r.etag,
+            }
+            for r in requests_
+        ]
+        body = self.request("POST", url, json={"records": records}).json()
+        results: list[DeliveryResult | ConnectorError] = []
+        for answer in body["results"]:
+            summary = f"POST {url} ({len(records)} records)"
+            try:
+                self.raise_for_status(answer["status"], json.dumps(answer["body"]), summary, retry_after=None)
+            except ConnectorError as exc:
+                results.append(exc)
+                continue
+            results.append(
+                DeliveryResult(
+                    target_key=str(answer["body"]["id"]),
+                    etag=answer["etag"],
+                    created=answer["status"] == 201,
+                    status_code=answer["status"],
+                    request_summary=summary,
+                    body=answer["body"],
+                )
+            )
+        return results
 
     def fetch(self, *, entity: str, key: dict, company: str = "") -> dict | None:
         url = self._record_url(entity, "|".join(str(v) for v in key.values()))

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,34 +38,64 @@ def mapping_context(flow: Flow) -> dict[str, Any]:
     return flow.company_link.context_for(flow.source) if flow.company_link else {}
 
 
+@dataclass
+class Claimed:
+    """A message this worker holds for delivery; the lease end is its claim token."""
+
+    message: Message
+    lease: datetime
+    link: RecordLink | None = None
+    payload_hash: str = ""
+
+
 def message_process(*, message_id: int) -> None:
-    """Carry one message as far as it can go now.
+    """Carry one message, and any due companions of its flow, as far as they can go now.
 
     1. Transform payload_in through the flow's mapping (a failure parks the message as failed).
     2. Claim it with one conditional UPDATE that also stores the output, so only one worker
-       delivers it, and only when due.
-    3. Deliver under a per-record lock and record the attempt and its outcome.
+       delivers it, and only when due. A target that takes batches gets up to batch_size due
+       messages of the same flow in one call; their own tasks then find nothing left to do.
+    3. Deliver under per-record locks and record each attempt and its outcome.
     """
-    message = (
-        Message.objects.select_related("flow__source", "flow__target", "flow__company_link")
-        .filter(pk=message_id)
-        .first()
-    )
+    message = _messages().filter(pk=message_id).first()
     if message is None or message.status not in Message.DELIVERABLE:
         return  # done, claimed elsewhere, or purged by retention
     if not message.flow.enabled:
         return  # paused: the sweeper picks it up again once the flow is enabled
+    claimed = [item for item in map(_transform_and_claim, _with_companions(message)) if item]
+    if not claimed:
+        return  # another worker has them, or they are not due yet
+    with _record_locks(claimed) as (free, busy):
+        for item in busy:
+            _release_busy(item)
+        if free:
+            _deliver(free)
+
+
+def _messages():  # noqa: ANN202 - a queryset
+    return Message.objects.select_related("flow__source", "flow__target", "flow__company_link")
+
+
+def _with_companions(message: Message) -> list[Message]:
+    target = message.flow.target
+    if target.batch_size <= 1 or not get_connector(target).batch_capable:
+        return [message]
+    # Reads the message_due partial index; racing workers may pick the same rows, the claim decides.
+    companions = (
+        _messages()
+        .filter(flow=message.flow, status__in=Message.DELIVERABLE, next_attempt_at__lte=timezone.now())
+        .exclude(pk=message.pk)
+        .order_by("next_attempt_at")[: target.batch_size - 1]
+    )
+    return [message, *companions]
+
+
+def _transform_and_claim(message: Message) -> Claimed | None:
     payload_out = message_transform(message=message)
     if payload_out is None:
-        return
+        return None
     lease = _claim(message, payload_out)
-    if lease is None:
-        return  # another worker has it, or it is not due yet
-    with _record_lock(message) as acquired:
-        if not acquired:
-            _release_busy(message, lease)
-            return
-        _deliver(message, lease)
+    return Claimed(message, lease) if lease else None
 
 
 def message_transform(*, message: Message) -> dict[str, Any] | None:
@@ -109,32 +140,50 @@ def _claim(message: Message, payload_out: dict[str, Any]) -> datetime | None:
     return lease
 
 
+def _lock_key(message: Message) -> int | None:
+    if connection.vendor != "postgresql" or not message.source_record_key:
+        return None  # SQLite runs one writer at a time anyway
+    digest = hashlib.blake2b(f"{message.flow_id}:{message.source_record_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 @contextmanager
-def _record_lock(message: Message) -> Iterator[bool]:
+def _record_locks(items: list[Claimed]) -> Iterator[tuple[list[Claimed], list[Claimed]]]:
     """Serialise deliveries of one source record, so an older event can't overtake a newer one.
 
-    A PostgreSQL session advisory lock: freed when the worker's connection dies, so a
-    killed worker never leaves it behind. SQLite runs one writer at a time anyway.
+    PostgreSQL session advisory locks, taken and released for the whole batch in one query each;
+    they die with the worker's connection, so a killed worker never leaves one behind. Two
+    messages of one record in one batch: the first goes, the second waits its turn.
     """
-    if connection.vendor != "postgresql" or not message.source_record_key:
-        yield True
-        return
-    digest = hashlib.blake2b(f"{message.flow_id}:{message.source_record_key}".encode(), digest_size=8).digest()
-    key = int.from_bytes(digest, "big", signed=True)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        acquired = cursor.fetchone()[0]
+    keys = {id(item): _lock_key(item.message) for item in items}
+    wanted = sorted({key for key in keys.values() if key is not None})
+    acquired: set[int] = set()
+    if wanted:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k)", [wanted])
+            acquired = {row[0] for row in cursor.fetchall()}
+    free: list[Claimed] = []
+    busy: list[Claimed] = []
+    taken: set[int] = set()
+    for item in items:
+        key = keys[id(item)]
+        if key is None or (key in acquired and key not in taken):
+            free.append(item)
+            if key is not None:
+                taken.add(key)
+        else:
+            busy.append(item)
     try:
-        yield acquired
+        yield free, busy
     finally:
         if acquired:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+                cursor.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", [sorted(acquired)])
 
 
-def _release_busy(message: Message, lease: datetime) -> None:
+def _release_busy(item: Claimed) -> None:
     """Give the claim back without counting an attempt: the record is being delivered by another worker."""
-    Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
+    Message.objects.filter(pk=item.message.pk, status=Status.DELIVERING, lease_expires_at=item.lease).update(
         status=Status.TRANSFORMED,
         attempts=F("attempts") - 1,
         lease_expires_at=None,
@@ -142,45 +191,58 @@ def _release_busy(message: Message, lease: datetime) -> None:
     )
 
 
-def _deliver(message: Message, lease: datetime) -> None:
-    flow = message.flow
-    started = timezone.now()
-    link = (
-        RecordLink.objects.filter(flow=flow, source_key=message.source_record_key).first()
-        if message.source_record_key
-        else None
-    )
-    payload_hash = content_hash(message.payload_out)
-    skip_reason = _skip_reason(message, link, payload_hash)
-    if skip_reason:
-        _finish(message, lease, started, status=Status.SKIPPED, outcome=None, error_text=skip_reason)
-        return
-
+def _delivery_request(item: Claimed) -> DeliveryRequest:
+    message, flow = item.message, item.message.flow
     overwrite = message.force_overwrite or (
         flow.master == Flow.Master.SOURCE and flow.conflict_policy == Flow.ConflictPolicy.MASTER_WINS
     )
-    context = mapping_context(flow)
-    request = DeliveryRequest(
+    return DeliveryRequest(
         entity=flow.target_entity,
         operation=flow.target_operation,
         payload=message.payload_out,
         key={field: message.payload_out.get(field) for field in flow.target_key_fields},
         idempotency_key=message.idempotency_key,
         correlation_id=message.correlation_id,
-        company=context.get("target_company", ""),
-        etag="" if overwrite or link is None else link.target_etag,
+        company=mapping_context(flow).get("target_company", ""),
+        etag="" if overwrite or item.link is None else item.link.target_etag,
         options=flow.options,
     )
+
+
+def _deliver(items: list[Claimed]) -> None:
+    """Skip what needs no write, send the rest in one call (one record, or a batch), record each outcome."""
+    flow = items[0].message.flow
+    started = timezone.now()
+    source_keys = [item.message.source_record_key for item in items if item.message.source_record_key]
+    links = {link.source_key: link for link in RecordLink.objects.filter(flow=flow, source_key__in=source_keys)}
+    to_send: list[Claimed] = []
+    for item in items:
+        item.link = links.get(item.message.source_record_key)
+        item.payload_hash = content_hash(item.message.payload_out)
+        reason = _skip_reason(item.message, item.link, item.payload_hash)
+        if reason:
+            _finish(item.message, item.lease, started, status=Status.SKIPPED, outcome=None, error_text=reason)
+        else:
+            to_send.append(item)
+    if not to_send:
+        return
+    requests = [_delivery_request(item) for item in to_send]
+    connector = get_connector(flow.target)
     clock = time.monotonic()
     try:
-        result = get_connector(flow.target).deliver(request)
+        outcomes = [connector.deliver(requests[0])] if len(requests) == 1 else connector.deliver_many(requests)
+        if len(outcomes) != len(requests):
+            raise RuntimeError(f"{type(connector).__name__} answered {len(outcomes)} of {len(requests)} records")
     except errors.ConnectorError as exc:
-        _handle_error(message, lease, started, clock, exc, link)
+        outcomes = [exc] * len(requests)
     except Exception as exc:  # a bug or a poison message: retried like a transient error, then dead
-        logger.exception("message %s crashed during delivery", message.pk, extra={"message_id": message.pk})
-        _handle_error(message, lease, started, clock, exc, link)
-    else:
-        _finish_delivered(message, lease, started, clock, result, link, payload_hash)
+        logger.exception("crash delivering %d message(s) of flow %s", len(requests), flow.slug)
+        outcomes = [exc] * len(requests)
+    for item, outcome in zip(to_send, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            _handle_error(item.message, item.lease, started, clock, outcome, item.link)
+        else:
+            _finish_delivered(item.message, item.lease, started, clock, outcome, item.link, item.payload_hash)
 
 
 def _skip_reason(message: Message, link: RecordLink | None, payload_hash: str) -> str:

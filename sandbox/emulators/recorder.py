@@ -58,16 +58,23 @@ def record(request: HttpRequest, entity: str, key: str) -> HttpResponse:
         return HttpResponse("<html><body>Welcome</body></html>", content_type="text/html")
     if payload.get("__reject__"):
         return JsonResponse({"error": {"code": "400", "message": str(payload["__reject__"])}}, status=400)
-    idempotency_key = request.headers.get("Idempotency-Key", "")
-    response = _upsert(request, entity, key, payload, idempotency_key)
+    response = _upsert(
+        entity,
+        key,
+        payload,
+        idempotency_key=request.headers.get("Idempotency-Key", ""),
+        correlation_id=request.headers.get("X-Correlation-Id", ""),
+        if_match=request.headers.get("If-Match", ""),
+    )
     delay = request.sandbox_faults.slow_after_commit_ms
     if delay and response.status_code < 300:
         time.sleep(delay / 1000)  # the write is committed; the caller times out and never hears of it
     return response
 
 
-def _upsert(request: HttpRequest, entity: str, key: str, payload: dict, idempotency_key: str) -> HttpResponse:
-    correlation_id = request.headers.get("X-Correlation-Id", "")
+def _upsert(
+    entity: str, key: str, payload: dict, *, idempotency_key: str, correlation_id: str, if_match: str
+) -> JsonResponse:
     for _ in range(2):  # a concurrent first insert of the same key loses the race once, then updates
         try:
             with transaction.atomic():
@@ -80,7 +87,6 @@ def _upsert(request: HttpRequest, entity: str, key: str, payload: dict, idempote
                 if idempotency_key and found.write_log.filter(idempotency_key=idempotency_key, applied=True).exists():
                     found.write_log.create(applied=False, **log)
                     return _record_json(found)
-                if_match = request.headers.get("If-Match")
                 if if_match and if_match not in ("*", found.etag):
                     found.write_log.create(applied=False, **log)
                     return JsonResponse(
@@ -97,7 +103,42 @@ def _upsert(request: HttpRequest, entity: str, key: str, payload: dict, idempote
     return JsonResponse({"error": {"code": "503", "message": "write conflict, try again"}}, status=503)
 
 
+@csrf_exempt
+@with_faults(EMULATOR)
+def batch(request: HttpRequest) -> HttpResponse:
+    """POST {"records": [{entity, key, payload, idempotency_key, if_match}]} → {"results": [{status, body}]}.
+
+    Each record is its own transaction, like independent requests in one round trip.
+    """
+    if request.method != "POST":
+        return JsonResponse({"error": {"code": "405", "message": "use POST"}}, status=405)
+    try:
+        records = json.loads(request.body)["records"]
+        results = []
+        for record in records:
+            if record["payload"].get("__reject__"):
+                answer = JsonResponse(
+                    {"error": {"code": "400", "message": record["payload"]["__reject__"]}}, status=400
+                )
+            else:
+                answer = _upsert(
+                    record["entity"],
+                    record["key"],
+                    record["payload"],
+                    idempotency_key=record.get("idempotency_key", ""),
+                    correlation_id=record.get("correlation_id", ""),
+                    if_match=record.get("if_match", ""),
+                )
+            results.append(
+                {"status": answer.status_code, "etag": answer.get("ETag", ""), "body": json.loads(answer.content)}
+            )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return JsonResponse({"error": {"code": "400", "message": f"bad batch: {exc}"}}, status=400)
+    return JsonResponse({"results": results})
+
+
 urlpatterns = [
+    path("batch", batch, name="recorder-batch"),
     path("records/", records, name="recorder-records"),
     path("records/<str:entity>/<str:key>", record, name="recorder-record"),
 ]

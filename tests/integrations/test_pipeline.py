@@ -203,6 +203,8 @@ def test_unexpected_crash_is_retried_then_dead_without_blocking_others(recorder_
     original = pipeline.get_connector
 
     class Exploding:
+        batch_capable = False
+
         def deliver(self, request):
             if request.payload["OrderNumber"] == "POISON":
                 raise KeyError("boom")
@@ -280,3 +282,56 @@ def connection_url() -> str:
 
     db = connection.settings_dict
     return f"postgresql://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def test_due_messages_of_a_flow_travel_in_one_batch(recorder_flow):
+    messages = [ingest(recorder_flow, f"SO-B{n}") for n in range(5)]
+
+    process(messages[0])
+
+    assert Message.objects.filter(status=Status.DELIVERED).count() == 5
+    summaries = set(Attempt.objects.values_list("request_summary", flat=True))
+    assert len(summaries) == 1
+    assert summaries.pop().endswith("/batch (5 records)")
+    # The companions' own tasks find nothing left to do.
+    assert process(messages[3]).attempt_set.count() == 1
+
+
+def test_a_rejected_record_fails_alone_in_its_batch(recorder_flow):
+    bad = ingest(recorder_flow, "SO-BAD", __reject__="Item 'X' is blocked")
+    good = ingest(recorder_flow, "SO-GOOD")
+
+    process(bad)
+
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert bad.status == Status.FAILED
+    assert "Item 'X' is blocked" in bad.last_error
+    assert good.status == Status.DELIVERED
+
+
+def test_batch_size_one_sends_records_one_by_one(recorder_flow):
+    recorder_flow.target.batch_size = 1
+    recorder_flow.target.save()
+    first = ingest(recorder_flow, "SO-S1")
+    second = ingest(recorder_flow, "SO-S2")
+
+    process(first)
+
+    second.refresh_from_db()
+    assert second.status == Status.RECEIVED
+    assert first.attempt_set.get().request_summary.startswith("PUT ")
+
+
+def test_two_events_of_one_record_in_one_batch_go_in_order(recorder_flow):
+    older = ingest(recorder_flow, "SO-20", version=1, Quantity=1)
+    newer = ingest(recorder_flow, "SO-20", version=2, Quantity=2)
+
+    process(older)
+    newer.refresh_from_db()
+    assert newer.status == Status.TRANSFORMED  # waited for the older one to finish
+    make_due(newer)
+    newer = process(newer)
+
+    assert newer.status == Status.DELIVERED
+    assert RecorderRecord.objects.get(key="SO-20").payload["Quantity"] == 2
