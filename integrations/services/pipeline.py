@@ -22,6 +22,7 @@ from integrations.connectors import get_connector
 from integrations.connectors.base import DeliveryRequest, DeliveryResult
 from integrations.models import Attempt, Flow, Message, RecordLink
 from integrations.retry import RetryPolicy
+from integrations.services import echo, events
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,11 @@ class Claimed:
 def message_process(*, message_id: int) -> None:
     """Carry one message, and any due companions of its flow, as far as they can go now.
 
-    1. Transform payload_in through the flow's mapping (a failure parks the message as failed).
-    2. Claim it with one conditional UPDATE that also stores the output, so only one worker
-       delivers it, and only when due. A target that takes batches gets up to batch_size due
-       messages of the same flow in one call; their own tasks then find nothing left to do.
+    1. Claim it with one conditional UPDATE, so only one worker handles it, and only when due.
+       A target that takes batches gets up to batch_size due messages of the same flow in
+       one call; their own tasks then find nothing left to do.
+    2. Prepare each: complete a truncated event from the source, transform payload_in through
+       the flow's mapping, skip filtered events and echoes of our own writes.
     3. Deliver under per-record locks and record each attempt and its outcome.
     """
     message = _messages().filter(pk=message_id).first()
@@ -62,10 +64,11 @@ def message_process(*, message_id: int) -> None:
         return  # done, claimed elsewhere, or purged by retention
     if not message.flow.enabled:
         return  # paused: the sweeper picks it up again once the flow is enabled
-    claimed = [item for item in map(_transform_and_claim, _with_companions(message)) if item]
-    if not claimed:
-        return  # another worker has them, or they are not due yet
-    with _record_locks(claimed) as (free, busy):
+    claimed = [item for item in map(_claim, _with_companions(message)) if item]
+    ready = [item for item in claimed if _prepare(item)]
+    if not ready:
+        return
+    with _record_locks(ready) as (free, busy):
         for item in busy:
             _release_busy(item)
         if free:
@@ -90,54 +93,71 @@ def _with_companions(message: Message) -> list[Message]:
     return [message, *companions]
 
 
-def _transform_and_claim(message: Message) -> Claimed | None:
-    payload_out = message_transform(message=message)
-    if payload_out is None:
-        return None
-    lease = _claim(message, payload_out)
-    return Claimed(message, lease) if lease else None
-
-
-def message_transform(*, message: Message) -> dict[str, Any] | None:
-    """The mapped payload; on a mapping error the message is parked as failed and None returned."""
-    flow = message.flow
-    try:
-        return mapping.apply(spec=flow.mapping_spec, payload=message.payload_in, context=mapping_context(flow))
-    except errors.MappingError as exc:
-        Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE).update(
-            status=Status.FAILED,
-            last_error_class=errors.error_class_name(exc),
-            last_error=exc.message,
-            mapping_version=flow.mapping_version,
-            next_attempt_at=None,
-        )
-        logger.info("message %s failed to transform: %s", message.pk, exc.message, extra={"message_id": message.pk})
-        return None
-
-
-def _claim(message: Message, payload_out: dict[str, Any]) -> datetime | None:
-    """Take the message for delivery; the lease end doubles as this worker's claim token."""
+def _claim(message: Message) -> Claimed | None:
+    """Take the message; the lease end doubles as this worker's claim token."""
     now = timezone.now()
     lease = now + timedelta(seconds=message.flow.target.timeout_seconds + settings.ICBRIDGE_LEASE_MARGIN_SECONDS)
     claimed = (
         Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(
-            status=Status.DELIVERING,
-            payload_out=payload_out,
-            mapping_version=message.flow.mapping_version,
-            lease_expires_at=lease,
-            queued_at=None,
-            attempts=F("attempts") + 1,
-        )
+        .update(status=Status.DELIVERING, lease_expires_at=lease, queued_at=None, attempts=F("attempts") + 1)
     )
     if claimed != 1:
         return None
     message.status = Status.DELIVERING
-    message.payload_out = payload_out
-    message.mapping_version = message.flow.mapping_version
     message.attempts += 1
-    return lease
+    return Claimed(message, lease)
+
+
+def _prepare(item: Claimed) -> bool:
+    """Complete, transform and screen a claimed message; False when it is finished here."""
+    message = item.message
+    started = timezone.now()
+    clock = time.monotonic()
+    message.mapping_version = message.flow.mapping_version
+    try:
+        events.complete_truncated(message=message)
+        message.payload_out = map_payload(message)
+    except errors.MappingError as exc:  # not a delivery try: no attempt is counted or recorded
+        message.attempts -= 1
+        _finish(message, item.lease, started, status=Status.FAILED, outcome=None, error=exc, attempts=message.attempts)
+        return False
+    except errors.ConnectorError as exc:  # the source could not give the full record of a truncated event
+        _handle_error(message, item.lease, started, clock, exc, None)
+        return False
+    reason = echo.message_skip_reason(message=message)
+    if reason:
+        _finish(message, item.lease, started, status=Status.SKIPPED, outcome=None, error_text=reason)
+        return False
+    return True
+
+
+def map_payload(message: Message) -> dict[str, Any]:
+    """payload_in through the flow's current mapping; raises MappingError naming field, path and value."""
+    flow = message.flow
+    return mapping.apply(spec=flow.mapping_spec, payload=message.payload_in, context=mapping_context(flow))
+
+
+def message_transform(*, message: Message) -> bool:
+    """received → transformed, or failed with the mapping error for the operator (no delivery).
+
+    The pipeline transforms as part of message_process; this is the step on its own.
+    """
+    try:
+        payload_out = map_payload(message)
+    except errors.MappingError as exc:
+        Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE).update(
+            status=Status.FAILED,
+            last_error_class=errors.error_class_name(exc),
+            last_error=exc.message,
+            mapping_version=message.flow.mapping_version,
+            next_attempt_at=None,
+        )
+        return False
+    Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE).update(
+        status=Status.TRANSFORMED, payload_out=payload_out, mapping_version=message.flow.mapping_version
+    )
+    return True
 
 
 def _lock_key(message: Message) -> int | None:
@@ -185,6 +205,8 @@ def _release_busy(item: Claimed) -> None:
     """Give the claim back without counting an attempt: the record is being delivered by another worker."""
     Message.objects.filter(pk=item.message.pk, status=Status.DELIVERING, lease_expires_at=item.lease).update(
         status=Status.TRANSFORMED,
+        payload_out=item.message.payload_out,
+        mapping_version=item.message.mapping_version,
         attempts=F("attempts") - 1,
         lease_expires_at=None,
         next_attempt_at=timezone.now() + RECORD_BUSY_DELAY,
@@ -278,6 +300,8 @@ def _finish(
     with transaction.atomic():
         updated = Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
             status=status,
+            payload_out=message.payload_out,
+            mapping_version=message.mapping_version,
             lease_expires_at=None,
             next_attempt_at=next_attempt_at,
             last_error_class=error_class,
@@ -319,6 +343,8 @@ def _finish_delivered(
     with transaction.atomic():
         updated = Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
             status=Status.DELIVERED,
+            payload_out=message.payload_out,
+            mapping_version=message.mapping_version,
             lease_expires_at=None,
             next_attempt_at=None,
             target_record_key=result.target_key[:255],

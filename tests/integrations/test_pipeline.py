@@ -150,10 +150,9 @@ def test_lost_response_after_target_commit_is_redelivered_without_a_second_write
 
 def test_a_second_claim_of_the_same_message_gets_nothing(recorder_flow):
     message = ingest(recorder_flow)
-    payload_out = pipeline.message_transform(message=message)
 
-    first = pipeline._claim(message, payload_out)
-    second = pipeline._claim(message, payload_out)
+    first = pipeline._claim(message)
+    second = pipeline._claim(message)
 
     assert first is not None
     assert second is None
@@ -234,7 +233,7 @@ def test_disabled_flow_holds_its_messages(recorder_flow):
 
 def test_sweeper_releases_a_claim_past_its_lease(recorder_flow):
     message = ingest(recorder_flow)
-    pipeline._claim(message, pipeline.message_transform(message=message))
+    pipeline._claim(message)
     Message.objects.filter(pk=message.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
     result = pipeline.messages_sweep()
@@ -335,3 +334,35 @@ def test_two_events_of_one_record_in_one_batch_go_in_order(recorder_flow):
 
     assert newer.status == Status.DELIVERED
     assert RecorderRecord.objects.get(key="SO-20").payload["Quantity"] == 2
+
+
+def test_truncated_event_is_completed_from_the_source_before_mapping(recorder_flow, recorder_system, make_system):
+    source = make_system(name="Source", slug="source", base_url=recorder_system.base_url)
+    recorder_flow.source = source
+    recorder_flow.save()
+    RecorderRecord.objects.create(entity="orders", key="SO-30", payload={"OrderNumber": "SO-30", "Notes": "x" * 300})
+    message, _ = message_ingest(
+        flow=recorder_flow,
+        payload={"event": "Update", "entity": "orders", "id": "SO-30"},
+        idempotency_key="evt-30",
+        source_record_key="SO-30",
+        headers={"truncated": True},
+    )
+
+    message = process(message)
+
+    assert message.status == Status.DELIVERED
+    assert message.payload_in["attributes"]["Notes"] == "x" * 300
+    assert message.headers["completed_from_source"] is True
+
+
+def test_event_the_flow_does_not_carry_is_skipped_with_the_reason(recorder_flow):
+    recorder_flow.options = {"only_when": {"Status": "Confirmed"}}
+    recorder_flow.save()
+
+    skipped = process(ingest(recorder_flow, "SO-31", Status="Draft"))
+    carried = process(ingest(recorder_flow, "SO-32", Status="Confirmed"))
+
+    assert skipped.status == Status.SKIPPED
+    assert "Status is 'Draft'" in skipped.last_error
+    assert carried.status == Status.DELIVERED
