@@ -71,9 +71,9 @@ def _wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            requests.get(url, timeout=2)
+            requests.get(url, timeout=5)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
@@ -103,12 +103,12 @@ def hub_server(workers: int = 2, threads: int = 8, **extra_env: str) -> Iterator
     args = [
         sys.executable, "-m", "gunicorn", "icbridge.wsgi", "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
-        "--timeout", "120", "--log-level", "warning",
+        "--timeout", "120", "--log-level", "warning", "--no-control-socket",
     ]  # fmt: skip
     env = {**ENV, "ICBRIDGE_PORT": str(port), **extra_env}
     with _process(args, "gunicorn", env):
         base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/api/health")
+        _wait_http(f"{base}/admin/login/")
         yield base
 
 

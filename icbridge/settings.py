@@ -192,6 +192,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fixup closes the database connection around every task unless this is set,
+# which costs a new PostgreSQL backend per task. icbridge.celery instead runs Django's own
+# close_old_connections() around tasks: CONN_MAX_AGE and health checks decide, as in a request.
+CELERY_DB_REUSE_MAX = 1_000_000_000
 
 # --- Pipeline ---------------------------------------------------------------
 # How often the beat sweeper looks for due and stuck messages.
@@ -205,6 +209,8 @@ ICBRIDGE_LEASE_MARGIN_SECONDS = _positive(
     "ICBRIDGE_LEASE_MARGIN_SECONDS", _read("ICBRIDGE_LEASE_MARGIN_SECONDS", env.float, 30.0)
 )
 ICBRIDGE_SWEEP_BATCH = int(_positive("ICBRIDGE_SWEEP_BATCH", _read("ICBRIDGE_SWEEP_BATCH", env.int, 500)))
+# How long a worker keeps a ValueMap table before reading it again (integrations.mapping.valuemaps).
+ICBRIDGE_VALUE_MAP_CACHE_SECONDS = _read("ICBRIDGE_VALUE_MAP_CACHE_SECONDS", env.float, 30.0)
 
 CELERY_BEAT_SCHEDULE = {
     "icbridge-sweep-messages": {
@@ -212,6 +218,42 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": ICBRIDGE_SWEEP_SECONDS,
     },
 }
+# AX 2012 has no push: poll flows ask AIF getChangedKeys this often; overlap re-asks a little of the last
+# window so changes committed while the previous poll ran (or clock skew with the AOS) are not missed.
+ICBRIDGE_AX_POLL_SECONDS = _positive("ICBRIDGE_AX_POLL_SECONDS", _read("ICBRIDGE_AX_POLL_SECONDS", env.float, 30.0))
+ICBRIDGE_AX_POLL_OVERLAP_SECONDS = _read("ICBRIDGE_AX_POLL_OVERLAP_SECONDS", env.float, 5.0)
+CELERY_BEAT_SCHEDULE["icbridge-poll-ax2012"] = {
+    "task": "integrations.tasks.poll_ax2012_flows",
+    "schedule": ICBRIDGE_AX_POLL_SECONDS,
+}
+
+# --- Monitoring ---------------------------------------------------------------
+# Payloads of finished messages older than this are blanked (the rows, attempts and audit stay).
+ICBRIDGE_PAYLOAD_RETENTION_DAYS = int(
+    _positive("ICBRIDGE_PAYLOAD_RETENTION_DAYS", _read("ICBRIDGE_PAYLOAD_RETENTION_DAYS", env.int, 30))
+)
+# Beat sends a heartbeat task this often; a worker writes it; /monitoring/health reads it.
+ICBRIDGE_HEARTBEAT_SECONDS = _positive(
+    "ICBRIDGE_HEARTBEAT_SECONDS", _read("ICBRIDGE_HEARTBEAT_SECONDS", env.float, 30.0)
+)
+ICBRIDGE_HEALTH_PING_SECONDS = _positive(
+    "ICBRIDGE_HEALTH_PING_SECONDS", _read("ICBRIDGE_HEALTH_PING_SECONDS", env.float, 1.0)
+)
+# How often alert rules are evaluated.
+ICBRIDGE_ALERTS_SECONDS = _positive("ICBRIDGE_ALERTS_SECONDS", _read("ICBRIDGE_ALERTS_SECONDS", env.float, 60.0))
+# Window of the "recent" metrics (latency histogram, throttling, messages received).
+ICBRIDGE_METRICS_WINDOW_SECONDS = _positive(
+    "ICBRIDGE_METRICS_WINDOW_SECONDS", _read("ICBRIDGE_METRICS_WINDOW_SECONDS", env.int, 300)
+)
+# When set, /metrics requires "Authorization: Bearer <token>".
+ICBRIDGE_METRICS_TOKEN = _read("ICBRIDGE_METRICS_TOKEN", env.str, "")
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "icbridge-heartbeat": {"task": "monitoring.tasks.heartbeat", "schedule": ICBRIDGE_HEARTBEAT_SECONDS},
+        "icbridge-evaluate-alerts": {"task": "monitoring.tasks.evaluate_alerts", "schedule": ICBRIDGE_ALERTS_SECONDS},
+        "icbridge-purge-payloads": {"task": "monitoring.tasks.purge_payloads", "schedule": 3600.0},
+    }
+)
 
 # --- API ----------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -229,7 +271,18 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Event ingress and operator API of the icbridge integration hub.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["integrations.api.schema.api_paths_only"],
 }
+# Webhook ingress: largest accepted body (an InboundEndpoint may lower or raise it) and the default
+# per-endpoint rate ("<n>/s", "/min", "/h"); the operator API's rate is per user.
+ICBRIDGE_INGRESS_MAX_BODY_BYTES = int(
+    _positive("ICBRIDGE_INGRESS_MAX_BODY_BYTES", _read("ICBRIDGE_INGRESS_MAX_BODY_BYTES", env.int, 1_048_576))
+)
+ICBRIDGE_INGRESS_THROTTLE_RATE = _read("ICBRIDGE_INGRESS_THROTTLE_RATE", env.str, "200/s")
+ICBRIDGE_OPERATOR_THROTTLE_RATE = _read("ICBRIDGE_OPERATOR_THROTTLE_RATE", env.str, "20/s")
+# How long a web process reuses a flow's inbound settings before reading them again (a change made
+# in another process — credentials, enabled — takes effect within this time).
+ICBRIDGE_INGRESS_CONFIG_TTL = _read("ICBRIDGE_INGRESS_CONFIG_TTL", env.float, 5.0)
 
 LOG_LEVEL = _read("LOG_LEVEL", env.str, "INFO").upper()
 LOGGING = {
@@ -240,9 +293,27 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Structured logs (monitoring.logging): context ids on every record, secrets masked, JSON on request.
+    "filters": {
+        "context": {"()": "monitoring.logging.ContextFilter"},
+        "redact": {"()": "monitoring.logging.RedactionFilter"},
+    },
     "loggers": {
         # urllib3 logs full URLs at DEBUG, which may carry keys.
         "urllib3": {"level": "WARNING"},
         "zeep": {"level": "WARNING"},
     },
 }
+# Filters sit on the handler: logger-level filters would miss records propagated from child loggers.
+LOG_FORMAT = _read("LOG_FORMAT", env.str, "plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT: expected plain or json, got {LOG_FORMAT!r}")
+LOGGING["formatters"].update(
+    {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [msg=%(message_id)s corr=%(correlation_id)s] %(message)s"
+        },
+        "json": {"()": "monitoring.logging.JsonFormatter"},
+    }
+)
+LOGGING["handlers"]["console"].update({"formatter": LOG_FORMAT, "filters": ["context", "redact"]})

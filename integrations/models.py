@@ -361,3 +361,76 @@ class AuditEntry(models.Model):
         if not self._state.adding:
             raise ValueError("Audit entries are append-only")
         super().save(*args, **kwargs)
+
+
+class InboundEndpoint(TimeStampedModel):
+    """How events reach the hub for one flow (or one system): who may send, and where an event's id is.
+
+    Read by integrations.api.webhooks on every inbound request; one row per flow or per system.
+    """
+
+    class AuthType(models.TextChoices):
+        NONE = "none", "None (sandbox only)"
+        HEADER = "header", "Shared secret header (Dataverse HttpHeader)"
+        QUERY_KEY = "query_key", "Query key (Dataverse WebhookKey ?code=)"
+        HMAC = "hmac", "HMAC-SHA256 signature with timestamp"
+        BASIC = "basic", "Basic (user name + password)"
+        BEARER = "bearer", "OAuth2 bearer JWT"
+
+    flow = models.OneToOneField(Flow, on_delete=models.CASCADE, null=True, blank=True, related_name="inbound")
+    system = models.OneToOneField(System, on_delete=models.CASCADE, null=True, blank=True, related_name="inbound")
+    auth_type = models.CharField(max_length=20, choices=AuthType.choices, default=AuthType.HEADER)
+    # header: the header carrying the secret; hmac: the signature header; query_key: the query parameter.
+    credential_name = models.CharField(
+        max_length=100, blank=True, help_text="Header or query parameter name; empty: the mode's default."
+    )
+    username = models.CharField(max_length=150, blank=True, help_text="Basic auth user name.")
+    secret = EncryptedTextField(
+        blank=True, null=True, help_text="Shared secret, HMAC key, password or HS256 key; encrypted at rest."
+    )
+    timestamp_tolerance_seconds = models.PositiveIntegerField(default=300, help_text="HMAC: accepted clock skew.")
+    jwt_issuer = models.CharField(max_length=300, blank=True, help_text="Bearer: expected iss claim.")
+    jwt_audience = models.CharField(max_length=300, blank=True, help_text="Bearer: expected aud claim.")
+    jwks_url = models.URLField(max_length=500, blank=True, help_text="Bearer: JWKS of the issuer (RS256).")
+    id_pointer = models.CharField(
+        max_length=200, blank=True, help_text="Generic JSON: JSON pointer of the event id, e.g. /order/id."
+    )
+    id_header = models.CharField(max_length=100, blank=True, help_text="Generic JSON: header holding the event id.")
+    record_key_pointer = models.CharField(
+        max_length=200, blank=True, help_text="JSON pointer of the source record key, e.g. /SalesOrderNumber."
+    )
+    version_pointer = models.CharField(
+        max_length=200, blank=True, help_text="Generic JSON: JSON pointer of a comparable record version."
+    )
+    allowed_origins = models.JSONField(
+        default=list, blank=True, help_text="CloudEvents webhook handshake: origins allowed; empty allows any."
+    )
+    max_body_bytes = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the global limit.")
+    throttle_rate = models.CharField(
+        max_length=20, blank=True, help_text="Requests allowed, e.g. 100/s or 5000/min; empty: the global rate."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(flow__isnull=False, system__isnull=True) | Q(flow__isnull=True, system__isnull=False),
+                name="inbound_endpoint_flow_or_system",
+            )
+        ]
+
+    def __str__(self) -> str:
+        owner = f"flow {self.flow}" if self.flow_id else f"system {self.system}"
+        return f"inbound {self.get_auth_type_display()} for {owner}"
+
+
+class AxPollCursor(models.Model):
+    """Where the AX 2012 poller of one flow stands: getChangedKeys asks for changes since changed_since."""
+
+    flow = models.OneToOneField(Flow, on_delete=models.CASCADE, related_name="ax_poll_cursor")
+    changed_since = models.DateTimeField(null=True, blank=True, help_text="Empty: the first poll reads everything.")
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_keys = models.PositiveIntegerField(default=0, help_text="Changed keys the last poll found.")
+    last_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"AX poll cursor of {self.flow}: since {self.changed_since or 'the beginning'}"

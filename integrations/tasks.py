@@ -12,8 +12,31 @@ def process_message(message_id: int) -> None:
     pipeline.message_process(message_id=message_id)
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def drain_flow(flow_id: int) -> None:
+    from integrations.services import pipeline
+
+    pipeline.flow_drain(flow_id=flow_id)
+
+
 @shared_task(acks_late=True, ignore_result=True)
 def sweep_messages() -> None:
     from integrations.services import pipeline
 
     pipeline.messages_sweep()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def poll_ax2012_flows() -> None:
+    """Beat: queue one poll per enabled AX 2012 poll flow."""
+    from integrations.services import polling
+
+    for flow_id in polling.ax2012_poll_flow_ids():
+        poll_ax2012_flow.delay(flow_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def poll_ax2012_flow(flow_id: int) -> None:
+    from integrations.services import polling
+
+    polling.ax2012_poll_by_id(flow_id=flow_id)

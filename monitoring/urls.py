@@ -4,4 +4,6 @@ from monitoring import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("metrics", views.metrics, name="metrics"),
+    path("dashboard", views.dashboard, name="monitoring-dashboard"),
 ]

@@ -1,31 +1,70 @@
-"""Health: is the database reachable, and the broker?"""
+"""Health, Prometheus metrics and the operator dashboard. Thin: the numbers come from services."""
 
 from __future__ import annotations
 
-from django.db import connection
-from django.http import HttpRequest, JsonResponse
+import hmac
 
-from icbridge.celery import app
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from integrations.models import Message
+from monitoring.charts import line_chart
+from monitoring.metrics import DatabaseCollector
+from monitoring.models import Alert, ReconciliationRun
+from monitoring.services import health as health_service
+from monitoring.services import stats
+
+_registry = CollectorRegistry(auto_describe=False)
+_registry.register(DatabaseCollector())
 
 
-def _check_database() -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return "ok"
-
-
-def _check_broker() -> str:
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
-    return "ok"
-
-
+@require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    checks = {}
-    for name, check in (("database", _check_database), ("broker", _check_broker)):
-        try:
-            checks[name] = check()
-        except Exception as exc:  # any failure is the answer, not an error page
-            checks[name] = f"failed: {type(exc).__name__}"
-    healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503)
+    report = health_service.health_report()
+    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    token = settings.ICBRIDGE_METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            response = HttpResponse("metrics need 'Authorization: Bearer <ICBRIDGE_METRICS_TOKEN>'\n", status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return HttpResponse(generate_latest(_registry), content_type=CONTENT_TYPE_LATEST)
+
+
+@staff_member_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    window = request.GET.get("window", "hour")
+    if window not in stats.WINDOWS:
+        return HttpResponse(f"window must be one of: {', '.join(stats.WINDOWS)}", status=400)
+    data = stats.dashboard(window=window)
+    time_format = "%H:%M" if window == "hour" else "%d %H:00"
+    throughput = {k: data.series[k] for k in ("received", "delivered", "failed")}
+    context = {
+        "title": "Dashboard",
+        "data": data,
+        "window": window,
+        "windows": list(stats.WINDOWS),
+        "throughput_chart": line_chart(throughput, title="Messages per bucket", time_format=time_format),
+        "latency_chart": line_chart(
+            {"latency_p95_ms": data.series["latency_p95_ms"]},
+            title="Attempt latency p95",
+            unit=" ms",
+            time_format=time_format,
+        ),
+        "attention": Message.objects.filter(status__in=Message.NEEDS_ATTENTION).count(),
+        "open_alerts": Alert.objects.filter(resolved_at__isnull=True).select_related("rule")[:20],
+        "runs": ReconciliationRun.objects.select_related("flow")[:10],
+        "health": health_service.health_report()["checks"],
+    }
+    return render(request, "monitoring/dashboard.html", context)

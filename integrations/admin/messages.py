@@ -1,102 +1,527 @@
 """Console pages for Messages, Attempts, RecordLinks and the audit log.
 
-Admin actions call the same services as the API."""
+Operators land on what needs attention (failed, dead, conflict). Every action asks for a reason and
+calls the same operator services as the API, which write the audit rows. Changing a message needs
+integrations.change_message (the operator role); the auditor's view permission shows everything and
+offers no action.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from integrations.models import (
-    Attempt,
-    AuditEntry,
-    Message,
-    RecordLink,
-)
-from integrations.services import operator
+from integrations.models import Attempt, AuditEntry, MappingVersion, Message, RecordLink
+from integrations.services import chains, operator
 
-
-class AttemptInline(admin.TabularInline):
-    model = Attempt
-    extra = 0
-    can_delete = False
-    fields = ("number", "started_at", "duration_ms", "outcome", "response_status", "error_class", "error_text")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+Status = Message.Status
+BULK_BATCH = 500
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
+    """The console opens on failed, dead and conflict messages; a search or another filter widens it."""
+
     title = "attention"
     parameter_name = "attention"
+    WIDENING = ("q", "status__exact", "flow__id__exact", "flow__target__id__exact", "flow__source__id__exact")
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
+        self._widened = any(request.GET.get(name) for name in self.WIDENING)
+        super().__init__(request, params, model, model_admin)
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("needs", "Needs attention (failed, dead, conflict)"), ("open", "In progress")]
+        return [
+            ("needs", "Needs attention (failed, dead, conflict)"),
+            ("open", "In progress"),
+            ("all", "All messages"),
+        ]
 
-    def queryset(self, request: HttpRequest, queryset):  # noqa: ANN201
+    def value(self) -> str:
+        return super().value() or ("all" if self._widened else "needs")
+
+    def choices(self, changelist: Any) -> Any:
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
         if self.value() == "needs":
             return queryset.filter(status__in=Message.NEEDS_ATTENTION)
         if self.value() == "open":
-            return queryset.filter(status__in=(*Message.DELIVERABLE, Message.Status.DELIVERING))
+            return queryset.filter(status__in=(*Message.DELIVERABLE, Status.DELIVERING))
         return queryset
 
 
-def _pretty(value: object) -> str:
-    return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
+def pretty_json(value: object) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _payload(value: object, label: str, open_: bool = False) -> str:
+    if value in (None, {}):
+        return format_html("<em>{}</em>", "none (not produced yet, or purged by retention)")
+    return format_html(
+        "<details class='icb-payload'{}><summary>{}</summary><pre>{}</pre></details>",
+        " open" if open_ else "",
+        label,
+        pretty_json(value),
+    )
+
+
+class EstimatedCountPaginator(Paginator):
+    """Pages without counting a whole large table.
+
+    Django counts the filtered queryset for the page links; with no filter that is COUNT(*) of the
+    table, seconds on millions of rows. An unfiltered queryset on PostgreSQL takes the planner's row
+    estimate (pg_class.reltuples, kept by autovacuum) instead, once the table is past exact_below rows.
+    """
+
+    exact_below = 20_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if connection.vendor == "postgresql" and isinstance(queryset, QuerySet) and not queryset.query.where:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                    [queryset.model._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] >= self.exact_below:
+                return int(row[0])
+        return super().count
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        help_text="Kept in the audit log with your name.",
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("Say why: the reason goes into the audit log.")
+        return reason
+
+
+class ReplayForm(ReasonForm):
+    payload = forms.CharField(
+        widget=forms.Textarea(attrs={"class": "icb-editor", "spellcheck": "false"}),
+        help_text="The source payload (payload in) as JSON; it goes through the flow's mapping again.",
+    )
+
+    def clean_payload(self) -> dict[str, Any]:
+        text = self.cleaned_data["payload"]
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
+        if not isinstance(value, dict):
+            raise forms.ValidationError(f"payload must be a JSON object, got {type(value).__name__}")
+        return value
+
+
+class ResolveForm(ReasonForm):
+    side = forms.ChoiceField(
+        choices=[
+            ("source", "Ours (payload out) — overwrite the target"),
+            ("target", "Theirs (target version) — keep the target"),
+        ],
+        widget=forms.RadioSelect,
+    )
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "flow", "status", "attempts", "next_attempt_at", "last_error_class", "created_at")
-    list_filter = (NeedsAttentionFilter, "status", "flow", "flow__target__kind")
+    list_display = (
+        "id",
+        "status_badge",
+        "flow",
+        "source_record_key",
+        "attempts",
+        "next_attempt_at",
+        "last_error_short",
+        "created_at",
+    )
+    list_display_links = ("id", "status_badge")
+    list_filter = (NeedsAttentionFilter, "status", "flow", "flow__target", "flow__source", "created_at")
     list_select_related = ("flow__source", "flow__target")
+    # Exact matches read the indexes on these columns; no LIKE scans of a large table.
     search_fields = ("=correlation_id", "=source_record_key", "=target_record_key", "=idempotency_key")
+    search_help_text = "Exact correlation id, source or target record id, or idempotency key."
+    # No COUNT(*) of the whole table on every page, no per-filter facet counts, and no date
+    # hierarchy (its DISTINCT over dates scans the table): the created_at filter is cheap instead.
     show_full_result_count = False
-    date_hierarchy = "created_at"
-    inlines = [AttemptInline]
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    list_per_page = 50
+    ordering = ("-created_at",)
+    change_form_template = "admin/integrations/message/change_form.html"
+    change_list_template = "admin/integrations/message/change_list.html"
     readonly_fields = (
         "flow",
+        "status_badge",
         "idempotency_key",
-        "status",
-        "payload_in_pretty",
-        "payload_out_pretty",
-        "mapping_version",
+        "correlation_link",
         "source_record_key",
         "source_version",
         "target_record_key",
-        "correlation_id",
+        "mapping_version_link",
         "attempts",
         "next_attempt_at",
         "last_error_class",
         "last_error",
+        "created_at",
         "delivered_at",
-        "replay_of",
+        "replay_of_link",
+        "replays_links",
+        "payload_in_pretty",
+        "payload_out_pretty",
+        "headers_pretty",
     )
-    exclude = ("payload_in", "payload_out", "headers", "target_snapshot", "queued_at", "lease_expires_at")
-    actions = ["retry_now"]
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    ("flow", "status_badge"),
+                    ("idempotency_key", "correlation_link"),
+                    ("source_record_key", "source_version", "target_record_key"),
+                    ("mapping_version_link", "attempts", "next_attempt_at"),
+                    ("created_at", "delivered_at"),
+                    ("replay_of_link", "replays_links"),
+                )
+            },
+        ),
+        ("Last error", {"fields": ("last_error_class", "last_error")}),
+        ("Payloads", {"fields": ("payload_in_pretty", "payload_out_pretty", "headers_pretty")}),
+    )
+    actions = ["retry_selected", "discard_selected"]
+
+    # --- columns -------------------------------------------------------------------------
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Message) -> str:
+        return format_html("<span class='icb-badge {}'>{}</span>", obj.status, obj.get_status_display())
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj: Message) -> str:
+        if not obj.last_error_class and not obj.last_error:
+            return ""
+        text = obj.last_error[:70] + ("…" if len(obj.last_error) > 70 else "")
+        return format_html(
+            "<span class='icb-error' title='{}'><code>{}</code><br>{}</span>",
+            obj.last_error,
+            obj.last_error_class,
+            text,
+        )
+
+    @admin.display(description="correlation id")
+    def correlation_link(self, obj: Message) -> str:
+        if not obj.correlation_id:
+            return "—"
+        url = reverse("scenario-chain", args=[obj.correlation_id])
+        return format_html("<code>{}</code> (<a href='{}'>business chain</a>)", obj.correlation_id, url)
+
+    @admin.display(description="mapping version")
+    def mapping_version_link(self, obj: Message) -> str:
+        if obj.mapping_version is None:
+            return "—"
+        version = MappingVersion.objects.filter(flow_id=obj.flow_id, version=obj.mapping_version).first()
+        if version is None:
+            return f"v{obj.mapping_version}"
+        url = reverse("admin:integrations_mappingversion_change", args=[version.pk])
+        return format_html("<a href='{}' id='mapping-version-link'>v{}</a>", url, version.version)
+
+    @admin.display(description="replay of")
+    def replay_of_link(self, obj: Message) -> str:
+        if obj.replay_of_id is None:
+            return "—"
+        url = reverse("admin:integrations_message_change", args=[obj.replay_of_id])
+        return format_html("<a href='{}'>message {}</a>", url, obj.replay_of_id)
+
+    @admin.display(description="replayed as")
+    def replays_links(self, obj: Message) -> str:
+        replays = list(obj.replays.values_list("pk", "status"))
+        if not replays:
+            return "—"
+        return format_html(
+            " ".join(["<a href='{}' class='replay-link'>message {} ({})</a>"] * len(replays)),
+            *[
+                part
+                for pk, status in replays
+                for part in (reverse("admin:integrations_message_change", args=[pk]), pk, status)
+            ],
+        )
 
     @admin.display(description="payload in")
     def payload_in_pretty(self, obj: Message) -> str:
-        return _pretty(obj.payload_in)
+        return _payload(obj.payload_in, "payload in (from the source)", open_=True)
 
     @admin.display(description="payload out")
     def payload_out_pretty(self, obj: Message) -> str:
-        return _pretty(obj.payload_out)
+        return _payload(obj.payload_out, "payload out (mapped, sent to the target)")
+
+    @admin.display(description="headers")
+    def headers_pretty(self, obj: Message) -> str:
+        return _payload(obj.headers, "event headers")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        context = {**(extra_context or {}), "can_retry_matching": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context=context)
+
+    # --- permissions -----------------------------------------------------------------------
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return False  # messages come from sources; an operator replays, never invents one
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # discard keeps the row and the audit trail
+
+    def _require_change(self, request: HttpRequest, obj: Message | None = None) -> None:
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied("You may look at messages but not act on them.")
+
+    # --- detail page ---------------------------------------------------------------------
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if obj is not None:
+            context.update(self._detail_context(request, obj))
+        context.update({"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False})
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def _detail_context(self, request: HttpRequest, obj: Message) -> dict[str, Any]:
+        try:
+            chain = chains.chain_for(obj.correlation_id) if obj.correlation_id else None
+        except chains.ChainNotFound:
+            chain = None
+        links = (
+            RecordLink.objects.filter(correlation_id=obj.correlation_id).select_related("flow")
+            if obj.correlation_id
+            else RecordLink.objects.none()
+        )
+        can_change = self.has_change_permission(request, obj)
+        return {
+            "message": obj,
+            "attempt_rows": obj.attempt_set.order_by("started_at", "pk"),
+            "chain": chain,
+            "chain_links": links,
+            "audit_entries": AuditEntry.objects.filter(message=obj).order_by("at"),
+            "can_change": can_change,
+            "can_retry": can_change and obj.status in operator.RETRYABLE,
+            "can_discard": can_change and obj.status in operator.DISCARDABLE,
+            "can_replay": can_change,
+            "can_resolve": can_change and obj.status == Status.CONFLICT,
+        }
+
+    # --- per-message action pages --------------------------------------------------------------
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("retry-matching/", wrap(self.retry_matching_view), name="integrations_message_retry_matching"),
+            path("<int:pk>/retry/", wrap(self.retry_view), name="integrations_message_retry"),
+            path("<int:pk>/discard/", wrap(self.discard_view), name="integrations_message_discard"),
+            path("<int:pk>/replay/", wrap(self.replay_view), name="integrations_message_replay"),
+            path("<int:pk>/resolve/", wrap(self.resolve_view), name="integrations_message_resolve"),
+            *super().get_urls(),
+        ]
+
+    def _page(self, request: HttpRequest, template: str, title: str, **context: Any) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            f"admin/integrations/message/{template}",
+            {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title, **context},
+        )
+
+    def _detail_url(self, pk: int) -> str:
+        return reverse("admin:integrations_message_change", args=[pk])
+
+    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        message = get_object_or_404(Message, pk=pk)
+        self._require_change(request, message)
+        form = ReasonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            count = operator.messages_retry(messages=[message], actor=request.user, reason=form.cleaned_data["reason"])
+            if count:
+                self.message_user(request, f"Message {pk} is queued again.", messages.SUCCESS)
+            else:
+                self.message_user(request, f"Message {pk} is {message.status}; nothing to retry.", messages.WARNING)
+            return HttpResponseRedirect(self._detail_url(pk))
+        return self._page(request, "reason.html", f"Retry message {pk}", form=form, message=message, verb="Retry now")
+
+    def discard_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        message = get_object_or_404(Message, pk=pk)
+        self._require_change(request, message)
+        form = ReasonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                operator.message_discard(message=message, actor=request.user, reason=form.cleaned_data["reason"])
+            except operator.OperatorError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Message {pk} discarded.", messages.SUCCESS)
+            return HttpResponseRedirect(self._detail_url(pk))
+        return self._page(request, "reason.html", f"Discard message {pk}", form=form, message=message, verb="Discard")
+
+    def replay_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        message = get_object_or_404(Message, pk=pk)
+        self._require_change(request, message)
+        initial = {"payload": pretty_json(message.payload_in)}
+        form = ReplayForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            payload = form.cleaned_data["payload"]
+            try:
+                replay = operator.message_replay(
+                    message=message,
+                    actor=request.user,
+                    reason=form.cleaned_data["reason"],
+                    payload=None if payload == message.payload_in else payload,
+                )
+            except operator.OperatorError as exc:
+                form.add_error("payload", str(exc))
+            else:
+                self.message_user(request, f"Replayed message {pk} as message {replay.pk}.", messages.SUCCESS)
+                return HttpResponseRedirect(self._detail_url(replay.pk))
+        return self._page(request, "replay.html", f"Edit and replay message {pk}", form=form, message=message)
+
+    def resolve_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        message = get_object_or_404(Message, pk=pk)
+        self._require_change(request, message)
+        form = ResolveForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                operator.message_resolve_conflict(
+                    message=message,
+                    actor=request.user,
+                    side=form.cleaned_data["side"],
+                    reason=form.cleaned_data["reason"],
+                )
+            except operator.OperatorError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Conflict of message {pk} resolved.", messages.SUCCESS)
+            return HttpResponseRedirect(self._detail_url(pk))
+        ours = message.payload_out if isinstance(message.payload_out, dict) else {}
+        theirs = message.target_snapshot if isinstance(message.target_snapshot, dict) else {}
+        rows = [
+            {
+                "field": name,
+                "ours": pretty_json(ours.get(name)) if name in ours else "—",
+                "theirs": pretty_json(theirs.get(name)) if name in theirs else "—",
+                "differs": ours.get(name) != theirs.get(name),
+            }
+            for name in sorted(set(ours) | set(theirs))
+        ]
+        return self._page(
+            request, "resolve.html", f"Resolve the conflict of message {pk}", form=form, message=message, rows=rows
+        )
+
+    def retry_matching_view(self, request: HttpRequest) -> HttpResponse:
+        """Retry every retryable message the current changelist filter matches (not just one page)."""
+        self._require_change(request)
+        changelist = self.get_changelist_instance(request)
+        matching = changelist.get_queryset(request).filter(status__in=operator.RETRYABLE)
+        form = ReasonForm(request.POST or None)
+        query = request.GET.urlencode()
+        if request.method == "POST" and form.is_valid():
+            total = _retry_in_batches(matching, actor=request.user, reason=form.cleaned_data["reason"])
+            self.message_user(request, f"Requeued {total} message(s) matching the filter.", messages.SUCCESS)
+            url = reverse("admin:integrations_message_changelist")
+            return HttpResponseRedirect(f"{url}?{query}" if query else url)
+        return self._page(
+            request,
+            "retry_matching.html",
+            "Retry all messages matching this filter",
+            form=form,
+            count=matching.count(),
+            query=query,
+            filters=[(k, v) for k, v in request.GET.items()],
+        )
+
+    # --- list actions ------------------------------------------------------------------------------
+
+    def _reason_action(
+        self, request: HttpRequest, queryset: QuerySet[Message], action: str, verb: str
+    ) -> TemplateResponse | None:
+        """An intermediate page asking for the reason; returns None once it is given."""
+        form = ReasonForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            return None
+        return self._page(
+            request,
+            "action_reason.html",
+            f"{verb} {queryset.count()} message(s)",
+            form=form,
+            action=action,
+            verb=verb,
+            selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            select_across=request.POST.get("select_across", "0"),
+            queryset=queryset[:20],
+        )
 
     @admin.action(description="Retry selected messages now", permissions=["change"])
-    def retry_now(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
-        count = operator.messages_retry(messages=queryset, actor=request.user, reason="retry from the console")
-        self.message_user(request, f"Requeued {count} message(s)")
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Message]) -> TemplateResponse | None:
+        page = self._reason_action(request, queryset, "retry_selected", "Retry")
+        if page is not None:
+            return page
+        total = _retry_in_batches(queryset, actor=request.user, reason=request.POST["reason"].strip())
+        self.message_user(request, f"Requeued {total} message(s).", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Discard selected messages", permissions=["change"])
+    def discard_selected(self, request: HttpRequest, queryset: QuerySet[Message]) -> TemplateResponse | None:
+        page = self._reason_action(request, queryset, "discard_selected", "Discard")
+        if page is not None:
+            return page
+        reason = request.POST["reason"].strip()
+        done = skipped = 0
+        for message in queryset.only("pk", "status").iterator(chunk_size=BULK_BATCH):
+            try:
+                operator.message_discard(message=message, actor=request.user, reason=reason)
+                done += 1
+            except operator.OperatorError:
+                skipped += 1
+        self.message_user(request, f"Discarded {done} message(s); {skipped} could not be discarded in their state.")
+        return None
+
+
+def _retry_in_batches(queryset: QuerySet[Message], *, actor: Any, reason: str) -> int:
+    """Retry in batches of primary keys, so "all matching" on a large table holds no long lock."""
+    ids = list(queryset.filter(status__in=operator.RETRYABLE).order_by("pk").values_list("pk", flat=True))
+    total = 0
+    for start in range(0, len(ids), BULK_BATCH):
+        batch = Message.objects.filter(pk__in=ids[start : start + BULK_BATCH]).only("pk", "status")
+        total += operator.messages_retry(messages=batch, actor=actor, reason=reason)
+    return total
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """Append-only records: nobody adds, edits or deletes them from the console."""
+
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
@@ -110,18 +535,82 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(Attempt)
 class AttemptAdmin(ReadOnlyAdmin):
     list_display = ("message", "number", "started_at", "duration_ms", "outcome", "response_status", "error_class")
-    list_filter = ("outcome",)
+    list_filter = ("outcome", "started_at")
+    list_select_related = ("message__flow__source", "message__flow__target")
+    search_fields = ("=message__id", "=message__correlation_id")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    readonly_fields = (
+        "message",
+        "number",
+        "started_at",
+        "duration_ms",
+        "outcome",
+        "request_summary",
+        "response_status",
+        "response_excerpt_block",
+        "error_class",
+        "error_text_block",
+    )
+    exclude = ("response_excerpt", "error_text")
+
+    @admin.display(description="response excerpt")
+    def response_excerpt_block(self, obj: Attempt) -> str:
+        if not obj.response_excerpt:
+            return "—"
+        return format_html("<details><summary>response</summary><pre>{}</pre></details>", obj.response_excerpt)
+
+    @admin.display(description="error text")
+    def error_text_block(self, obj: Attempt) -> str:
+        if not obj.error_text:
+            return "—"
+        return format_html("<details open><summary>error</summary><pre>{}</pre></details>", obj.error_text)
 
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin):
-    list_display = ("at", "actor_name", "action", "object_type", "object_id", "reason")
-    list_filter = ("action",)
-    search_fields = ("actor_name", "object_id", "reason")
+    list_display = ("at", "actor_name", "action", "object_type", "object_id", "message_link", "reason")
+    list_filter = ("action", "object_type", "at")
+    search_fields = ("=actor_name", "=object_id", "reason")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+
+    @admin.display(description="message")
+    def message_link(self, obj: AuditEntry) -> str:
+        if obj.message_id is None:
+            return "—"
+        return format_html(
+            "<a href='{}'>{}</a>", reverse("admin:integrations_message_change", args=[obj.message_id]), obj.message_id
+        )
 
 
 @admin.register(RecordLink)
 class RecordLinkAdmin(admin.ModelAdmin):
-    list_display = ("flow", "source_key", "target_key", "source_version", "target_etag", "synced_at")
+    list_display = ("flow", "source_key", "target_key", "source_version", "target_etag", "synced_at", "message_link")
+    list_filter = ("flow",)
     list_select_related = ("flow",)
     search_fields = ("=source_key", "=target_key", "=correlation_id")
+    show_full_result_count = False
+    readonly_fields = (
+        "flow",
+        "source_key",
+        "target_key",
+        "source_version",
+        "target_etag",
+        "content_hash",
+        "correlation_id",
+        "last_message",
+        "synced_at",
+    )
+
+    @admin.display(description="last message")
+    def message_link(self, obj: RecordLink) -> str:
+        if obj.last_message_id is None:
+            return "—"
+        url = reverse("admin:integrations_message_change", args=[obj.last_message_id])
+        return format_html("<a href='{}'>{}</a>", url, obj.last_message_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # links are written by deliveries

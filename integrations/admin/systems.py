@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from integrations.models import CompanyLink, System
+from integrations.services.systems import system_test_connection
 
 
 class SystemForm(forms.ModelForm):
@@ -45,6 +48,14 @@ class SystemAdmin(admin.ModelAdmin):
     list_filter = ("kind", "enabled")
     search_fields = ("name", "slug", "base_url")
     prepopulated_fields = {"slug": ("name",)}
+    actions = ["test_connection"]
+
+    @admin.action(description="Test connection (token, reachability, permissions)", permissions=["view"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[System]) -> None:
+        for system in queryset:
+            report = system_test_connection(system=system, actor=request.user)
+            level = messages.SUCCESS if report.ok else messages.ERROR
+            self.message_user(request, f"{system.name}: {report.summary()}", level=level)
 
 
 @admin.register(CompanyLink)

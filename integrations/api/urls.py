@@ -1,9 +1,44 @@
 """Routes under /api/: webhook ingress and the operator API."""
 
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from integrations.api import mapping, operator, webhooks
 from monitoring.views import health
 
 urlpatterns = [
     path("health", health, name="api-health"),
+    path("", include("integrations.api.scenarios")),  # deep links, business chains, synchronous calls
+    # Webhook ingress: per flow, or per source system (routed to its flows by entity / event type).
+    path("webhooks/dataverse/<slug:flow_slug>", webhooks.DataverseWebhookApi.as_view(), name="webhook-dataverse"),
+    path(
+        "webhooks/dataverse/systems/<slug:system_slug>",
+        webhooks.DataverseSystemWebhookApi.as_view(),
+        name="webhook-dataverse-system",
+    ),
+    path("events/finops/<slug:flow_slug>", webhooks.FinOpsEventApi.as_view(), name="events-finops"),
+    path(
+        "events/finops/systems/<slug:system_slug>", webhooks.FinOpsSystemEventApi.as_view(), name="events-finops-system"
+    ),
+    path("events/sap/<slug:flow_slug>", webhooks.SapEventApi.as_view(), name="events-sap"),
+    path("events/sap/systems/<slug:system_slug>", webhooks.SapSystemEventApi.as_view(), name="events-sap-system"),
+    path("ingest/<slug:flow_slug>", webhooks.GenericIngestApi.as_view(), name="ingest-generic"),
+    # Operator API.
+    path("messages", operator.MessageListApi.as_view(), name="api-messages"),
+    path("messages/retry", operator.MessagesBulkRetryApi.as_view(), name="api-messages-retry"),
+    path("messages/<int:pk>", operator.MessageDetailApi.as_view(), name="api-message"),
+    path("messages/<int:pk>/retry", operator.MessageRetryApi.as_view(), name="api-message-retry"),
+    path("messages/<int:pk>/replay", operator.MessageReplayApi.as_view(), name="api-message-replay"),
+    path("messages/<int:pk>/discard", operator.MessageDiscardApi.as_view(), name="api-message-discard"),
+    path("flows", operator.FlowListApi.as_view(), name="api-flows"),
+    path("flows/<slug:slug>", operator.FlowDetailApi.as_view(), name="api-flow"),
+    path("flows/<slug:flow_slug>/mapping", mapping.FlowMappingApi.as_view(), name="api-flow-mapping"),
+    path(
+        "flows/<slug:flow_slug>/mapping/preview", mapping.MappingPreviewApi.as_view(), name="api-flow-mapping-preview"
+    ),
+    path("systems", operator.SystemListApi.as_view(), name="api-systems"),
+    path("audit", operator.AuditListApi.as_view(), name="api-audit"),
+    # OpenAPI 3 schema and its browsable docs.
+    path("schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -32,6 +32,9 @@ class DeliveryRequest:
     company: str = ""  # dataAreaId / AIF Company / SAP company code
     etag: str = ""  # If-Match for optimistic concurrency; "" sends none
     options: dict[str, Any] = field(default_factory=dict)
+    # What our RecordLink says: True, we wrote this record before; False, never; None, unknown.
+    # An upsert may then try the likely write first (create or update) and fall back to the other.
+    exists: bool | None = None
 
 
 @dataclass

@@ -80,11 +80,12 @@ class RecorderConnector(HttpConnector):
 
     def fetch(self, *, entity: str, key: dict, company: str = "") -> dict | None:
         url = self._record_url(entity, "|".join(str(v) for v in key.values()))
-        response = self.session.get(url, timeout=self.timeout)
-        if response.status_code == 404:
-            return None
-        self.raise_for_response(response, f"GET {url}")
-        return response.json()["payload"]
+        try:
+            return self.request("GET", url).json()["payload"]
+        except ConnectorError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
 
     def check_connection(self) -> ConnectionReport:
         report = ConnectionReport()

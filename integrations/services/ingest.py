@@ -6,11 +6,11 @@ import uuid
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations import tasks
 from integrations.models import Flow, Message
+from integrations.services import dispatch
 
 
 def message_ingest(
@@ -28,21 +28,24 @@ def message_ingest(
     if not idempotency_key:
         raise ValueError("idempotency_key is required")
     now = timezone.now()
+    key = idempotency_key[:255]
     with transaction.atomic():
-        message, created = Message.objects.get_or_create(
-            flow=flow,
-            idempotency_key=idempotency_key[:255],
-            defaults={
-                "payload_in": payload,
-                "source_record_key": source_record_key[:255],
-                "source_version": source_version,
-                "correlation_id": correlation_id or uuid.uuid4().hex,
-                "headers": headers or {},
-                "replay_of": replay_of,
-                "next_attempt_at": now,
-                "queued_at": now,
-            },
-        )
-        if created:
-            transaction.on_commit(partial(tasks.process_message.delay, message.pk))
-    return message, created
+        try:
+            # Insert first: a new event is the common case, so no SELECT before it.
+            with transaction.atomic():
+                message = Message.objects.create(
+                    flow=flow,
+                    idempotency_key=key,
+                    payload_in=payload,
+                    source_record_key=source_record_key[:255],
+                    source_version=source_version,
+                    correlation_id=correlation_id or uuid.uuid4().hex,
+                    headers=headers or {},
+                    replay_of=replay_of,
+                    next_attempt_at=now,
+                    queued_at=now,
+                )
+        except IntegrityError:
+            return Message.objects.get(flow=flow, idempotency_key=key), False
+        transaction.on_commit(partial(dispatch.message_queue, message_id=message.pk, flow=flow))
+    return message, True

@@ -22,7 +22,7 @@ from integrations.connectors import get_connector
 from integrations.connectors.base import DeliveryRequest, DeliveryResult
 from integrations.models import Attempt, Flow, Message, RecordLink
 from integrations.retry import RetryPolicy
-from integrations.services import echo, events
+from integrations.services import dispatch, echo, events
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Claimed:
     payload_hash: str = ""
 
 
-def message_process(*, message_id: int) -> None:
+def message_process(*, message_id: int) -> int:
     """Carry one message, and any due companions of its flow, as far as they can go now.
 
     1. Claim it with one conditional UPDATE, so only one worker handles it, and only when due.
@@ -58,21 +58,53 @@ def message_process(*, message_id: int) -> None:
     2. Prepare each: complete a truncated event from the source, transform payload_in through
        the flow's mapping, skip filtered events and echoes of our own writes.
     3. Deliver under per-record locks and record each attempt and its outcome.
+
+    Returns how many messages this call claimed.
     """
     message = _messages().filter(pk=message_id).first()
     if message is None or message.status not in Message.DELIVERABLE:
-        return  # done, claimed elsewhere, or purged by retention
+        return 0  # done, claimed elsewhere, or purged by retention
     if not message.flow.enabled:
-        return  # paused: the sweeper picks it up again once the flow is enabled
+        return 0  # paused: the sweeper picks it up again once the flow is enabled
     claimed = [item for item in map(_claim, _with_companions(message)) if item]
     ready = [item for item in claimed if _prepare(item)]
-    if not ready:
-        return
-    with _record_locks(ready) as (free, busy):
-        for item in busy:
-            _release_busy(item)
-        if free:
-            _deliver(free)
+    if ready:
+        with _record_locks(ready) as (free, busy):
+            for item in busy:
+                _release_busy(item)
+            if free:
+                _deliver(free)
+    return len(claimed)
+
+
+def flow_drain(*, flow_id: int, max_batches: int = 20) -> int:
+    """Deliver a flow's due messages batch by batch until none are left; returns how many were claimed.
+
+    1. Clear the flow's drain key, then take its oldest due message (the order that keeps ingest
+       from missing a message, see integrations.services.dispatch) and process it with companions.
+    2. A full first batch queues a sibling drain, so a backlog gets as many workers as are free.
+    3. After max_batches the drain queues its successor instead of running on.
+    """
+    flow = Flow.objects.select_related("target").filter(pk=flow_id, enabled=True).first()
+    if flow is None:
+        return 0
+    claimed = 0
+    for batch in range(max_batches):
+        dispatch.drain_look(flow_id)
+        oldest = (
+            Message.objects.filter(flow_id=flow_id, status__in=Message.DELIVERABLE, next_attempt_at__lte=timezone.now())
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if oldest is None:
+            return claimed
+        count = message_process(message_id=oldest)
+        claimed += count
+        if batch == 0 and count >= flow.target.batch_size:
+            tasks.drain_flow.delay(flow_id)
+    tasks.drain_flow.delay(flow_id)
+    return claimed
 
 
 def _messages():  # noqa: ANN202 - a queryset
@@ -228,6 +260,7 @@ def _delivery_request(item: Claimed) -> DeliveryRequest:
         company=mapping_context(flow).get("target_company", ""),
         etag="" if overwrite or item.link is None else item.link.target_etag,
         options=flow.options,
+        exists=bool(item.link and item.link.target_key),
     )
 
 
@@ -259,12 +292,23 @@ def _deliver(items: list[Claimed]) -> None:
         outcomes = [exc] * len(requests)
     except Exception as exc:  # a bug or a poison message: retried like a transient error, then dead
         logger.exception("crash delivering %d message(s) of flow %s", len(requests), flow.slug)
-        outcomes = [exc] * len(requests)
+        # One poison record must not take its batch down with it: try them one by one.
+        outcomes = [exc] if len(requests) == 1 else [_deliver_alone(connector, r, flow) for r in requests]
     for item, outcome in zip(to_send, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             _handle_error(item.message, item.lease, started, clock, outcome, item.link)
         else:
             _finish_delivered(item.message, item.lease, started, clock, outcome, item.link, item.payload_hash)
+
+
+def _deliver_alone(connector: Any, request: DeliveryRequest, flow: Flow) -> DeliveryResult | BaseException:
+    try:
+        return connector.deliver(request)
+    except errors.ConnectorError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - classified by the caller like any crash
+        logger.exception("crash delivering %s of flow %s on its own", request.idempotency_key, flow.slug)
+        return exc
 
 
 def _skip_reason(message: Message, link: RecordLink | None, payload_hash: str) -> str:

@@ -114,6 +114,8 @@ def batch(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"error": {"code": "405", "message": "use POST"}}, status=405)
     try:
         records = json.loads(request.body)["records"]
+        if any(record["payload"].get("__garbage__") for record in records):
+            return HttpResponse("<html><body>Welcome</body></html>", content_type="text/html")
         results = []
         for record in records:
             if record["payload"].get("__reject__"):
@@ -134,6 +136,8 @@ def batch(request: HttpRequest) -> HttpResponse:
             )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return JsonResponse({"error": {"code": "400", "message": f"bad batch: {exc}"}}, status=400)
+    if request.sandbox_faults.slow_after_commit_ms:
+        time.sleep(request.sandbox_faults.slow_after_commit_ms / 1000)  # written; the caller never hears of it
     return JsonResponse({"results": results})
 
 

@@ -61,6 +61,8 @@ def assert_nothing_lost_nothing_doubled(accepted: int) -> None:
 
 
 def test_worker_killed_with_sigkill_during_deliveries(start_worker, flow):
+    flow.target.batch_size = 4  # several slow batches, so some are in flight when the worker dies
+    flow.target.save()
     set_faults("recorder", latency_ms=300)
     worker = start_worker("doomed", concurrency=2)
     accept_orders(flow, 30)

@@ -1,0 +1,237 @@
+"""The operator REST API: messages (list, show, retry, bulk retry, replay, discard), flows, systems, audit.
+
+Session or token authentication; each view names the Django model permissions it needs, which
+the roles (services.roles) grant. Actions call the same services as the admin console.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+
+from integrations.api.auth import InputError, parse_rate
+from integrations.api.errors import ErrorSerializer, api_exception_handler
+from integrations.api.serializers import (
+    AuditEntrySerializer,
+    BulkRetrySerializer,
+    CountSerializer,
+    DiscardSerializer,
+    FlowSerializer,
+    MessageDetailSerializer,
+    MessageFilterSerializer,
+    MessageSerializer,
+    ReasonSerializer,
+    ReplaySerializer,
+    SystemSerializer,
+)
+from integrations.models import AuditEntry, Flow, Message, System
+from integrations.services import operator
+
+ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="Not signed in."),
+    403: OpenApiResponse(ErrorSerializer, description="Signed in without the needed permission."),
+}
+ACTION_ERRORS = {
+    **ERRORS,
+    400: OpenApiResponse(ErrorSerializer, description="Bad input."),
+    404: OpenApiResponse(ErrorSerializer, description="No such message."),
+    409: OpenApiResponse(ErrorSerializer, description="The message's state does not allow this action."),
+}
+
+
+class HasModelPerms(BasePermission):
+    """The view's required_perms, e.g. ("integrations.change_message",), all held by the user."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perms(getattr(view, "required_perms", ())))
+
+
+class OperatorThrottle(UserRateThrottle):
+    scope = "operator"
+
+    def get_rate(self) -> str:
+        rate = settings.ICBRIDGE_OPERATOR_THROTTLE_RATE.replace(" ", "").lower()
+        return rate if parse_rate(rate) else "20/s"
+
+
+class OperatorApi:
+    """Mixin: permissions, throttle and the one error shape for every operator view."""
+
+    # Token first, so an unauthenticated call hears 401 + WWW-Authenticate: Token rather than 403.
+    authentication_classes: ClassVar[list[Any]] = [TokenAuthentication, SessionAuthentication]
+    permission_classes: ClassVar[list[Any]] = [HasModelPerms]
+    throttle_classes: ClassVar[list[Any]] = [OperatorThrottle]
+    required_perms: ClassVar[tuple[str, ...]] = ()
+
+    def get_exception_handler(self) -> Any:
+        return api_exception_handler
+
+
+def _messages() -> QuerySet[Message]:
+    return Message.objects.select_related("flow")
+
+
+@extend_schema(tags=["messages"], parameters=[MessageFilterSerializer], responses={200: MessageSerializer, **ERRORS})
+class MessageListApi(OperatorApi, generics.ListAPIView):
+    """Messages, newest first, filtered by status, flow, system, time, correlation id or record key."""
+
+    required_perms = ("integrations.view_message",)
+    serializer_class = MessageSerializer
+
+    def get_queryset(self) -> QuerySet[Message]:
+        filters = MessageFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return MessageFilterSerializer.apply(_messages(), filters.validated_data).order_by("-created_at", "-id")
+
+
+@extend_schema(tags=["messages"], responses={200: MessageDetailSerializer, **ERRORS, 404: ErrorSerializer})
+class MessageDetailApi(OperatorApi, generics.RetrieveAPIView):
+    """One message with its attempts, payloads and replays."""
+
+    required_perms = ("integrations.view_message", "integrations.view_attempt")
+    serializer_class = MessageDetailSerializer
+
+    def get_queryset(self) -> QuerySet[Message]:
+        return _messages().prefetch_related("attempt_set", "replays")
+
+
+def _message(pk: int) -> Message:
+    return get_object_or_404(_messages(), pk=pk)
+
+
+class MessageRetryApi(OperatorApi, APIView):
+    required_perms = ("integrations.view_message", "integrations.change_message")
+
+    @extend_schema(
+        tags=["messages"],
+        operation_id="message_retry",
+        summary="Retry one message now, with a fresh attempt budget",
+        request=ReasonSerializer,
+        responses={202: MessageSerializer, **ACTION_ERRORS},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        message = _message(pk)
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not operator.messages_retry(messages=[message], actor=request.user, reason=data.validated_data["reason"]):
+            raise InputError(
+                f"message {message.pk} is {message.status}; only {', '.join(operator.RETRYABLE)} can be retried",
+                field="status",
+                status_code=409,
+            )
+        message.refresh_from_db()
+        return Response(MessageSerializer(message).data, status=status.HTTP_202_ACCEPTED)
+
+
+class MessagesBulkRetryApi(OperatorApi, APIView):
+    required_perms = ("integrations.view_message", "integrations.change_message")
+
+    @extend_schema(
+        tags=["messages"],
+        operation_id="messages_bulk_retry",
+        summary="Retry every retryable message matching a filter (at most `limit`)",
+        request=BulkRetrySerializer,
+        responses={202: CountSerializer, **ERRORS, 400: ErrorSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        data = BulkRetrySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        filters = data.validated_data
+        matching = MessageFilterSerializer.apply(_messages(), filters).filter(status__in=operator.RETRYABLE)
+        ids = list(matching.order_by("created_at").values_list("pk", flat=True)[: filters["limit"]])
+        count = operator.messages_retry(
+            messages=Message.objects.filter(pk__in=ids), actor=request.user, reason=filters["reason"]
+        )
+        return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
+
+
+class MessageReplayApi(OperatorApi, APIView):
+    required_perms = ("integrations.view_message", "integrations.change_message")
+
+    @extend_schema(
+        tags=["messages"],
+        summary="Send a copy of the message, its payload optionally edited; the copy links to the original",
+        request=ReplaySerializer,
+        responses={201: MessageDetailSerializer, **ACTION_ERRORS},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        message = _message(pk)
+        data = ReplaySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            replay = operator.message_replay(
+                message=message,
+                actor=request.user,
+                reason=data.validated_data["reason"],
+                payload=data.validated_data.get("payload"),
+            )
+        except operator.OperatorError as exc:
+            raise InputError(str(exc), field="payload", status_code=400) from None
+        replay = _messages().prefetch_related("attempt_set", "replays").get(pk=replay.pk)
+        return Response(MessageDetailSerializer(replay).data, status=status.HTTP_201_CREATED)
+
+
+class MessageDiscardApi(OperatorApi, APIView):
+    required_perms = ("integrations.view_message", "integrations.change_message")
+
+    @extend_schema(
+        tags=["messages"],
+        summary="Discard a message, saying why",
+        request=DiscardSerializer,
+        responses={200: MessageSerializer, **ACTION_ERRORS},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        message = _message(pk)
+        data = DiscardSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            message = operator.message_discard(
+                message=message, actor=request.user, reason=data.validated_data["reason"]
+            )
+        except operator.OperatorError as exc:
+            field = "reason" if not data.validated_data["reason"].strip() else "status"
+            raise InputError(str(exc), field=field, status_code=400 if field == "reason" else 409) from None
+        return Response(MessageSerializer(message).data)
+
+
+@extend_schema(tags=["configuration"], responses={200: FlowSerializer, **ERRORS})
+class FlowListApi(OperatorApi, generics.ListAPIView):
+    required_perms = ("integrations.view_flow",)
+    serializer_class = FlowSerializer
+    queryset = Flow.objects.select_related("source", "target", "inbound").order_by("name")
+
+
+@extend_schema(tags=["configuration"], responses={200: FlowSerializer, **ERRORS, 404: ErrorSerializer})
+class FlowDetailApi(OperatorApi, generics.RetrieveAPIView):
+    required_perms = ("integrations.view_flow",)
+    serializer_class = FlowSerializer
+    queryset = Flow.objects.select_related("source", "target", "inbound")
+    lookup_field = "slug"
+
+
+@extend_schema(tags=["configuration"], responses={200: SystemSerializer, **ERRORS})
+class SystemListApi(OperatorApi, generics.ListAPIView):
+    required_perms = ("integrations.view_system",)
+    serializer_class = SystemSerializer
+    queryset = System.objects.order_by("name")
+
+
+@extend_schema(tags=["audit"], responses={200: AuditEntrySerializer, **ERRORS})
+class AuditListApi(OperatorApi, generics.ListAPIView):
+    """Every operator action, newest first."""
+
+    required_perms = ("integrations.view_auditentry",)
+    serializer_class = AuditEntrySerializer
+    queryset = AuditEntry.objects.order_by("-at", "-id")

@@ -1,0 +1,223 @@
+"""Console pages for reconciliation schedules and runs, alert rules and alerts, heartbeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from monitoring.models import (
+    Alert,
+    AlertRule,
+    Discrepancy,
+    Heartbeat,
+    ReconciliationRun,
+    ReconciliationSchedule,
+)
+from monitoring.services import alerts, reconciliation
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ReconciliationSchedule)
+class ReconciliationScheduleAdmin(admin.ModelAdmin):
+    list_display = ("flow", "enabled", "every_minutes", "cron", "source_mode", "auto_repair", "last_run")
+    list_filter = ("enabled", "source_mode", "auto_repair")
+    list_select_related = ("flow",)
+    exclude = ("periodic_task",)
+    actions = ["run_now"]
+
+    @admin.display(description="last run")
+    def last_run(self, obj: ReconciliationSchedule) -> str:
+        run = ReconciliationRun.objects.filter(flow_id=obj.flow_id).first()
+        if run is None:
+            return "—"
+        url = reverse("admin:monitoring_reconciliationrun_change", args=[run.pk])
+        return format_html(
+            "<a href='{}'>{:%Y-%m-%d %H:%M}: {} checked, {} discrepancies</a>",
+            url,
+            run.started_at,
+            run.checked,
+            run.discrepancies_count,
+        )
+
+    def save_model(self, request: HttpRequest, obj: ReconciliationSchedule, form: Any, change: bool) -> None:
+        try:
+            reconciliation.schedule_save(schedule=obj)
+        except ValidationError as exc:
+            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+
+    def delete_model(self, request: HttpRequest, obj: ReconciliationSchedule) -> None:
+        reconciliation.schedule_delete(schedule=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ReconciliationSchedule]) -> None:
+        for schedule in queryset:
+            reconciliation.schedule_delete(schedule=schedule)
+
+    @admin.action(description="Reconcile selected flows now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[ReconciliationSchedule]) -> None:
+        for schedule in queryset.select_related("flow__source", "flow__target"):
+            run = reconciliation.reconciliation_run(flow=schedule.flow, actor=request.user)
+            self.message_user(
+                request,
+                f"{schedule.flow.slug}: {run.checked} checked, {run.matched} matched, "
+                f"{run.missing_in_target} missing in target, {run.missing_in_source} missing in source, "
+                f"{run.different} different",
+            )
+
+
+class DiscrepancyInline(admin.TabularInline):
+    model = Discrepancy
+    extra = 0
+    can_delete = False
+    fields = ("kind", "source_key", "target_key", "fields", "source_values", "target_values", "repair", "detail")
+    readonly_fields = fields
+
+    @admin.display(description="repair")
+    def repair(self, obj: Discrepancy) -> str:
+        if obj.repair_message_id is None:
+            return "—"
+        url = reverse("admin:integrations_message_change", args=[obj.repair_message_id])
+        return format_html("<a href='{}'>message {}</a>", url, obj.repair_message_id)
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnly):
+    list_display = (
+        "flow",
+        "started_at",
+        "status",
+        "checked",
+        "matched",
+        "missing_in_target",
+        "missing_in_source",
+        "different",
+        "errors",
+    )
+    list_filter = ("status", "flow")
+    list_select_related = ("flow",)
+    show_full_result_count = False
+    inlines = [DiscrepancyInline]
+    readonly_fields = (
+        "flow",
+        "status",
+        "started_at",
+        "finished_at",
+        "checked",
+        "matched",
+        "missing_in_target",
+        "missing_in_source",
+        "different",
+        "errors",
+        "totals_table",
+        "error",
+    )
+    exclude = ("totals",)
+    actions = ["repair"]
+
+    @admin.display(description="business totals")
+    def totals_table(self, obj: ReconciliationRun) -> str:
+        rows = (obj.totals or {}).get("rows") or []
+        if not rows:
+            return "—"
+        body = "".join(
+            format_html(
+                "<tr class='{}'><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "bad" if r["difference"] != "0" else "",
+                r["day"],
+                r["company"],
+                r["source"],
+                r["target"],
+                r["difference"],
+            )
+            for r in rows
+        )
+        return format_html(
+            "<table><tr><th>Day</th><th>Company</th><th>Source</th><th>Target</th><th>Difference</th></tr>{}</table>",
+            format_html(body),
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Nobody edits a run; "change" here only unlocks the repair action for operators.
+        return obj is None and request.user.has_perm("integrations.change_message")
+
+    @admin.action(description="Repair: re-deliver the records found missing or different", permissions=["change"])
+    def repair(self, request: HttpRequest, queryset: QuerySet[ReconciliationRun]) -> None:
+        count = reconciliation.discrepancies_repair(
+            discrepancies=Discrepancy.objects.filter(run__in=queryset, repair_message__isnull=True),
+            actor=request.user,
+            reason="repair from the console",
+        )
+        self.message_user(request, f"Queued {count} re-deliveries.")
+
+
+@admin.register(Discrepancy)
+class DiscrepancyAdmin(ReadOnly):
+    list_display = ("run", "kind", "source_key", "target_key", "fields", "repaired_at")
+    list_filter = ("kind", "run__flow")
+    list_select_related = ("run__flow",)
+    search_fields = ("=source_key", "=target_key")
+    show_full_result_count = False
+
+
+class AlertInline(admin.TabularInline):
+    model = Alert
+    extra = 0
+    can_delete = False
+    fields = ("opened_at", "resolved_at", "value", "detail")
+    readonly_fields = fields
+    ordering = ("-opened_at",)
+    max_num = 0
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "flow", "system", "threshold", "window_minutes", "enabled", "state")
+    list_filter = ("kind", "enabled")
+    list_select_related = ("flow", "system")
+    inlines = [AlertInline]
+    actions = ["evaluate_now"]
+
+    @admin.display(description="state")
+    def state(self, obj: AlertRule) -> str:
+        open_alert = obj.alerts.filter(resolved_at__isnull=True).first()
+        if open_alert is None:
+            return format_html("<span class='ok'>{}</span>", "ok")
+        return format_html("<span class='bad'>firing since {:%Y-%m-%d %H:%M}</span>", open_alert.opened_at)
+
+    @admin.action(description="Evaluate selected rules now", permissions=["change"])
+    def evaluate_now(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
+        result = alerts.alerts_evaluate(rules=queryset.select_related("flow", "system"))
+        self.message_user(request, f"{result['opened']} alert(s) opened, {result['resolved']} resolved.")
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnly):
+    list_display = ("rule", "opened_at", "resolved_at", "value", "detail")
+    list_filter = ("rule", "rule__kind")
+    list_select_related = ("rule",)
+
+
+@admin.register(Heartbeat)
+class HeartbeatAdmin(ReadOnly):
+    list_display = ("name", "seen_at", "details")

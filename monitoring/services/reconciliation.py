@@ -1,0 +1,353 @@
+"""Reconciliation: compare what a flow's source says with what its target holds, record it, and repair.
+
+Repair re-delivers through the ordinary pipeline. The original message is already delivered, and
+targets honour idempotency keys (the recorder, Dataverse and S/4 treat a repeated key as a no-op),
+so re-sending under the *same* key would be ignored exactly when the target was changed behind our
+back. A repair is therefore a replay of the original message under a derived, deterministic key,
+"<original key>#repair-<discrepancy id>": the target record is still addressed by its alternate key
+(an upsert, never a second record), a repeated repair of the same discrepancy is a no-op at the hub
+(message_ingest returns the first message) and at the target (same idempotency key), and the repair
+message carries force_overwrite, because reconciliation has just found the target to be wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from integrations import errors, mapping
+from integrations.connectors import get_connector
+from integrations.models import Flow, Message, RecordLink
+from integrations.services.chains import payload_value
+from integrations.services.ingest import message_ingest
+from integrations.services.operator import audit_record
+from integrations.services.pipeline import content_hash, mapping_context
+from monitoring.models import Discrepancy, ReconciliationRun, ReconciliationSchedule
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "monitoring.tasks.reconcile_flow"
+Kind = Discrepancy.Kind
+REPAIRABLE = (Kind.MISSING_IN_TARGET, Kind.DIFFERENT)
+
+
+# --- schedules ------------------------------------------------------------------
+
+
+def _crontab(expression: str) -> CrontabSchedule:
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValidationError(
+            {"cron": f"cron: expected 5 fields 'minute hour day month weekday', got {len(parts)} in {expression!r}"}
+        )
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    schedule, _ = CrontabSchedule.objects.get_or_create(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+        timezone=timezone.get_default_timezone_name(),
+    )
+    return schedule
+
+
+def schedule_save(*, schedule: ReconciliationSchedule) -> ReconciliationSchedule:
+    """Save a reconciliation schedule and create or update its beat PeriodicTask to match."""
+    if not schedule.cron and schedule.every_minutes < 1:
+        raise ValidationError({"every_minutes": "every_minutes: must be at least 1 when no cron is given"})
+    with transaction.atomic():
+        schedule.save()
+        task = schedule.periodic_task or PeriodicTask(name=f"icbridge-reconcile-{schedule.flow.slug}")
+        task.task = TASK_NAME
+        task.args = json.dumps([schedule.flow_id])
+        task.enabled = schedule.enabled
+        task.description = f"Reconcile flow {schedule.flow} (edit the schedule under Monitoring › Reconciliation)"
+        if schedule.cron:
+            task.crontab, task.interval = _crontab(schedule.cron), None
+        else:
+            interval, _ = IntervalSchedule.objects.get_or_create(
+                every=schedule.every_minutes, period=IntervalSchedule.MINUTES
+            )
+            task.interval, task.crontab = interval, None
+        task.save()
+        if schedule.periodic_task_id != task.pk:
+            schedule.periodic_task = task
+            ReconciliationSchedule.objects.filter(pk=schedule.pk).update(periodic_task=task)
+    return schedule
+
+
+def schedule_delete(*, schedule: ReconciliationSchedule) -> None:
+    with transaction.atomic():
+        task_id = schedule.periodic_task_id
+        schedule.delete()
+        if task_id:
+            PeriodicTask.objects.filter(pk=task_id).delete()
+
+
+# --- comparing ------------------------------------------------------------------
+
+
+def _normal(value: Any) -> Any:
+    """Compare 10, 10.0 and "10.0"-free JSON the same way; the target may echo numbers as floats."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+def _projection(record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    return {field: _normal(record.get(field)) for field in fields}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
+
+
+class _Totals:
+    """Business totals (e.g. invoice amounts) per day and company, summed on both sides."""
+
+    def __init__(self, config: dict[str, Any], default_company: str) -> None:
+        self.amount = config.get("amount") if isinstance(config, dict) else None
+        self.date = config.get("date", "") if isinstance(config, dict) else ""
+        self.company = config.get("company", "") if isinstance(config, dict) else ""
+        self.default_company = default_company
+        self.sums: dict[tuple[str, str], list[Decimal]] = {}
+
+    def add(self, expected: dict[str, Any], actual: dict[str, Any] | None) -> None:
+        if not self.amount:
+            return
+        day = str(payload_value(expected, self.date) or "")[:10] if self.date else ""
+        company = str(payload_value(expected, self.company) or "") if self.company else self.default_company
+        sums = self.sums.setdefault((day, company), [Decimal(0), Decimal(0)])
+        sums[0] += _decimal(payload_value(expected, self.amount)) or 0
+        if actual is not None:
+            sums[1] += _decimal(payload_value(actual, self.amount)) or 0
+
+    def as_dict(self) -> dict[str, Any]:
+        if not self.amount:
+            return {}
+        rows = [
+            {
+                "day": day,
+                "company": company,
+                "source": str(source),
+                "target": str(target),
+                "difference": str(source - target),
+            }
+            for (day, company), (source, target) in sorted(self.sums.items())
+        ]
+        return {"amount_field": self.amount, "rows": rows, "mismatched": sum(r["difference"] != "0" for r in rows)}
+
+
+def _expected_from_message(flow: Flow, link: RecordLink) -> tuple[dict[str, Any] | None, Message | None]:
+    message = link.last_message
+    if message is None or message.payload_out in (None, {}):
+        message = (
+            Message.objects.filter(flow=flow, source_record_key=link.source_key, status=Message.Status.DELIVERED)
+            .exclude(payload_out__isnull=True)
+            .order_by("-delivered_at")
+            .first()
+        )
+    if message is None or not message.payload_out:
+        return None, message
+    return message.payload_out, message
+
+
+def reconciliation_run(*, flow: Flow, repair: bool | None = None, actor: Any = None) -> ReconciliationRun:
+    """Compare every linked record of a flow at source and target and record the differences.
+
+    1. For each RecordLink, the expected target content is the source record mapped through the flow
+       (fetch mode) or the payload last delivered (message mode).
+    2. The target record is read by its alternate key; the content hashes of the mapped fields are
+       compared, and on a mismatch the differing fields are recorded.
+    3. Counts, business totals and discrepancies are stored on the run; with repair (or the
+       schedule's auto_repair) every missing or different record is re-delivered.
+    """
+    schedule = ReconciliationSchedule.objects.filter(flow=flow).first() or ReconciliationSchedule(flow=flow)
+    run = ReconciliationRun.objects.create(flow=flow)
+    context = mapping_context(flow)
+    totals = _Totals(schedule.totals, context.get("target_company", ""))
+    found: list[Discrepancy] = []
+    counts = {"checked": 0, "matched": 0, "missing_in_target": 0, "missing_in_source": 0, "different": 0, "errors": 0}
+    try:
+        target = get_connector(flow.target)
+        source = get_connector(flow.source) if schedule.source_mode == schedule.SourceMode.FETCH else None
+        links = (
+            RecordLink.objects.filter(flow=flow)
+            .select_related("last_message")
+            .order_by("pk")[: schedule.max_records]
+            .iterator(chunk_size=500)
+        )
+        for link in links:
+            counts["checked"] += 1
+            discrepancy = _compare(flow, schedule, link, source, target, context, totals)
+            if discrepancy is None:
+                counts["matched"] += 1
+                continue
+            discrepancy.run = run
+            found.append(discrepancy)
+            counts["errors" if discrepancy.kind == Kind.UNREADABLE else discrepancy.kind] += 1
+    except Exception as exc:  # recorded on the run for the operator; the schedule runs again next time
+        logger.exception("reconciliation of flow %s failed", flow.slug)
+        ReconciliationRun.objects.filter(pk=run.pk).update(
+            status=ReconciliationRun.Status.FAILED, finished_at=timezone.now(), error=str(exc)[:2000], **counts
+        )
+        run.refresh_from_db()
+        return run
+    with transaction.atomic():
+        Discrepancy.objects.bulk_create(found, batch_size=500)
+        ReconciliationRun.objects.filter(pk=run.pk).update(
+            status=ReconciliationRun.Status.DONE, finished_at=timezone.now(), totals=totals.as_dict(), **counts
+        )
+    run.refresh_from_db()
+    logger.info(
+        "reconciled flow %s: %d checked, %d matched, %d missing in target, %d missing in source, %d different",
+        flow.slug,
+        run.checked,
+        run.matched,
+        run.missing_in_target,
+        run.missing_in_source,
+        run.different,
+    )
+    if repair if repair is not None else schedule.auto_repair:
+        discrepancies_repair(discrepancies=run.discrepancies.all(), actor=actor, reason="reconciliation auto-repair")
+    return run
+
+
+def _compare(
+    flow: Flow,
+    schedule: ReconciliationSchedule,
+    link: RecordLink,
+    source: Any,
+    target: Any,
+    context: dict[str, Any],
+    totals: _Totals,
+) -> Discrepancy | None:
+    common = {"source_key": link.source_key, "target_key": link.target_key, "message": link.last_message}
+    if source is not None:
+        key = {schedule.source_key_field or "key": link.source_key}
+        try:
+            record = source.fetch(
+                entity=schedule.source_entity or flow.entity, key=key, company=context.get("source_company", "")
+            )
+        except errors.ConnectorError as exc:
+            return Discrepancy(kind=Kind.UNREADABLE, detail=f"source: {exc.message}", **common)
+        if record is None:
+            return Discrepancy(kind=Kind.MISSING_IN_SOURCE, detail="the source no longer has this record", **common)
+        try:
+            expected = mapping.apply(spec=flow.mapping_spec, payload=record, context=context)
+        except errors.MappingError as exc:
+            return Discrepancy(kind=Kind.UNREADABLE, detail=f"mapping: {exc.message}", **common)
+    else:
+        expected, message = _expected_from_message(flow, link)
+        common["message"] = message
+        if expected is None:
+            return Discrepancy(
+                kind=Kind.UNREADABLE, detail="no delivered payload to compare (purged by retention?)", **common
+            )
+    key = {field: expected.get(field) for field in flow.target_key_fields}
+    if not key or any(value in (None, "") for value in key.values()):
+        return Discrepancy(
+            kind=Kind.UNREADABLE, detail=f"target key fields {flow.target_key_fields} are not in the payload", **common
+        )
+    try:
+        actual = target.fetch(entity=flow.target_entity, key=key, company=context.get("target_company", ""))
+    except errors.ConnectorError as exc:
+        return Discrepancy(kind=Kind.UNREADABLE, detail=f"target: {exc.message}", **common)
+    totals.add(expected, actual)
+    fields = sorted(expected)
+    want = _projection(expected, fields)
+    if actual is None:
+        return Discrepancy(kind=Kind.MISSING_IN_TARGET, source_values=want, **common)
+    have = _projection(actual, fields)
+    if content_hash(want) == content_hash(have):
+        return None
+    differing = [field for field in fields if want[field] != have[field]]
+    return Discrepancy(
+        kind=Kind.DIFFERENT,
+        fields=differing,
+        source_values={f: want[f] for f in differing},
+        target_values={f: have[f] for f in differing},
+        **common,
+    )
+
+
+# --- repairing ------------------------------------------------------------------
+
+
+def discrepancies_repair(*, discrepancies: Any, actor: Any, reason: str = "") -> int:
+    """Re-deliver the records found missing or different; returns how many repairs were queued."""
+    count = 0
+    for discrepancy in discrepancies.select_related("run__flow", "message").filter(kind__in=REPAIRABLE):
+        if discrepancy_repair(discrepancy=discrepancy, actor=actor, reason=reason) is not None:
+            count += 1
+    return count
+
+
+def discrepancy_repair(*, discrepancy: Discrepancy, actor: Any, reason: str = "") -> Message | None:
+    """Replay the record's original message under '<key>#repair-<id>' with force_overwrite (see module doc)."""
+    flow = discrepancy.run.flow
+    original = discrepancy.message
+    schedule = ReconciliationSchedule.objects.filter(flow=flow).first()
+    if discrepancy.kind not in REPAIRABLE or original is None:
+        return None
+    payload = original.payload_in
+    if schedule and schedule.source_mode == schedule.SourceMode.FETCH:
+        context = mapping_context(flow)
+        try:
+            payload = get_connector(flow.source).fetch(
+                entity=schedule.source_entity or flow.entity,
+                key={schedule.source_key_field or "key": discrepancy.source_key},
+                company=context.get("source_company", ""),
+            )
+        except errors.ConnectorError as exc:
+            Discrepancy.objects.filter(pk=discrepancy.pk).update(detail=f"repair: source unreadable: {exc.message}")
+            return None
+    if not payload:
+        Discrepancy.objects.filter(pk=discrepancy.pk).update(detail="repair: the original payload was purged")
+        return None
+    with transaction.atomic():
+        repair, created = message_ingest(
+            flow=flow,
+            payload=payload,
+            idempotency_key=f"{original.idempotency_key}#repair-{discrepancy.pk}",
+            source_record_key=original.source_record_key,
+            source_version=original.source_version,
+            correlation_id=original.correlation_id,
+            headers=original.headers,
+            replay_of=original,
+        )
+        if created:
+            # Before commit, so the worker that picks it up already sees it.
+            Message.objects.filter(pk=repair.pk).update(force_overwrite=True)
+            audit_record(
+                actor=actor,
+                action="reconcile_repair",
+                obj=discrepancy,
+                message=original,
+                reason=reason,
+                details={"repair_message_id": repair.pk, "kind": discrepancy.kind, "fields": discrepancy.fields},
+            )
+        Discrepancy.objects.filter(pk=discrepancy.pk).update(repair_message=repair, repaired_at=timezone.now())
+    return repair
+
+
+def reconciliation_run_for_flow_id(*, flow_id: int) -> ReconciliationRun | None:
+    flow = Flow.objects.select_related("source", "target", "company_link").filter(pk=flow_id).first()
+    if flow is None:
+        return None  # the flow was deleted; its PeriodicTask goes with the schedule
+    return reconciliation_run(flow=flow)

@@ -1,0 +1,142 @@
+"""Spec validation messages, and compile/value-map caching."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from integrations import mapping
+from integrations.errors import MappingError
+from integrations.mapping import valuemaps
+from integrations.models import ValueMapEntry
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"path": "a", "tpye": "string"}, "field 'F': unknown key(s) 'tpye'"),
+        (
+            {"path": "a", "const": 1},
+            "field 'F': give exactly one source (path, paths, const, context, expr, cases, each, "
+            "fields); found path, const",
+        ),
+        ({"path": "a."}, "field 'F': path 'a.' ends with '.'"),
+        ({"path": "a[1"}, "field 'F': path 'a[1': cannot read a step at position 1"),
+        (
+            {"path": "a", "type": "date", "format": "dd.mm.yyyy"},
+            "field 'F': format 'dd.mm.yyyy' is not one of iso, odata, odata_offset, epoch_ms and not a "
+            "strftime pattern (no %)",
+        ),
+        ({"path": "a", "type": "datetime", "tz": "Mars/Olympus"}, "field 'F': unknown time zone 'Mars/Olympus'"),
+        (
+            {"path": "a", "type": "decimal", "precision": 20},
+            "field 'F': 'precision' must be a whole number from 0 to 12",
+        ),
+        ({"path": "a", "precision": 2}, "field 'F': 'precision' goes with type decimal"),
+        ({"path": "a", "format": "iso"}, "field 'F': 'format' goes with type date or datetime"),
+        (
+            {"path": "a", "type": "boolean", "default": "maybe"},
+            "field 'F': default 'maybe' does not fit type boolean: 'maybe' is not a boolean "
+            "(true/false, 1/0, yes/no, X)",
+        ),
+        (
+            {"path": "a", "lookup": {"map": "m", "missing": "ignore"}},
+            "field 'F': lookup 'missing' must be one of error, default, pass, not 'ignore'",
+        ),
+        (
+            {"path": "a", "lookup": {"map": "m", "missing": "default"}},
+            "field 'F': lookup with missing=default needs a 'default'",
+        ),
+        (
+            {"cases": [{"when": "a > 1"}], "else": "X"},
+            'field \'F\': case 1 must be {"when": expression, "then": value}',
+        ),
+        (
+            {"expr": "round(a, 2, 3)"},
+            "field 'F': expr 'round(a, 2, 3)': round() takes 1 to 2 argument(s), got 3: round(number[, "
+            "places]), half up",
+        ),
+        (
+            {"expr": "lookup(mapname, a)"},
+            "field 'F': expr 'lookup(mapname, a)': argument 1 of lookup() must be a quoted text: "
+            "lookup('value-map', key[, default])",
+        ),
+        (
+            {"expr": "$nope.x"},
+            "field 'F': expr '$nope.x': unknown variable $nope (known: $root, $parent, $ctx, $index)",
+        ),
+        ({"expr": "a +"}, "field 'F': expr 'a +': unexpected end"),
+        ({"expr": "a ; b"}, "field 'F': expr 'a ; b': cannot read '; b' at position 1"),
+        ({"each": "Lines"}, "field 'F': 'each' needs 'fields': the rules for one line"),
+        (
+            {"each": "Lines", "fields": {"X": "x"}, "type": "string"},
+            "field 'F': type cannot apply to a list of lines or an object",
+        ),
+        ({"path": "a", "split": {"sep": ""}}, "field 'F': split 'sep' must be non-empty text"),
+        (42, "field 'F': a rule must be a path, '=expression' or an object, not int"),
+    ],
+)
+def test_a_bad_rule_is_refused_with_a_message_naming_the_field(rule, message):
+    assert mapping.validate_spec({"fields": {"F": rule}}, check_value_maps=False) == [message]
+
+
+def test_problems_inside_lines_name_the_line_field():
+    spec = {"fields": {"Items": {"each": "Lines", "fields": {"Qty": {"path": "q", "type": "number"}}}}}
+
+    assert mapping.validate_spec(spec, check_value_maps=False) == [
+        "field 'Items[].Qty': unknown type 'number' (known: string, integer, decimal, boolean, date, datetime)"
+    ]
+
+
+def test_every_problem_is_listed_at_once():
+    spec = {"fields": {"A": "=x(", "B": {"path": ""}}, "extra": 1}
+
+    assert len(mapping.validate_spec(spec, check_value_maps=False)) == 3
+
+
+def test_the_top_level_must_be_a_spec():
+    assert mapping.validate_spec([], check_value_maps=False) == ["the mapping spec must be a JSON object"]
+    assert mapping.validate_spec({"fields": {}}, check_value_maps=False) == [
+        "'fields' must be an object with at least one target field"
+    ]
+    assert mapping.validate_spec({}) == []
+
+
+def test_a_spec_compiles_once_and_equal_specs_share_it():
+    spec = {"fields": {"A": "a", "B": {"path": "b", "type": "integer"}}}
+
+    first = mapping.compiled(spec)
+
+    assert mapping.compiled(copy.deepcopy(spec)) is first
+    assert mapping.compiled({"fields": {"A": "a"}}) is not first
+
+
+def test_an_invalid_stored_spec_fails_the_message_not_the_worker():
+    with pytest.raises(MappingError) as failure:
+        mapping.apply(spec={"fields": {"A": "=nosuch()"}}, payload={}, context={})
+
+    assert failure.value.message.startswith("The mapping spec is invalid: field 'A': expr 'nosuch()': unknown function")
+    assert failure.value.field == "A"
+
+
+def test_value_map_changes_reach_the_engine_at_once(make_value_map):
+    value_map = make_value_map("uom", {"pcs": "ST"})
+    spec = {"fields": {"U": {"path": "u", "lookup": "uom"}}}
+    assert mapping.apply(spec=spec, payload={"u": "pcs"}, context={}) == {"U": "ST"}
+
+    entry = ValueMapEntry.objects.get(value_map=value_map, source_value="pcs")
+    entry.target_value = "PC"
+    entry.save()
+
+    assert mapping.apply(spec=spec, payload={"u": "pcs"}, context={}) == {"U": "PC"}
+
+
+def test_value_maps_are_read_from_the_database_once_while_cached(make_value_map, django_assert_num_queries):
+    make_value_map("uom", {"pcs": "PC"})
+    spec = {"fields": {"U": {"path": "u", "lookup": "uom"}, "V": {"path": "v", "lookup": "uom"}}}
+    valuemaps.clear()
+
+    with django_assert_num_queries(2):  # the map, then its entries; the second field and run hit the cache
+        for _ in range(3):
+            mapping.apply(spec=spec, payload={"u": "pcs", "v": "pcs"}, context={})

@@ -1,0 +1,178 @@
+"""Intercompany end to end: AX DK01 purchase order → F&O SE01 sales order → packing slip → AX receipt → invoice.
+
+A real Celery worker, the live hub serving the AX and F&O emulators, the AX poller run as beat would.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from django.db import transaction
+
+from integrations.connectors import get_connector
+from integrations.models import CompanyLink, Flow, Message, RecordLink
+from integrations.services import traffic
+from integrations.services.chains import chain_for
+from integrations.services.polling import ax2012_poll
+from integrations.services.templates import templates_install
+from integrations.templates.intercompany import LINK
+from sandbox.faults import clear_faults, set_faults
+from sandbox.models import EmulatorRecord
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+Status = Message.Status
+PO_FLOW = "ic-dk01-po-to-se01-so"
+PACKING_FLOW = "ic-se01-packingslip-to-dk01-receipt"
+INVOICE_FLOW = "ic-se01-invoice-to-dk01-vendinvoice"
+
+
+@pytest.fixture
+def link(live_server) -> CompanyLink:
+    templates_install(name="intercompany", base_url=live_server.url)
+    # Tests wait seconds, not minutes, between attempts.
+    Flow.objects.all().update(retry_policy={"max_attempts": 10, "backoff": {"1": 1}, "jitter": 0})
+    link = CompanyLink.objects.select_related("system_a", "system_b").get(name=LINK)
+    report = traffic.TrafficReport()
+    traffic.intercompany_master_data(link=link, report=report)
+    assert report.failed == []
+    yield link
+    clear_faults()
+
+
+def ax_document(entity: str, key: str) -> dict:
+    return EmulatorRecord.objects.get(emulator="ax2012", entity=entity, company="DK01", key=key).data
+
+
+def fo_sales_order(number: str) -> dict:
+    return EmulatorRecord.objects.get(emulator="finops", entity="SalesOrderHeadersV2", company="se01", key=number).data
+
+
+def poll_orders() -> None:
+    ax2012_poll(flow=Flow.objects.select_related("source", "company_link").get(slug=PO_FLOW))
+
+
+def delivered(slug: str, count: int = 1) -> bool:
+    return Message.objects.filter(flow__slug=slug, status=Status.DELIVERED).count() >= count
+
+
+def fo_service(link: CompanyLink, operation: str, sales_order: str) -> dict:
+    """Post a document on the F&O sales order, as an SE01 user would; F&O raises the business event."""
+    return get_connector(link.system_b).call_service(
+        f"IcbSandboxServices/IcbSalesOrderService/{operation}",
+        {"_dataAreaId": link.company_b, "_salesOrderNumber": sales_order},
+    )
+
+
+def test_po_to_invoice_runs_as_one_chain_with_every_cross_reference(start_worker, link):
+    start_worker()
+    [po] = traffic.intercompany_orders(count=1, link=link, seed=7).created
+
+    poll_orders()
+    wait_until(lambda: delivered(PO_FLOW))
+    order_link = RecordLink.objects.get(flow__slug=PO_FLOW, source_key=po)
+    sales_order = f"DK01-{po}"
+    assert order_link.target_key == f"dataAreaId='se01',SalesOrderNumber='{sales_order}'"
+    header = fo_sales_order(sales_order)
+    assert header["OrderingCustomerAccountNumber"] == "IC-DK01"
+    assert header["CustomersOrderReference"] == po
+
+    fo_service(link, "postPackingSlip", sales_order)
+    wait_until(lambda: delivered(PACKING_FLOW))
+    fo_service(link, "postInvoice", sales_order)
+    wait_until(lambda: delivered(INVOICE_FLOW))
+
+    receipt_key = RecordLink.objects.get(flow__slug=PACKING_FLOW).target_key
+    invoice_key = RecordLink.objects.get(flow__slug=INVOICE_FLOW).target_key
+    assert ax_document("ProductReceipt", receipt_key)["fields"]["PurchId"] == po
+    assert ax_document("VendVendInvoice", invoice_key)["fields"]["PurchId"] == po
+    chain = chain_for(order_link.correlation_id)
+    assert [(step.flow.slug, step.state) for step in chain.steps][:3] == [
+        (PO_FLOW, "delivered"),
+        (PACKING_FLOW, "delivered"),
+        (INVOICE_FLOW, "delivered"),
+    ]
+    assert chain.state == "complete"
+    chain_messages = Message.objects.filter(flow__slug__in=[PO_FLOW, PACKING_FLOW, INVOICE_FLOW])
+    assert set(chain_messages.values_list("correlation_id", flat=True)) == {order_link.correlation_id}
+
+
+def test_redelivered_events_create_no_second_record_anywhere(start_worker, link):
+    start_worker()
+    [po] = traffic.intercompany_orders(count=1, link=link, seed=8).created
+    poll_orders()
+    poll_orders()  # the overlap window reads the same change again
+    wait_until(lambda: delivered(PO_FLOW))
+    sales_order = f"DK01-{po}"
+    fo_service(link, "postPackingSlip", sales_order)
+    wait_until(lambda: delivered(PACKING_FLOW))
+    event = Message.objects.get(flow__slug=PACKING_FLOW)
+
+    # F&O resends the same business event (same EventId), as it does after a lost acknowledgement.
+    response = requests.post(
+        f"{link.system_b.base_url.split('/sandbox/')[0]}/api/events/finops/{PACKING_FLOW}", json=event.payload_in
+    )
+
+    assert response.status_code == 200
+    assert response.json()["duplicate"] is True
+    assert Message.objects.filter(flow__slug=PO_FLOW).count() == 1
+    assert Message.objects.filter(flow__slug=PACKING_FLOW).count() == 1
+    headers = EmulatorRecord.objects.filter(emulator="finops", entity="SalesOrderHeadersV2", key=sales_order)
+    assert headers.count() == 1
+    assert EmulatorRecord.objects.filter(emulator="ax2012", entity="ProductReceipt").count() == 1
+
+
+def test_ax_outage_in_the_middle_of_the_chain_completes_after_recovery(start_worker, link):
+    start_worker()
+    [po] = traffic.intercompany_orders(count=1, link=link, seed=9).created
+    poll_orders()
+    wait_until(lambda: delivered(PO_FLOW))
+    set_faults("ax2012", down=True)
+
+    fo_service(link, "postPackingSlip", f"DK01-{po}")
+    wait_until(lambda: Message.objects.filter(flow__slug=PACKING_FLOW, status=Status.RETRYING).exists())
+    set_faults("ax2012", down=False)
+    wait_until(lambda: delivered(PACKING_FLOW), sweep=True)
+
+    message = Message.objects.get(flow__slug=PACKING_FLOW)
+    assert list(message.attempt_set.values_list("outcome", flat=True))[-1] == "delivered"
+    assert "retry" in message.attempt_set.values_list("outcome", flat=True)
+    receipt = RecordLink.objects.get(flow__slug=PACKING_FLOW)
+    assert ax_document("ProductReceipt", receipt.target_key)["fields"]["PurchId"] == po
+    assert chain_for(message.correlation_id).steps[1].state == "delivered"
+
+
+def test_mirror_fo_purchase_order_becomes_an_ax_sales_order_for_se01(start_worker, link):
+    from sandbox.emulators.finops import business_event
+
+    start_worker()
+    with transaction.atomic():  # the emulator numbers its events (ControlNumber) under a row lock
+        event = business_event(
+            "PurchaseOrderConfirmedBusinessEvent",
+            "se01",
+            {
+                "PurchaseOrderNumber": "PO-SE-0042",
+                "OrderVendorAccountNumber": "IV-DK01",
+                "CurrencyCode": "EUR",
+                "RequestedDeliveryDate": "2026-12-01T12:00:00Z",
+                "Lines": [
+                    {
+                        "ItemNumber": "A0001",
+                        "OrderedPurchaseQuantity": 12,
+                        "PurchaseUnitSymbol": "ea",
+                        "PurchasePrice": 12.5,
+                    }
+                ],
+            },
+        )
+    hub = link.system_b.base_url.split("/sandbox/")[0]
+
+    response = requests.post(f"{hub}/api/events/finops/ic-se01-po-to-dk01-so", json=event, timeout=10)
+    wait_until(lambda: delivered("ic-se01-po-to-dk01-so"))
+
+    assert response.status_code == 202
+    sales_order = ax_document("SalesOrder", RecordLink.objects.get(flow__slug="ic-se01-po-to-dk01-so").target_key)
+    assert sales_order["fields"]["CustAccount"] == "IC-SE01"
+    assert sales_order["fields"]["PurchOrderFormNum"] == "PO-SE-0042"
+    assert sales_order["lines"][0]["ItemId"] == "A0001"
+    assert sales_order["lines"][0]["SalesUnit"] == "Pcs"

@@ -1,0 +1,120 @@
+"""Order to cash end to end: D365 (Dataverse emulator) ↔ S/4HANA emulator, with a real worker.
+
+Accounts become business partners (and S/4's events about them are recognised as our own echo),
+a D365 order becomes one S/4 deep insert with items through value maps and the conditional order
+type, and S/4's delivery and billing documents come back to the D365 order's chain.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from integrations.connectors import get_connector
+from integrations.models import Flow, Message, RecordLink
+from integrations.services import traffic
+from integrations.services.chains import chain_for
+from integrations.services.templates import templates_install
+from sandbox.faults import clear_faults, set_faults
+from sandbox.models import EmulatorRecord
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+Status = Message.Status
+ACCOUNTS, BP_BACK = "o2c-accounts-d365-to-s4", "o2c-bp-s4-to-d365"
+ORDERS, DELIVERIES, BILLING = "o2c-orders-d365-to-s4", "o2c-deliveries-s4-to-d365", "o2c-billing-s4-to-d365"
+
+
+@pytest.fixture
+def hub(live_server):
+    templates_install(name="order_to_cash", base_url=live_server.url)
+    Flow.objects.all().update(retry_policy={"max_attempts": 15, "backoff": {"1": 1}, "jitter": 0})
+    yield live_server.url
+    clear_faults()
+
+
+def done(slug: str, status: str = Status.DELIVERED, count: int = 1) -> bool:
+    return Message.objects.filter(flow__slug=slug, status=status).count() >= count
+
+
+def s4_document(hub: str, operation: str, sales_order: str) -> None:
+    """Post the follow-on document in S/4 (delivery with goods issue, billing), as a clerk would."""
+    response = requests.post(
+        f"{hub}/sandbox/s4hana/emulator/{operation}", json={"SalesOrder": sales_order}, auth=("ICBRIDGE", "sandbox")
+    )
+    assert response.status_code < 300, response.text
+
+
+def test_d365_order_reaches_s4_and_its_delivery_and_billing_come_back_as_one_chain(start_worker, hub):
+    start_worker()
+
+    report = traffic.sales_orders(count=1, template="order_to_cash", seed=3)
+    assert report.failed == []
+    wait_until(lambda: done(ORDERS), sweep=True)  # the order may overtake its account: retried
+
+    order_message = Message.objects.get(flow__slug=ORDERS)
+    sales_order = order_message.target_record_key
+    order = get_connector(order_message.flow.target).fetch(
+        entity="API_SALES_ORDER_SRV/A_SalesOrder", key={"SalesOrder": sales_order}
+    )
+    bp = RecordLink.objects.get(flow__slug=ACCOUNTS).target_key
+    assert order["SoldToParty"] == bp
+    assert order["PurchaseOrderByCustomer"] == report.created[0]
+    assert order["SalesOrderType"] == ("ZOR" if float(order["TotalNetAmount"] or 0) > 50000 else "OR")
+    items = EmulatorRecord.objects.filter(
+        emulator="s4hana", entity__endswith="A_SalesOrderItem", data__SalesOrder=sales_order
+    )
+    assert items.exists()
+    assert {item.data["RequestedQuantityUnit"] for item in items} <= {"PC", "BOX", "KG", "M"}
+
+    s4_document(hub, "outbound-deliveries", sales_order)
+    wait_until(lambda: done(DELIVERIES))
+    s4_document(hub, "billing-documents", sales_order)
+    wait_until(lambda: done(BILLING))
+
+    d365_order = EmulatorRecord.objects.get(
+        emulator="dataverse", entity="salesorders", data__ordernumber=report.created[0]
+    )
+    assert d365_order.data["icb_deliverydocument"].startswith("8")
+    invoice = EmulatorRecord.objects.get(emulator="dataverse", entity="invoices")
+    assert invoice.data["icb_salesordernumber"] == report.created[0]
+    assert invoice.data["icb_accountingdocument"]
+    chain = chain_for(order_message.correlation_id)
+    assert [(step.flow.slug, step.state) for step in chain.steps] == [
+        (ORDERS, "delivered"),
+        (DELIVERIES, "delivered"),
+        (BILLING, "delivered"),
+    ]
+    assert chain.state == "complete"
+
+
+def test_business_partner_event_caused_by_our_write_is_skipped_as_echo(start_worker, hub):
+    start_worker()
+
+    traffic.sales_orders(count=1, template="order_to_cash", seed=4)
+    wait_until(lambda: done(BP_BACK, Status.SKIPPED))
+
+    echo = Message.objects.get(flow__slug=BP_BACK)
+    assert echo.last_error.startswith(f"Echo of our write by flow '{ACCOUNTS}'")
+    assert (
+        not EmulatorRecord.objects.filter(emulator="dataverse", entity="accounts")
+        .exclude(data__accountnumber=RecordLink.objects.get(flow__slug=ACCOUNTS).target_key)
+        .exists()
+    )
+
+
+def test_s4_outage_in_the_middle_of_the_chain_completes_after_recovery(start_worker, hub):
+    start_worker()
+    traffic.sales_orders(count=1, template="order_to_cash", seed=5)
+    wait_until(lambda: done(ORDERS), sweep=True)
+    sales_order = Message.objects.get(flow__slug=ORDERS).target_record_key
+    s4_document(hub, "outbound-deliveries", sales_order)
+    set_faults("s4hana", down=True)  # the delivery event is in; reading the delivery fails
+
+    wait_until(lambda: done(DELIVERIES, Status.RETRYING))
+    set_faults("s4hana", down=False)
+    wait_until(lambda: done(DELIVERIES), sweep=True)
+
+    delivery = Message.objects.get(flow__slug=DELIVERIES)
+    assert delivery.correlation_id == Message.objects.get(flow__slug=ORDERS).correlation_id
+    assert "retry" in delivery.attempt_set.values_list("outcome", flat=True)

@@ -1,0 +1,249 @@
+"""Prospect to cash end to end: Sales (Dataverse emulator) ↔ F&O emulator, with a real worker.
+
+Sales users' changes arrive as the RemoteExecutionContext webhooks Dataverse posts; F&O users'
+edits go through F&O's own API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from integrations.connectors import get_connector
+from integrations.connectors.base import DeliveryRequest
+from integrations.models import Flow, Message, RecordLink
+from integrations.services import traffic
+from integrations.services.feeds import finops_poll
+from integrations.services.operator import message_resolve_conflict
+from integrations.services.templates import templates_install
+from sandbox.faults import clear_faults
+from sandbox.models import EmulatorRecord
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+Status = Message.Status
+ACCOUNTS = "p2c-accounts-sales-to-fo"
+CREDIT = "p2c-customers-fo-to-sales"
+
+
+@pytest.fixture
+def flows(live_server):
+    templates_install(name="prospect_to_cash", base_url=live_server.url)
+    Flow.objects.all().update(retry_policy={"max_attempts": 10, "backoff": {"1": 1}, "jitter": 0})
+    yield {flow.slug: flow for flow in Flow.objects.select_related("source", "target")}
+    clear_faults()
+
+
+def sales_account(flows, number: str, name: str, **values) -> str:
+    """A Sales user saves an account; Dataverse posts its webhook."""
+    return traffic.dataverse_record_and_webhook(
+        flow=flows[ACCOUNTS],
+        entity_set="accounts",
+        entity="account",
+        key={"accountnumber": number},
+        values={"accountnumber": number, "name": name, **values},
+    )
+
+
+def fo_customer(number: str) -> EmulatorRecord:
+    return EmulatorRecord.objects.get(emulator="finops", entity="CustomersV3", company="se01", key=number)
+
+
+def delivered(slug: str, count: int = 1) -> bool:
+    return Message.objects.filter(flow__slug=slug, status=Status.DELIVERED).count() >= count
+
+
+def test_sales_account_becomes_an_fo_customer_and_the_deep_link_opens_it(start_worker, flows, admin_client):
+    start_worker()
+
+    account_id = sales_account(flows, "C-100001", "Contoso Malmö", address1_city="Malmö")
+    wait_until(lambda: delivered(ACCOUNTS))
+
+    customer = fo_customer("C-100001").data
+    assert (customer["OrganizationName"], customer["CustomerGroupId"], customer["AddressCity"]) == (
+        "Contoso Malmö",
+        "30",
+        "Malmö",
+    )
+    link = RecordLink.objects.get(flow__slug=ACCOUNTS, source_key=account_id)
+    assert link.target_key == "dataAreaId='se01',CustomerAccount='C-100001'"
+    response = admin_client.get(f"/api/deeplink/{ACCOUNTS}/{account_id}")
+    assert response.status_code == 302
+    location = urlsplit(response["Location"])
+    assert location.path == "/sandbox/finops/"
+    assert parse_qs(location.query) == {"cmp": ["SE01"], "mi": ["CustTable"], "CustAccount": ["C-100001"]}
+
+
+def test_redelivered_webhook_creates_no_second_message_or_customer(start_worker, flows):
+    start_worker()
+    account_id = sales_account(flows, "C-100002", "Fabrikam")
+    wait_until(lambda: delivered(ACCOUNTS))
+    first = Message.objects.get(flow__slug=ACCOUNTS)
+
+    # Dataverse retries the same step execution (same body) after a timeout on its side.
+    body = traffic.remote_execution_context(
+        entity="account",
+        record_id=account_id,
+        message_name="Create",
+        attributes={
+            "accountnumber": "C-100002",
+            "name": "Fabrikam",
+            "versionnumber": first.source_version,
+        },
+    )
+    answer = traffic.dataverse_webhook_post(flow=flows[ACCOUNTS], body=body)
+
+    assert answer.status_code == 200
+    assert answer.json() == {"message_id": first.pk, "duplicate": True}
+    assert Message.objects.filter(flow__slug=ACCOUNTS).count() == 1
+    assert EmulatorRecord.objects.filter(emulator="finops", entity="CustomersV3", key="C-100002").count() == 1
+
+
+def test_edit_on_both_sides_parks_a_conflict_with_both_versions(start_worker, flows):
+    start_worker()
+    sales_account(flows, "C-100003", "Northwind")
+    wait_until(lambda: delivered(ACCOUNTS))
+    fo = get_connector(flows[ACCOUNTS].target)
+    # An F&O user changes the customer's name since our last write…
+    fo.deliver(
+        DeliveryRequest(
+            entity="CustomersV3",
+            operation="update",
+            payload={"OrganizationName": "Northwind Traders AB"},
+            key={"CustomerAccount": "C-100003"},
+            idempotency_key=str(uuid.uuid4()),
+            company="SE01",
+        )
+    )
+
+    # …and a Sales user changes it too: Sales owns accounts, the policy says park it for an operator.
+    sales_account(flows, "C-100003", "Northwind Nordic")
+    wait_until(lambda: Message.objects.filter(flow__slug=ACCOUNTS, status=Status.CONFLICT).exists())
+
+    parked = Message.objects.get(flow__slug=ACCOUNTS, status=Status.CONFLICT)
+    assert parked.payload_out["OrganizationName"] == "Northwind Nordic"
+    assert parked.target_snapshot["OrganizationName"] == "Northwind Traders AB"
+    assert fo_customer("C-100003").data["OrganizationName"] == "Northwind Traders AB"  # nothing overwritten
+
+    message_resolve_conflict(message=parked, actor=None, side="source", reason="Sales owns the name")
+    wait_until(lambda: Message.objects.filter(pk=parked.pk, status=Status.DELIVERED).exists())
+    assert fo_customer("C-100003").data["OrganizationName"] == "Northwind Nordic"
+
+
+def credit_change(flows, number: str) -> Message:
+    """F&O's change feed (the poll of CustomersV3, as beat runs it) hands the customer's row to the credit flow."""
+    finops_poll(flow=flows[CREDIT])
+    key = f"dataAreaId='se01',CustomerAccount='{number}'"
+    return Message.objects.filter(flow__slug=CREDIT, source_record_key=key).latest("pk")
+
+
+def test_our_own_write_coming_back_from_fo_is_skipped_as_an_echo_but_an_fo_edit_is_carried(start_worker, flows):
+    start_worker()
+    sales_account(flows, "C-100004", "Litware")
+    wait_until(lambda: delivered(ACCOUNTS))
+
+    echo = credit_change(flows, "C-100004")
+    wait_until(lambda: Message.objects.filter(pk=echo.pk, status=Status.SKIPPED).exists())
+    echo.refresh_from_db()
+    assert echo.last_error.startswith("Echo of our write by flow 'p2c-accounts-sales-to-fo'")
+
+    get_connector(flows[ACCOUNTS].target).deliver(
+        DeliveryRequest(
+            entity="CustomersV3",
+            operation="update",
+            payload={"CreditLimit": 25000},
+            key={"CustomerAccount": "C-100004"},
+            idempotency_key=str(uuid.uuid4()),
+            company="SE01",
+        )
+    )
+    edit = credit_change(flows, "C-100004")
+    wait_until(lambda: Message.objects.filter(pk=edit.pk, status=Status.DELIVERED).exists())
+    account = EmulatorRecord.objects.get(emulator="dataverse", entity="accounts", data__accountnumber="C-100004")
+    assert account.data["creditlimit"] == 25000
+
+
+def test_webhook_without_the_key_header_is_refused_and_stores_nothing(flows):
+    response = requests.post(
+        f"{flows[ACCOUNTS].target.base_url.split('/sandbox/')[0]}/api/webhooks/dataverse/{ACCOUNTS}",
+        json=traffic.remote_execution_context(
+            entity="account", record_id=str(uuid.uuid4()), message_name="Create", attributes={"name": "X"}
+        ),
+        timeout=10,
+    )
+
+    assert response.status_code == 401
+    assert not Message.objects.exists()
+
+
+def test_sales_order_goes_to_fo_for_the_customer_its_account_became(start_worker, flows):
+    start_worker()
+
+    report = traffic.sales_orders(count=1, template="prospect_to_cash", seed=11)
+    assert report.failed == []
+    wait_until(lambda: delivered("p2c-orders-sales-to-fo"), sweep=True)  # may overtake its account: retried
+
+    [order_number] = report.created
+    customer = RecordLink.objects.get(flow__slug=ACCOUNTS).target_key  # dataAreaId='se01',CustomerAccount='C-…'
+    header = EmulatorRecord.objects.get(emulator="finops", entity="SalesOrderHeadersV2", key=order_number).data
+    assert f"CustomerAccount='{header['OrderingCustomerAccountNumber']}'" in customer
+    assert header["CustomersOrderReference"] == f"Web order {order_number.removeprefix('ORD-')}"
+
+
+def test_fo_invoice_becomes_a_read_only_copy_in_sales_and_intercompany_ones_do_not(start_worker, flows):
+    start_worker()
+    fo = get_connector(flows[ACCOUNTS].target)
+    for number, customer in (("SO-P2C-1", "C-200001"), ("SO-IC-1", "IC-DK01")):
+        fo.deliver(
+            DeliveryRequest(
+                entity="SalesOrderHeadersV2",
+                operation="upsert",
+                payload={"OrderingCustomerAccountNumber": customer},
+                key={"SalesOrderNumber": number},
+                idempotency_key=number,
+                company="SE01",
+            )
+        )
+        # SE01 invoices the order; F&O raises SalesOrderInvoicedBusinessEvent.
+        fo.call_service(
+            "IcbSandboxServices/IcbSalesOrderService/postInvoice", {"_dataAreaId": "se01", "_salesOrderNumber": number}
+        )
+
+    wait_until(lambda: delivered("p2c-invoices-fo-to-sales"))
+    wait_until(lambda: Message.objects.filter(flow__slug="p2c-invoices-fo-to-sales", status=Status.SKIPPED).exists())
+
+    [invoice] = EmulatorRecord.objects.filter(emulator="dataverse", entity="invoices")
+    assert invoice.data["icb_customeraccount"] == "C-200001"
+    assert invoice.data["icb_readonly"] is True
+    assert invoice.data["name"].startswith("F&O invoice CIV")
+    skipped = Message.objects.get(flow__slug="p2c-invoices-fo-to-sales", status=Status.SKIPPED)
+    assert "CustomerAccount is 'IC-DK01'" in skipped.last_error
+
+
+def test_fo_products_reach_sales_incrementally(start_worker, flows):
+    start_worker()
+    fo = get_connector(flows["p2c-products-fo-to-sales"].source)
+    for item, price in (("A0001", 12.5), ("B0110", 64.0)):
+        fo.deliver(
+            DeliveryRequest(
+                entity="ReleasedProductsV2",
+                operation="upsert",
+                payload={"ProductName": f"Demo {item}", "SalesPrice": price, "SalesUnitSymbol": "ea"},
+                key={"ItemNumber": item},
+                idempotency_key=str(uuid.uuid4()),
+                company="SE01",
+            )
+        )
+
+    finops_poll(flow=flows["p2c-products-fo-to-sales"])
+    wait_until(lambda: delivered("p2c-products-fo-to-sales", 2))
+
+    products = EmulatorRecord.objects.filter(emulator="dataverse", entity="products")
+    assert {(p.data["productnumber"], p.data["name"], p.data["price"]) for p in products} == {
+        ("A0001", "Demo A0001", 12.5),
+        ("B0110", "Demo B0110", 64.0),
+    }
+    assert finops_poll(flow=flows["p2c-products-fo-to-sales"]).messages_created == 0  # nothing new since

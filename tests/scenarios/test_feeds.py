@@ -1,0 +1,82 @@
+"""F&O change feeds: rows modified since the cursor become messages, once each."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from integrations.connectors import get_connector
+from integrations.connectors.base import DeliveryRequest
+from integrations.models import AxPollCursor, Flow, Message
+from integrations.services.feeds import finops_poll, finops_poll_flow_ids
+from integrations.services.templates import templates_install
+from sandbox.faults import clear_faults, set_faults
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PRODUCTS = "p2c-products-fo-to-sales"
+
+
+@pytest.fixture
+def products(live_server):
+    templates_install(name="prospect_to_cash", base_url=live_server.url)
+    yield Flow.objects.select_related("source", "company_link").get(slug=PRODUCTS)
+    clear_faults()
+
+
+def fo_product(flow: Flow, item: str, price: float) -> None:
+    get_connector(flow.source).deliver(
+        DeliveryRequest(
+            entity="ReleasedProductsV2",
+            operation="upsert",
+            payload={"ProductName": f"Item {item}", "SalesPrice": price},
+            key={"ItemNumber": item},
+            idempotency_key=str(uuid.uuid4()),
+            company="SE01",
+        )
+    )
+
+
+def test_new_and_changed_products_are_ingested_once_each(products):
+    fo_product(products, "P-1", 10.0)
+    fo_product(products, "P-2", 20.0)
+
+    first = finops_poll(flow=products)
+    again = finops_poll(flow=products)  # the overlap reads the same rows: stored once
+    fo_product(products, "P-1", 11.0)
+    changed = finops_poll(flow=products)
+
+    assert (first.messages_created, again.messages_created, changed.messages_created) == (2, 0, 1)
+    keys = list(Message.objects.filter(flow=products).values_list("source_record_key", flat=True))
+    assert sorted(set(keys)) == ["dataAreaId='se01',ItemNumber='P-1'", "dataAreaId='se01',ItemNumber='P-2'"]
+    assert AxPollCursor.objects.get(flow=products).changed_since is not None
+
+
+def test_fo_outage_leaves_the_cursor_for_the_next_poll(products):
+    fo_product(products, "P-3", 5.0)
+    set_faults("finops", down=True)
+
+    failed = finops_poll(flow=products)
+    set_faults("finops", down=False)
+    recovered = finops_poll(flow=products)
+
+    assert failed.messages_created == 0
+    assert "down" in failed.error or "503" in failed.error
+    assert recovered.messages_created == 1
+
+
+def test_every_enabled_fo_poll_flow_is_listed_for_beat(products):
+    assert set(Flow.objects.filter(pk__in=finops_poll_flow_ids()).values_list("slug", flat=True)) == {
+        PRODUCTS,
+        "p2c-customers-fo-to-sales",
+    }
+
+
+def test_a_flow_disabled_since_beat_queued_it_is_not_polled(products):
+    from integrations.services.feeds import finops_poll_by_id
+
+    fo_product(products, "P-4", 1.0)
+    Flow.objects.filter(pk=products.pk).update(enabled=False)
+
+    assert finops_poll_by_id(flow_id=products.pk) is None
+    assert not Message.objects.exists()

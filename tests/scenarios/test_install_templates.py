@@ -1,0 +1,162 @@
+"""Installing the scenario templates: command, console page and service; twice changes nothing."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from integrations.models import (
+    AuditEntry,
+    CompanyLink,
+    Flow,
+    InboundEndpoint,
+    MappingVersion,
+    System,
+    ValueMap,
+    ValueMapEntry,
+)
+from integrations.services.templates import templates_install
+from integrations.templates import TEMPLATES, TemplateError, render
+
+pytestmark = pytest.mark.django_db
+BASE = "http://hub.example:8000"
+MODELS = (System, CompanyLink, Flow, ValueMap, ValueMapEntry, MappingVersion, InboundEndpoint)
+
+
+def snapshot() -> dict[str, list]:
+    return {model.__name__: list(model.objects.order_by("pk").values()) for model in MODELS}
+
+
+def test_command_installs_every_template_into_a_fresh_hub():
+    out = StringIO()
+
+    call_command("install_templates", "--base-url", BASE, "--no-sandbox", stdout=out)
+
+    assert Flow.objects.filter(options__template="intercompany").count() == 4
+    assert Flow.objects.filter(options__template="prospect_to_cash").count() == 9
+    assert Flow.objects.filter(options__template="order_to_cash").count() == 5
+    assert set(System.objects.values_list("slug", flat=True)) == {
+        "sandbox-ax2012",
+        "sandbox-finops",
+        "sandbox-dataverse",
+        "sandbox-s4hana",
+    }
+    fo = System.objects.get(slug="sandbox-finops")
+    assert fo.base_url == f"{BASE}/sandbox/finops"
+    assert fo.secret
+    assert "created" in out.getvalue()
+
+
+def test_installing_twice_changes_nothing():
+    call_command("install_templates", "--base-url", BASE, "--no-sandbox", stdout=StringIO())
+    before = snapshot()
+    audits = AuditEntry.objects.count()
+    out = StringIO()
+
+    call_command("install_templates", "--base-url", BASE, "--no-sandbox", stdout=out)
+
+    assert snapshot() == before
+    assert AuditEntry.objects.count() == audits
+    assert "created" not in out.getvalue()
+    assert "unchanged" in out.getvalue()
+
+
+def test_intercompany_link_and_first_flow_are_wired_for_dk01_and_se01():
+    templates_install(name="intercompany", base_url=BASE, sandbox=False)
+
+    link = CompanyLink.objects.get(name="DK01@AX-SE01@F&O")
+    flow = Flow.objects.get(slug="ic-dk01-po-to-se01-so")
+    assert (link.system_a.kind, link.company_a, link.system_b.kind, link.company_b) == (
+        "ax2012",
+        "DK01",
+        "finops",
+        "SE01",
+    )
+    assert link.context_for(flow.source)["target_customer_for_source"] == "IC-DK01"
+    assert (flow.source, flow.target, flow.trigger) == (link.system_a, link.system_b, "poll")
+    assert flow.mapping_versions.get().version == flow.mapping_version == 1
+    packing = Flow.objects.get(slug="ic-se01-packingslip-to-dk01-receipt")
+    assert packing.options["chain"]["follows"] == flow.slug
+
+
+def test_operator_edit_is_kept_and_reported_unless_update_is_asked():
+    templates_install(name="order_to_cash", base_url=BASE, sandbox=False)
+    flow = Flow.objects.get(slug="o2c-orders-d365-to-s4")
+    flow.retry_policy = {"max_attempts": 3}
+    flow.save()
+
+    kept = templates_install(name="order_to_cash", base_url=BASE, sandbox=False)
+    restored = templates_install(name="order_to_cash", base_url=BASE, update=True, sandbox=False)
+
+    assert any("o2c-orders-d365-to-s4 (retry_policy)" in line for line in kept.differs)
+    assert any("o2c-orders-d365-to-s4" in line for line in restored.updated)
+    flow.refresh_from_db()
+    assert flow.retry_policy["max_attempts"] == 10
+
+
+def test_update_of_a_changed_mapping_records_a_new_version():
+    templates_install(name="order_to_cash", base_url=BASE, sandbox=False)
+    flow = Flow.objects.get(slug="o2c-bp-s4-to-d365")
+    Flow.objects.filter(pk=flow.pk).update(mapping_spec={"fields": {"name": "OrganizationBPName1"}})
+
+    templates_install(name="order_to_cash", base_url=BASE, update=True, sandbox=False)
+
+    flow.refresh_from_db()
+    assert flow.mapping_version == 2
+    assert flow.mapping_versions.get(version=2).spec == flow.mapping_spec
+
+
+def test_value_maps_of_order_to_cash_are_installed():
+    templates_install(name="order_to_cash", base_url=BASE, sandbox=False)
+
+    assert ValueMap.objects.get(name="o2c-uom-d365-to-s4").as_dict()["Primary Unit"] == "EA"
+
+
+def test_unknown_template_is_refused_with_the_known_names():
+    with pytest.raises(CommandError, match="unknown template.*intercompany"):
+        call_command("install_templates", "nope", stdout=StringIO())
+
+
+def test_template_with_a_broken_reference_is_refused_naming_the_flow(monkeypatch):
+    from integrations.templates import intercompany
+
+    broken = {**intercompany.TEMPLATE, "flows": [{**intercompany.TEMPLATE["flows"][1], "source": "sandbox-nowhere"}]}
+    monkeypatch.setattr(intercompany, "TEMPLATE", broken)
+
+    with pytest.raises(TemplateError, match="ic-se01-packingslip-to-dk01-receipt: source 'sandbox-nowhere'"):
+        render("intercompany", base_url=BASE)
+
+
+def test_every_template_mapping_compiles():
+    for name in TEMPLATES:
+        data = render(name, base_url=BASE)
+        assert all(flow["options"]["template"] == name for flow in data["flows"])
+
+
+def test_console_page_lists_and_installs_templates(staff_client):
+    page = staff_client.get("/admin/scenario-templates/")
+    response = staff_client.post(
+        "/admin/scenario-templates/", {"template": ["intercompany"], "base_url": BASE}, follow=True
+    )
+
+    assert page.status_code == 200
+    assert b"Intercompany" in page.content
+    assert response.status_code == 200
+    assert Flow.objects.filter(options__template="intercompany").count() == 4
+    audit = AuditEntry.objects.get(action="install_template")
+    assert audit.actor_name == "operator"
+    assert audit.object_id == "intercompany"
+
+
+def test_sandbox_install_registers_the_app_and_subscribes_the_event_flows():
+    from sandbox.models import EmulatorRecord, EmulatorSubscription
+
+    templates_install(name="intercompany", base_url=BASE)
+    again = templates_install(name="intercompany", base_url=BASE)
+
+    assert EmulatorRecord.objects.filter(emulator="azuread", entity="app").count() == 1
+    packing = EmulatorSubscription.objects.get(event_type="SalesPackingSlipPostedBusinessEvent")
+    assert packing.url == f"{BASE}/api/events/finops/ic-se01-packingslip-to-dk01-receipt"
+    assert not again.changed
