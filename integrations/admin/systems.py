@@ -1,4 +1,4 @@
-"""Console pages for Systems and CompanyLinks."""
+"""Console pages for Systems, CompanyLinks and inbound endpoints."""
 
 from __future__ import annotations
 
@@ -7,17 +7,24 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from integrations.models import CompanyLink, System
+from integrations.models import CompanyLink, InboundEndpoint, System
 from integrations.services.systems import system_test_connection
 
 
-class SystemForm(forms.ModelForm):
+class WriteOnlySecretForm(forms.ModelForm):
+    """A form whose `secret` is never rendered back; left empty, the stored secret stays."""
+
     secret = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
         help_text="Never shown again after saving. Leave empty to keep the stored secret.",
     )
 
+    def clean_secret(self) -> str:
+        return self.cleaned_data["secret"] or (self.instance.secret if self.instance.pk else "")
+
+
+class SystemForm(WriteOnlySecretForm):
     class Meta:
         model = System
         fields = [
@@ -36,9 +43,6 @@ class SystemForm(forms.ModelForm):
             "batch_size",
             "enabled",
         ]
-
-    def clean_secret(self) -> str:
-        return self.cleaned_data["secret"] or (self.instance.secret if self.instance.pk else "")
 
 
 @admin.register(System)
@@ -62,3 +66,38 @@ class SystemAdmin(admin.ModelAdmin):
 class CompanyLinkAdmin(admin.ModelAdmin):
     list_display = ("name", "company_a", "system_a", "company_b", "system_b", "currency")
     list_select_related = ("system_a", "system_b")
+
+
+class InboundEndpointForm(WriteOnlySecretForm):
+    class Meta:
+        model = InboundEndpoint
+        fields = [
+            "flow",
+            "system",
+            "auth_type",
+            "credential_name",
+            "username",
+            "secret",
+            "timestamp_tolerance_seconds",
+            "jwt_issuer",
+            "jwt_audience",
+            "jwks_url",
+            "id_pointer",
+            "id_header",
+            "record_key_pointer",
+            "version_pointer",
+            "allowed_origins",
+            "max_body_bytes",
+            "throttle_rate",
+        ]
+
+
+@admin.register(InboundEndpoint)
+class InboundEndpointAdmin(admin.ModelAdmin):
+    """Who may send events to a flow or system, and where an event's id is (webhook ingress)."""
+
+    form = InboundEndpointForm
+    list_display = ("__str__", "flow", "system", "auth_type", "throttle_rate")
+    list_filter = ("auth_type",)
+    list_select_related = ("flow", "system")
+    search_fields = ("flow__slug", "system__slug")
