@@ -56,8 +56,10 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--direct", type=int, default=1_000, help="orders written to F&O directly, for the ratio")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=4, help="slots per worker process")
+    parser.add_argument("--concurrency", type=int, default=2, help="slots per worker process")
     parser.add_argument("--senders", type=int, default=16, help="concurrent webhook senders")
+    parser.add_argument("--steady-rate", type=float, default=30.0, help="orders/s of the steady phase")
+    parser.add_argument("--steady-seconds", type=float, default=20.0)
     args = parser.parse_args()
 
     fresh_database()
@@ -143,15 +145,26 @@ def main() -> None:
                     break
                 time.sleep(0.25)
             elapsed = time.perf_counter() - started
+            burst_done = Message.objects.filter(flow=flow).count()
+
+            # 3. Steady load below capacity: how near to real time is one order?
+            steady_count = int(args.steady_rate * args.steady_seconds)
+            steady_started = time.perf_counter()
+            with ThreadPoolExecutor(args.senders) as pool:
+                for n in range(steady_count):
+                    pool.submit(send, args.orders + n)
+                    time.sleep(max(0.0, steady_started + (n + 1) / args.steady_rate - time.perf_counter()))
+            while Message.objects.filter(flow=flow, status="delivered").count() < burst_done + steady_count:
+                if time.perf_counter() > steady_started + 120:
+                    break
+                time.sleep(0.25)
+            steady = list(Message.objects.filter(flow=flow, status="delivered").order_by("pk")[burst_done:])
+            steady_ms = [(m.delivered_at - m.created_at).total_seconds() * 1000 for m in steady]
             connection.close()
 
-        delivered = Message.objects.filter(flow=flow, status="delivered").count()
-        latencies = [
-            (done - created).total_seconds() * 1000
-            for created, done in Message.objects.filter(flow=flow, status="delivered").values_list(
-                "created_at", "delivered_at"
-            )
-        ]
+        burst = Message.objects.filter(flow=flow, status="delivered").order_by("pk")[:burst_done]
+        delivered = len(burst)
+        latencies = [(m.delivered_at - m.created_at).total_seconds() * 1000 for m in burst]
         at_target = EmulatorRecord.objects.filter(
             emulator="finops", entity="SalesOrderHeadersV2", data__CustomersOrderReference__startswith="PO"
         )
@@ -172,6 +185,8 @@ def main() -> None:
         "ingress_posts_per_s": round(args.orders / posted_in, 1),
         "ingress_ms": percentiles(post_ms),
         "latency_ms": {k: round(v) for k, v in percentiles(latencies).items()},
+        "steady_rate_per_s": args.steady_rate,
+        "steady_latency_ms": {k: round(v) for k, v in percentiles(steady_ms).items()},
         "raw_commits_per_s": round(commit_rate, 1),
         "target_direct_per_s": round(direct_rate, 1),
         "ratio_to_raw_commit": round(rate / commit_rate, 3),
@@ -179,7 +194,7 @@ def main() -> None:
         "rejected_posts": len(rejected),
         "delivered": delivered,
         "at_target": len(references),
-        "lost": args.orders - len(set(references)),
+        "lost": args.orders + steady_count - len(set(references)),
         "duplicated": len(references) - len(set(references)),
         "cross_referenced": linked,
         "not_delivered": statuses,
@@ -189,7 +204,9 @@ def main() -> None:
     print_table([
         ("orders/s (POST → delivered)", f"{rate:.1f}"),
         ("10,000 orders take", f"{10_000 / rate:.0f} s" if rate else "-"),
-        ("latency p50 / p95 / p99", " / ".join(f"{v:.0f} ms" for v in percentiles(latencies).values())),
+        ("burst latency p50/p95/p99", " / ".join(f"{v:.0f} ms" for v in percentiles(latencies).values())),
+        (f"steady {args.steady_rate:g}/s latency p50/p95/p99",
+         " / ".join(f"{v:.0f} ms" for v in percentiles(steady_ms).values())),
         ("webhook POST p50 / p99", f"{percentiles(post_ms)['p50']:.0f} / {percentiles(post_ms)['p99']:.0f} ms"),
         ("raw PostgreSQL commits/s", f"{commit_rate:.0f}  (orders/s ÷ commits/s = {rate / commit_rate:.3f})"),
         ("F&O emulator direct orders/s", f"{direct_rate:.1f}  (ratio {rate / direct_rate:.2f})"),
