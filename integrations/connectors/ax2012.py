@@ -242,14 +242,8 @@ class Ax2012Connector(Connector):
             raise self._fault_error(fault, summary) from fault
         except TransportError as exc:
             raise self._transport_error(exc, summary) from exc
-        except requests.Timeout as exc:
-            raise errors.TransientError(
-                f"{self.system.name}: no answer within {self.timeout:g} s", request_summary=summary
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise errors.TransientError(
-                f"{self.system.name}: cannot connect ({type(exc).__name__})", request_summary=summary
-            ) from exc
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise self.transport_error(exc, summary) from exc
         except (ZeepError, ValueError) as exc:  # an answer that is not the service's XML (a proxy page)
             raise errors.TransientError(
                 f"{self.system.name}: unreadable answer to {operation}: {exc}", request_summary=summary

@@ -71,6 +71,11 @@ class ConnectionReport:
         return "; ".join(f"{'OK' if s.ok else 'FAILED'} {s.name}: {s.detail}" for s in self.steps)
 
 
+def summary_of(method: str, url: str) -> str:
+    """What an Attempt shows of a request: method and URL without the query (it may carry keys)."""
+    return f"{method} {url.split('?', 1)[0]}"
+
+
 class Connector(ABC):
     kind: ClassVar[str]
     # True where deliver_many sends many records in one call ($batch); the pipeline then batches.
@@ -105,6 +110,14 @@ class Connector(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing to release
         """Release sessions; called when the System changes."""
 
+    def transport_error(self, exc: requests.RequestException, summary: str) -> errors.TransientError:
+        """A timeout or a connection that failed: worth a retry, whatever the protocol."""
+        if isinstance(exc, requests.Timeout):
+            text = f"no answer within {self.timeout:g} s"
+        else:
+            text = f"cannot connect ({type(exc).__name__})"
+        return errors.TransientError(f"{self.system.name}: {text}", request_summary=summary)
+
 
 class HttpConnector(Connector):
     """Base for connectors speaking HTTP: one pooled session, classified transport errors."""
@@ -124,21 +137,18 @@ class HttpConnector(Connector):
     def close(self) -> None:
         self.session.close()
 
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send one request; connection problems and timeouts become TransientError."""
+    def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send one request, answer unread; connection problems and timeouts become TransientError."""
         kwargs.setdefault("timeout", self.timeout)
-        summary = f"{method} {url.split('?', 1)[0]}"
         try:
-            response = self.session.request(method, url, **kwargs)
-        except requests.Timeout as exc:
-            raise errors.TransientError(
-                f"{self.system.name}: no answer within {self.timeout:g} s", request_summary=summary
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise errors.TransientError(
-                f"{self.system.name}: cannot connect ({type(exc).__name__})", request_summary=summary
-            ) from exc
-        self.raise_for_response(response, summary)
+            return self.session.request(method, url, **kwargs)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise self.transport_error(exc, summary_of(method, url)) from exc
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send one request and classify the answer (raise_for_response)."""
+        response = self.send(method, url, **kwargs)
+        self.raise_for_response(response, summary_of(method, url))
         return response
 
     def raise_for_response(self, response: requests.Response, summary: str) -> None:

@@ -116,10 +116,7 @@ class DataverseConnector(MicrosoftConnector):
 
     # --- classification ---------------------------------------------------------------------------
 
-    def raise_for_response(self, response: requests.Response, summary: str) -> None:
-        failure = classify(self.system.name, response.status_code, dict(response.headers), response.text, summary)
-        if failure is not None:
-            raise failure
+    classify = staticmethod(classify)
 
     # --- writes -----------------------------------------------------------------------------------
 

@@ -19,8 +19,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-import requests
-
 from integrations import errors
 from integrations.connectors.base import ConnectionReport, DeliveryRequest, DeliveryResult
 from integrations.connectors.msal_auth import BatchPart, MicrosoftConnector, build_batch, parse_batch_response
@@ -103,10 +101,7 @@ class FinOpsConnector(MicrosoftConnector):
         self.data = f"{self.base_url}/data"
         self.page_size = int(system.settings.get("page_size") or 10_000)
 
-    def raise_for_response(self, response: requests.Response, summary: str) -> None:
-        failure = classify(self.system.name, response.status_code, dict(response.headers), response.text, summary)
-        if failure is not None:
-            raise failure
+    classify = staticmethod(classify)
 
     # --- writes -----------------------------------------------------------------------------------
 

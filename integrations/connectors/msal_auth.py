@@ -21,8 +21,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msal
@@ -204,6 +205,9 @@ class MicrosoftConnector(HttpConnector):
     calls in the meantime fail at once with ThrottledError carrying the time still to wait.
     """
 
+    # The vendor's error classification: (system name, status, headers, body, summary) → error or None.
+    classify: ClassVar[Callable[[str, int, dict[str, str], str, str], errors.ConnectorError | None]]
+
     def __init__(self, system: System) -> None:
         super().__init__(system)
         self.verify: str | bool = system.settings.get("ca_bundle") or True
@@ -211,6 +215,11 @@ class MicrosoftConnector(HttpConnector):
         self.scope = system.scope or f"{self.base_url}/.default"
         self._blocked_until = 0.0
         self._gate_lock = threading.Lock()
+
+    def raise_for_response(self, response: requests.Response, summary: str) -> None:
+        failure = self.classify(self.system.name, response.status_code, dict(response.headers), response.text, summary)
+        if failure is not None:
+            raise failure
 
     # --- auth -------------------------------------------------------------------------------------
 

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from integrations import errors
-from integrations.connectors.base import ConnectionReport, DeliveryRequest, DeliveryResult, HttpConnector
+from integrations.connectors.base import (
+    ConnectionReport,
+    DeliveryRequest,
+    DeliveryResult,
+    HttpConnector,
+    summary_of,
+)
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -185,18 +191,8 @@ class S4HanaConnector(HttpConnector):
         return self._send(method, url, headers={**headers, "x-csrf-token": self._csrf_token}, **kwargs)
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
-        summary = f"{method} {url.split('?', 1)[0]}"
-        try:
-            response = self.session.request(method, url, **kwargs)
-        except requests.Timeout as exc:
-            raise errors.TransientError(
-                f"{self.system.name}: no answer within {self.timeout:g} s", request_summary=summary
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise errors.TransientError(
-                f"{self.system.name}: cannot connect ({type(exc).__name__})", request_summary=summary
-            ) from exc
+        response = self.send(method, url, **kwargs)
+        summary = summary_of(method, url)
         # SAP marks a refused CSRF token only in a header; remember it for _write's one retry.
         self._last_response_csrf = response.headers.get("x-csrf-token", "") if response.status_code == 403 else ""
         self.raise_for_response(response, summary)

@@ -22,7 +22,7 @@ from integrations.connectors import get_connector
 from integrations.connectors.base import DeliveryRequest, DeliveryResult
 from integrations.models import Attempt, Flow, Message, RecordLink
 from integrations.retry import RetryPolicy
-from integrations.services import dispatch, echo, events
+from integrations.services import chains, dispatch, events
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,11 @@ def _prepare(item: Claimed) -> bool:
     message.mapping_version = message.flow.mapping_version
     try:
         events.complete_truncated(message=message)
-        message.payload_out = map_payload(message)
+        prepared = chains.message_prepare(message=message)
+        if prepared.skip_reason:
+            _finish(message, item.lease, started, status=Status.SKIPPED, outcome=None, error_text=prepared.skip_reason)
+            return False
+        message.payload_out = map_payload(message, context=prepared.context)
     except errors.MappingError as exc:  # not a delivery try: no attempt is counted or recorded
         message.attempts -= 1
         _finish(message, item.lease, started, status=Status.FAILED, outcome=None, error=exc, attempts=message.attempts)
@@ -157,17 +161,15 @@ def _prepare(item: Claimed) -> bool:
     except errors.ConnectorError as exc:  # the source could not give the full record of a truncated event
         _handle_error(message, item.lease, started, clock, exc, None)
         return False
-    reason = echo.message_skip_reason(message=message)
-    if reason:
-        _finish(message, item.lease, started, status=Status.SKIPPED, outcome=None, error_text=reason)
-        return False
     return True
 
 
-def map_payload(message: Message) -> dict[str, Any]:
+def map_payload(message: Message, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """payload_in through the flow's current mapping; raises MappingError naming field, path and value."""
     flow = message.flow
-    return mapping.apply(spec=flow.mapping_spec, payload=message.payload_in, context=mapping_context(flow))
+    return mapping.apply(
+        spec=flow.mapping_spec, payload=message.payload_in, context={**mapping_context(flow), **(context or {})}
+    )
 
 
 def message_transform(*, message: Message) -> bool:
