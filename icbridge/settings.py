@@ -220,11 +220,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 # AX 2012 has no push: poll flows ask AIF getChangedKeys this often; overlap re-asks a little of the last
 # window so changes committed while the previous poll ran (or clock skew with the AOS) are not missed.
-ICBRIDGE_AX_POLL_SECONDS = _positive("ICBRIDGE_AX_POLL_SECONDS", _read("ICBRIDGE_AX_POLL_SECONDS", env.float, 30.0))
-ICBRIDGE_AX_POLL_OVERLAP_SECONDS = _read("ICBRIDGE_AX_POLL_OVERLAP_SECONDS", env.float, 5.0)
-CELERY_BEAT_SCHEDULE["icbridge-poll-ax2012"] = {
-    "task": "integrations.tasks.poll_ax2012_flows",
-    "schedule": ICBRIDGE_AX_POLL_SECONDS,
+ICBRIDGE_POLL_SECONDS = _positive("ICBRIDGE_POLL_SECONDS", _read("ICBRIDGE_POLL_SECONDS", env.float, 30.0))
+ICBRIDGE_POLL_OVERLAP_SECONDS = _read("ICBRIDGE_POLL_OVERLAP_SECONDS", env.float, 5.0)
+CELERY_BEAT_SCHEDULE["icbridge-poll-flows"] = {
+    "task": "integrations.tasks.poll_flows",
+    "schedule": ICBRIDGE_POLL_SECONDS,
 }
 
 # --- Monitoring ---------------------------------------------------------------

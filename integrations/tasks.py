@@ -27,16 +27,16 @@ def sweep_messages() -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def poll_ax2012_flows() -> None:
-    """Beat: queue one poll per enabled AX 2012 poll flow."""
+def poll_flows() -> None:
+    """Beat: queue one poll per enabled poll flow (AX 2012 and F&O sources)."""
     from integrations.services import polling
 
-    for flow_id in polling.ax2012_poll_flow_ids():
-        poll_ax2012_flow.delay(flow_id)
+    for flow_id in polling.poll_flow_ids():
+        poll_flow.delay(flow_id)
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def poll_ax2012_flow(flow_id: int) -> None:
+def poll_flow(flow_id: int) -> None:
     from integrations.services import polling
 
-    polling.ax2012_poll_by_id(flow_id=flow_id)
+    polling.poll_by_id(flow_id=flow_id)

@@ -25,7 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from integrations import errors
 from integrations.connectors import get_connector
-from integrations.models import AxPollCursor, Flow, System
+from integrations.models import AxPollCursor, Flow
 from integrations.services.ingest import message_ingest
 
 logger = logging.getLogger(__name__)
@@ -39,20 +39,6 @@ class FeedResult:
     messages_created: int = 0
     skipped: bool = False  # another worker is polling this flow right now
     error: str = ""
-
-
-def finops_poll_flow_ids() -> list[int]:
-    return list(
-        Flow.objects.filter(
-            enabled=True, trigger=Flow.Trigger.POLL, source__kind=System.Kind.FINOPS, source__enabled=True
-        ).values_list("pk", flat=True)
-    )
-
-
-def finops_poll_by_id(*, flow_id: int) -> FeedResult | None:
-    """The beat task's entry: poll one flow by id (None if it was disabled or deleted since)."""
-    flow = Flow.objects.select_related("source", "company_link").filter(pk=flow_id, enabled=True).first()
-    return finops_poll(flow=flow) if flow is not None else None
 
 
 def _config(flow: Flow) -> tuple[str, list[str], str]:
@@ -99,7 +85,7 @@ def finops_poll(*, flow: Flow) -> FeedResult:
         started = timezone.now()
         since = ""
         if cursor.changed_since:
-            overlap = dt.timedelta(seconds=float(getattr(settings, "ICBRIDGE_AX_POLL_OVERLAP_SECONDS", 5.0)))
+            overlap = dt.timedelta(seconds=float(getattr(settings, "ICBRIDGE_POLL_OVERLAP_SECONDS", 5.0)))
             since = (cursor.changed_since - overlap).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
             records, _ = get_connector(flow.source).read_changes(entity, since or None, company=company)

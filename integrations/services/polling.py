@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -13,6 +14,7 @@ from django.utils import timezone
 from integrations import errors
 from integrations.connectors import get_connector
 from integrations.models import AxPollCursor, Flow, System
+from integrations.services.feeds import finops_poll
 from integrations.services.ingest import message_ingest
 
 logger = logging.getLogger(__name__)
@@ -35,19 +37,21 @@ class PollResult:
     skipped: bool = False  # another worker is polling this flow right now
 
 
-def ax2012_poll_flow_ids() -> list[int]:
+def poll_flow_ids() -> list[int]:
+    """Enabled poll flows of enabled sources that can be polled: AX 2012 (getChangedKeys), F&O (modified since)."""
     return list(
         Flow.objects.filter(
-            enabled=True, trigger=Flow.Trigger.POLL, source__kind=System.Kind.AX2012, source__enabled=True
+            enabled=True, trigger=Flow.Trigger.POLL, source__kind__in=_POLLERS, source__enabled=True
         ).values_list("pk", flat=True)
     )
 
 
-def ax2012_poll_by_id(*, flow_id: int) -> PollResult | None:
+def poll_by_id(*, flow_id: int) -> Any:
+    """The beat task's entry: poll one flow by id with its source's poller (None if disabled or deleted since)."""
     flow = Flow.objects.select_related("source", "company_link").filter(pk=flow_id, enabled=True).first()
-    if flow is None:
-        return None  # disabled or deleted since the beat queued it
-    return ax2012_poll(flow=flow)
+    if flow is None or flow.source.kind not in _POLLERS:
+        return None
+    return _POLLERS[flow.source.kind](flow=flow)
 
 
 def _service_and_company(flow: Flow) -> tuple[str, str]:
@@ -102,7 +106,7 @@ def ax2012_poll(*, flow: Flow) -> PollResult:
             result.skipped = True
             return result
         started = timezone.now()
-        overlap = dt.timedelta(seconds=float(getattr(settings, "ICBRIDGE_AX_POLL_OVERLAP_SECONDS", 5.0)))
+        overlap = dt.timedelta(seconds=float(getattr(settings, "ICBRIDGE_POLL_OVERLAP_SECONDS", 5.0)))
         since = (cursor.changed_since - overlap) if cursor.changed_since else dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
         try:
             keys = connector.changed_keys(service, company=company, since=since)
@@ -133,3 +137,6 @@ def ax2012_poll(*, flow: Flow) -> PollResult:
         cursor.last_error = ""
         cursor.save()
     return result
+
+
+_POLLERS = {System.Kind.AX2012: ax2012_poll, System.Kind.FINOPS: finops_poll}

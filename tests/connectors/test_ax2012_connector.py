@@ -9,7 +9,7 @@ from integrations.connectors import get_connector
 from integrations.connectors.ax2012 import message_id_for
 from integrations.connectors.base import DeliveryRequest
 from integrations.models import AxPollCursor, Flow, Message, System
-from integrations.services.polling import ax2012_poll, ax2012_poll_flow_ids
+from integrations.services.polling import ax2012_poll, poll_flow_ids
 from sandbox.faults import set_faults
 
 
@@ -189,7 +189,7 @@ def poll_flow(make_flow, ax_system, recorder_system) -> Flow:
 
 
 def test_poll_picks_up_exactly_the_documents_changed_since_the_cursor(poll_flow, ax_system, settings):
-    settings.ICBRIDGE_AX_POLL_OVERLAP_SECONDS = 0
+    settings.ICBRIDGE_POLL_OVERLAP_SECONDS = 0
     first, second = customer(ax_system, "First", "p-1"), customer(ax_system, "Second", "p-2")
     initial = ax2012_poll(flow=poll_flow)
     connector = get_connector(ax_system)
@@ -236,7 +236,7 @@ def test_only_enabled_ax_poll_flows_are_polled(poll_flow, make_flow, ax_system):
     make_flow(source=ax_system, trigger=Flow.Trigger.POLL, enabled=False)
     make_flow(trigger=Flow.Trigger.POLL)
 
-    assert ax2012_poll_flow_ids() == [poll_flow.pk]
+    assert poll_flow_ids() == [poll_flow.pk]
 
 
 def test_bearer_token_from_the_azure_ad_emulator_as_through_application_proxy(
@@ -311,10 +311,10 @@ def test_beat_schedules_the_poll_task_and_the_task_polls_one_flow(poll_flow, ax_
 
     customer(ax_system, "From beat", "p-beat")
 
-    tasks.poll_ax2012_flow(poll_flow.pk)  # what the beat fan-out queues per flow, run inline
+    tasks.poll_flow(poll_flow.pk)  # what the beat fan-out queues per flow, run inline
 
-    entry = settings.CELERY_BEAT_SCHEDULE["icbridge-poll-ax2012"]
-    assert entry["task"] == "integrations.tasks.poll_ax2012_flows"
+    entry = settings.CELERY_BEAT_SCHEDULE["icbridge-poll-flows"]
+    assert entry["task"] == "integrations.tasks.poll_flows"
     assert entry["task"] in app.tasks
     assert Message.objects.filter(flow=poll_flow).count() == 1
     assert AxPollCursor.objects.get(flow=poll_flow).changed_since is not None

@@ -9,7 +9,8 @@ import pytest
 from integrations.connectors import get_connector
 from integrations.connectors.base import DeliveryRequest
 from integrations.models import AxPollCursor, Flow, Message
-from integrations.services.feeds import finops_poll, finops_poll_flow_ids
+from integrations.services.feeds import finops_poll
+from integrations.services.polling import poll_by_id, poll_flow_ids
 from integrations.services.templates import templates_install
 from sandbox.faults import clear_faults, set_faults
 
@@ -66,17 +67,16 @@ def test_fo_outage_leaves_the_cursor_for_the_next_poll(products):
 
 
 def test_every_enabled_fo_poll_flow_is_listed_for_beat(products):
-    assert set(Flow.objects.filter(pk__in=finops_poll_flow_ids()).values_list("slug", flat=True)) == {
+    assert set(Flow.objects.filter(pk__in=poll_flow_ids(), source__kind="finops").values_list("slug", flat=True)) == {
         PRODUCTS,
         "p2c-customers-fo-to-sales",
     }
 
 
 def test_a_flow_disabled_since_beat_queued_it_is_not_polled(products):
-    from integrations.services.feeds import finops_poll_by_id
 
     fo_product(products, "P-4", 1.0)
     Flow.objects.filter(pk=products.pk).update(enabled=False)
 
-    assert finops_poll_by_id(flow_id=products.pk) is None
+    assert poll_by_id(flow_id=products.pk) is None
     assert not Message.objects.exists()

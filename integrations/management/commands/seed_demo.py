@@ -35,7 +35,8 @@ class Command(BaseCommand):
                 user = users.objects.create_user(username, f"{username}@localhost", password, is_staff=True)
                 user.groups.add(groups[role])
         for report in seed_scenarios(settings.PUBLIC_URL):
-            self.stdout.write(f"Scenario {report.template}: {len(report.created)} created, {len(report.unchanged)} unchanged")
+            created, unchanged = len(report.created), len(report.unchanged)
+            self.stdout.write(f"Scenario {report.template}: {created} created, {unchanged} unchanged")
         flow = self._demo_flow()
         monitoring_defaults_ensure()
         message, created = message_ingest(
