@@ -13,7 +13,7 @@ import time
 import pytest
 from django.db import connection
 
-from integrations.models import Message, RecordLink
+from integrations.models import Attempt, Message, RecordLink
 from integrations.services.ingest import message_ingest
 from monitoring.services.reconciliation import reconciliation_run
 from sandbox.faults import clear_faults, set_faults
@@ -168,10 +168,12 @@ def test_target_outage_for_a_minute_then_recovery(start_worker, flow):
 
 
 def test_429_storm_is_ridden_out_honouring_retry_after(start_worker, flow):
+    flow.target.batch_size = 5  # several requests, so the storm hits many of them
+    flow.target.save()
     set_faults("recorder", throttle_rate=0.7, retry_after_seconds=1)
     start_worker(concurrency=2)
     accept_orders(flow, 25)
-    wait_until(lambda: Message.objects.filter(last_error_class="errors.ThrottledError").exists())
+    wait_until(lambda: Attempt.objects.filter(response_status=429).exists())
 
     wait_until(all_settled, timeout=120, sweep=True)
 
