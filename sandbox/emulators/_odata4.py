@@ -20,6 +20,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
+from django.http import HttpResponse
+
 
 class ODataError(ValueError):
     """Bad query or body; `message` says what and where."""
@@ -499,3 +501,28 @@ def json_bytes(value: Any) -> bytes:
 
 
 Dispatch = Callable[[BatchRequest], BatchResponse]
+
+
+@dataclass
+class Result:
+    """One OData answer of an emulator, built by its handlers and turned into a Django response once."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, **headers: str) -> Result:
+        return cls(
+            status,
+            {"Content-Type": "application/json; odata.metadata=minimal", "OData-Version": "4.0", **headers},
+            json_bytes(value),
+        )
+
+    def to_http(self) -> HttpResponse:
+        response = HttpResponse(self.body, status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        if not self.body:
+            del response["Content-Type"]
+        return response

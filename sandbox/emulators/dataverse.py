@@ -38,6 +38,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from sandbox.emulators import _odata4 as odata
 from sandbox.emulators import azuread
+from sandbox.emulators._odata4 import Result
 from sandbox.emulators._odata4_limits import DEFAULT_LIMITS, ServiceProtection, checked_limits
 from sandbox.faults import with_faults
 from sandbox.models import EmulatorRecord
@@ -88,39 +89,15 @@ NAVIGATION = {
 # --- responses ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    @classmethod
-    def json(cls, value: Any, status: int = 200, **headers: str) -> Result:
-        return cls(
-            status,
-            {"Content-Type": "application/json; odata.metadata=minimal", "OData-Version": "4.0", **headers},
-            odata.json_bytes(value),
-        )
-
-
 def error(status: int, code: str, message: str, **headers: str) -> Result:
     """The Web API error body: {"error": {"code": "0x…", "message": "…"}}."""
     return Result.json({"error": {"code": code, "message": message}}, status, **headers)
 
 
-def _to_http(result: Result) -> HttpResponse:
-    response = HttpResponse(result.body, status=result.status)
-    for name, value in result.headers.items():
-        response[name] = value
-    if not result.body:
-        del response["Content-Type"]
-    return response
-
-
 def _fault_body(status: int, text: str) -> HttpResponse:
     if status == 429:
-        return _to_http(error(429, "0x80072322", f"Number of requests exceeded the limit. {text}"))
-    return _to_http(error(status, "0x80040216", f"An unexpected error occurred. {text}"))
+        return error(429, "0x80072322", f"Number of requests exceeded the limit. {text}").to_http()
+    return error(status, "0x80040216", f"An unexpected error occurred. {text}").to_http()
 
 
 # --- service protection -------------------------------------------------------------------------
@@ -782,7 +759,7 @@ def api(request: HttpRequest, rest: str) -> HttpResponse:
         response["x-ms-diagnostics"] = why
         return response
     if claims["denied"]:
-        return _to_http(
+        return Result.to_http(
             error(
                 403,
                 "0x80072560",
@@ -794,7 +771,7 @@ def api(request: HttpRequest, rest: str) -> HttpResponse:
     limits = service_protection_limits()
     exceeded, retry_after, remaining = _limits.enter(user, limits)
     if exceeded:
-        return _to_http(_throttled(exceeded, retry_after, limits))
+        return _throttled(exceeded, retry_after, limits).to_http()
     started = time.monotonic()
     try:
         call = Call(
@@ -811,7 +788,7 @@ def api(request: HttpRequest, rest: str) -> HttpResponse:
         else:
             with transaction.atomic():
                 result = dispatch(call)
-        response = _to_http(result)
+        response = result.to_http()
         response["x-ms-ratelimit-burst-remaining-xrm-requests"] = str(remaining)
         return response
     finally:

@@ -28,7 +28,7 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -43,6 +43,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from sandbox.emulators import _odata4 as odata
 from sandbox.emulators import azuread
+from sandbox.emulators._odata4 import Result
 from sandbox.emulators._odata4_limits import DEFAULT_LIMITS, ServiceProtection, checked_limits
 from sandbox.faults import with_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription
@@ -95,21 +96,6 @@ _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # --- responses ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    @classmethod
-    def json(cls, value: Any, status: int = 200, **headers: str) -> Result:
-        return cls(
-            status,
-            {"Content-Type": "application/json; odata.metadata=minimal", "OData-Version": "4.0", **headers},
-            odata.json_bytes(value),
-        )
-
-
 def error(status: int, message: str, *, inner: str = "", kind: str = "", **headers: str) -> Result:
     body: dict[str, Any] = {"code": "", "message": message}
     if inner:
@@ -126,25 +112,16 @@ def write_failed(entity: Entity, text: str, status: int = 400) -> Result:
     )
 
 
-def _to_http(result: Result) -> HttpResponse:
-    response = HttpResponse(result.body, status=result.status)
-    for name, value in result.headers.items():
-        response[name] = value
-    if not result.body:
-        del response["Content-Type"]
-    return response
-
-
 def _fault_body(status: int, text: str) -> HttpResponse:
     if status == 429:
-        return _to_http(
+        return Result.to_http(
             error(
                 429,
                 "This request could not be processed at this time due to system experiencing high resource "
                 f"utilization. ({text})",
             )
         )
-    return _to_http(error(status, f"The service is unavailable. ({text})"))
+    return Result.to_http(error(status, f"The service is unavailable. ({text})"))
 
 
 # --- settings, counters, service protection ----------------------------------------------------
@@ -786,7 +763,7 @@ def _guarded(request: HttpRequest, handler: Any) -> HttpResponse:
         response["x-ms-diagnostics"] = why
         return response
     if claims["denied"]:
-        return _to_http(
+        return Result.to_http(
             error(403, f"The application {claims.get('appid')} is not registered as a user of this environment.")
         )
     user = str(claims.get("oid", ""))
@@ -794,10 +771,10 @@ def _guarded(request: HttpRequest, handler: Any) -> HttpResponse:
     exceeded, retry_after, _ = _limits.enter(user, limits)
     if exceeded:
         text = _THROTTLE_MESSAGES[exceeded].format(execution_s=limits["execution_ms"] // 1000, **limits)
-        return _to_http(error(429, text, **{"Retry-After": str(retry_after)}))
+        return Result.to_http(error(429, text, **{"Retry-After": str(retry_after)}))
     started = time.monotonic()
     try:
-        return _to_http(handler())
+        return handler().to_http()
     finally:
         _limits.leave(user, started)
 
