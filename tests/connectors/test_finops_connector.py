@@ -32,6 +32,7 @@ def customer(account: str, company: str = "DK01", name: str = "Contoso", **kwarg
         idempotency_key=f"cust-{account}",
         company=company,
         etag=str(kwargs.pop("etag", "")),
+        exists=kwargs.pop("exists", None),  # type: ignore[arg-type]
     )
 
 
@@ -54,6 +55,32 @@ def test_upsert_creates_then_updates_in_the_requested_company(finops_system: Sys
     assert (row["dataAreaId"], row["OrganizationName"]) == ("dk01", "Contoso A/S")
     assert connector.fetch(entity="CustomersV3", key={"CustomerAccount": "C1"}, company="SE01") is None
     assert azuread.tokens_issued(CLIENT_ID) == 1
+
+
+def test_an_upsert_of_a_record_we_never_wrote_goes_create_first(finops_system: System) -> None:
+    connector = connector_of(finops_system)
+    sent: list[str] = []
+    connector.session.hooks["response"].append(lambda r, *a, **k: sent.append(r.request.method))
+
+    created = connector.deliver(customer("N1", exists=False))
+    # Already there (our own lost response, or made in F&O): the create falls back to an update.
+    again = connector.deliver(customer("N1", name="Fabrikam", exists=False))
+
+    assert (created.created, again.created) == (True, False)
+    assert sent == ["POST", "POST", "PATCH"]
+    row = connector.fetch(entity="CustomersV3", key={"CustomerAccount": "N1"}, company="DK01")
+    assert row["OrganizationName"] == "Fabrikam"
+
+
+def test_a_batch_of_new_and_existing_records_guesses_create_then_corrects(finops_system: System) -> None:
+    connector = connector_of(finops_system)
+    connector.deliver(customer("E1"))
+
+    results = connector.deliver_many([customer("E1", name="Changed", exists=False), customer("E2", exists=False)])
+
+    assert [r.created for r in results] == [False, True]
+    row = connector.fetch(entity="CustomersV3", key={"CustomerAccount": "E1"}, company="DK01")
+    assert row["OrganizationName"] == "Changed"
 
 
 def test_a_sales_order_numbered_by_fo_returns_its_key(finops_system: System) -> None:
