@@ -79,7 +79,8 @@ class InboundApi(APIView):
         return api_exception_handler
 
     def parse(self, request: Request, document: Any, target: InboundTarget) -> events.InboundEvent:
-        raise NotImplementedError
+        """Each sender's view reads its own format; this base view is never routed."""
+        raise NotImplementedError(f"{type(self).__name__} must say how to parse its events")
 
     def document(self, target: InboundTarget) -> Any:
         return events.body_parse(target.body)

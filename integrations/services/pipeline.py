@@ -172,28 +172,6 @@ def map_payload(message: Message, context: dict[str, Any] | None = None) -> dict
     )
 
 
-def message_transform(*, message: Message) -> bool:
-    """received → transformed, or failed with the mapping error for the operator (no delivery).
-
-    The pipeline transforms as part of message_process; this is the step on its own.
-    """
-    try:
-        payload_out = map_payload(message)
-    except errors.MappingError as exc:
-        Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE).update(
-            status=Status.FAILED,
-            last_error_class=errors.error_class_name(exc),
-            last_error=exc.message,
-            mapping_version=message.flow.mapping_version,
-            next_attempt_at=None,
-        )
-        return False
-    Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE).update(
-        status=Status.TRANSFORMED, payload_out=payload_out, mapping_version=message.flow.mapping_version
-    )
-    return True
-
-
 def _lock_key(message: Message) -> int | None:
     if connection.vendor != "postgresql" or not message.source_record_key:
         return None  # SQLite runs one writer at a time anyway
