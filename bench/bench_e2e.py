@@ -109,6 +109,8 @@ def main() -> None:
                     key={k: order.get(k) for k in flow.target_key_fields},
                     idempotency_key=order["SalesOrderNumber"],
                     company=context["target_company"],
+                    options=flow.options,  # header and lines in one change set, as the pipeline sends them
+                    exists=False,
                 )
             )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
@@ -30,6 +31,40 @@ ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "a
 CROSS_COMPANY = {"cross-company": "true"}
 # Server-side failures that are about the data, not the service: never worth a retry.
 BUSINESS_ERROR_TYPES = ("AxODataWriteException", "XppServicesException", "ODataException")
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """options.lines: a header's lines written through their own entity in the header's change set.
+
+    {"field": "SalesOrderLines", "entity": "SalesOrderLines", "key": ["InventoryLotId"],
+     "match": "LineCreationSequenceNumber"}: field holds the lines in the mapped payload; entity is where
+    they go; key is the line entity's key (besides dataAreaId); match identifies a line across updates.
+    """
+
+    field: str
+    entity: str
+    key: tuple[str, ...] = ("InventoryLotId",)
+    match: str = "LineCreationSequenceNumber"
+
+    @classmethod
+    def of(cls, options: dict[str, Any] | None) -> LineSpec | None:
+        spec = options.get("lines") if isinstance(options, dict) else None
+        if not spec:
+            return None
+        return cls(
+            field=spec["field"],
+            entity=spec.get("entity") or spec["field"],
+            key=tuple(spec.get("key") or cls.key),
+            match=spec.get("match") or cls.match,
+        )
+
+
+def _literal(value: Any) -> str:
+    """An OData literal for a $filter: numbers bare, strings quoted with quotes doubled."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def format_key(company: str, key: dict[str, Any]) -> str:
@@ -141,7 +176,9 @@ class FinOpsConnector(MicrosoftConnector):
             body = self.call_service(request.entity, request.payload)
             return DeliveryResult(target_key=request.idempotency_key, created=False, status_code=200, body=body)
         company = self._company(request)
-        payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
+        payload, lines = self._split_lines(request)
+        if lines is not None:
+            return self._deliver_with_lines(request, company, payload, lines)
         if request.operation == "create" or not request.key:
             return self._post(request, company, payload)
         if request.operation == "upsert" and request.exists is False:
@@ -169,16 +206,126 @@ class FinOpsConnector(MicrosoftConnector):
                 raise
             return self._post(request, company, payload)  # upsert: F&O PATCH does not create
         except errors.ConflictError as exc:
-            current = self.fetch(entity=request.entity, key=request.key, company=company)
-            raise errors.ConflictError(
-                exc.message,
-                current=current,
-                current_etag=str((current or {}).get("@odata.etag", "")),
-                status_code=exc.status_code,
-                response_excerpt=exc.response_excerpt,
-                request_summary=exc.request_summary,
-            ) from exc
+            raise self._with_current(exc, request, company) from exc
         return self._result(request, company, response.status_code, dict(response.headers), None, f"PATCH {url}")
+
+    def _with_current(self, exc: errors.ConflictError, request: DeliveryRequest, company: str) -> errors.ConflictError:
+        """The 412 with the record as F&O holds it now, for the operator's side-by-side view."""
+        current = self.fetch(entity=request.entity, key=request.key, company=company)
+        return errors.ConflictError(
+            exc.message,
+            current=current,
+            current_etag=str((current or {}).get("@odata.etag", "")),
+            status_code=exc.status_code,
+            response_excerpt=exc.response_excerpt,
+            request_summary=exc.request_summary,
+        )
+
+    # --- headers with lines -------------------------------------------------------------------------
+
+    def _split_lines(self, request: DeliveryRequest) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """The header's fields, and its lines when the flow says lines travel separately (options.lines)."""
+        payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
+        spec = LineSpec.of(request.options)
+        if spec is None or spec.field not in payload:
+            return payload, None
+        lines = payload.pop(spec.field)
+        if not isinstance(lines, list) or not all(isinstance(line, dict) for line in lines):
+            raise errors.RejectedError(f"{self.system.name}: {spec.field} must be a list of line records")
+        if not request.key:
+            raise errors.RejectedError(
+                f"{self.system.name}: {request.entity} with separate lines needs the header's key "
+                "(the flow's target key fields), so the lines can name their header"
+            )
+        for number, line in enumerate(lines, 1):
+            if line.get(spec.match) in (None, ""):
+                raise errors.RejectedError(
+                    f"{self.system.name}: {spec.field} line {number} has no {spec.match}, which identifies a line "
+                    "across updates (options.lines.match)"
+                )
+        return payload, lines
+
+    def _deliver_with_lines(
+        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: list[dict[str, Any]]
+    ) -> DeliveryResult:
+        """Header and lines in one change set: all written or none, header first (F&O has no deep insert).
+
+        A new header gets POSTs only; an existing one a PATCH, and its lines are matched on
+        options.lines.match (LineCreationSequenceNumber): changed lines PATCHed, new ones POSTed, lines
+        no longer sent DELETEd.
+        """
+        spec = LineSpec.of(request.options)
+        assert spec is not None  # _split_lines found it
+        if request.operation == "create" or self._create_first(request):
+            try:
+                return self._write_changeset(request, company, self._create_parts(request, company, payload, lines))
+            except errors.DuplicateError:
+                if request.operation == "create":
+                    raise
+        existing = self._existing_lines(spec, company, request.key)
+        header = BatchPart("PATCH", self._entity_url(request.entity, company, request.key), payload)
+        header.headers["If-Match"] = request.etag or "*"
+        parts = [header, *self._line_parts(spec, company, request.key, lines, existing)]
+        try:
+            return self._write_changeset(request, company, parts)
+        except errors.ConflictError as exc:
+            raise self._with_current(exc, request, company) from exc
+        except errors.RejectedError as exc:
+            if exc.status_code != 404 or request.operation != "upsert" or request.etag:
+                raise
+        return self._write_changeset(request, company, self._create_parts(request, company, payload, lines))
+
+    def _create_parts(
+        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: list[dict[str, Any]]
+    ) -> list[BatchPart]:
+        spec = LineSpec.of(request.options)
+        assert spec is not None
+        header = BatchPart(
+            "POST",
+            f"{self.data}/{request.entity}?cross-company=true",
+            {**payload, **request.key, "dataAreaId": company},
+        )
+        return [header, *self._line_parts(spec, company, request.key, lines, {})]
+
+    def _line_parts(
+        self,
+        spec: LineSpec,
+        company: str,
+        header_key: dict[str, Any],
+        lines: list[dict[str, Any]],
+        existing: dict[str, dict[str, Any]],
+    ) -> list[BatchPart]:
+        parent = {name: value for name, value in header_key.items() if name != "dataAreaId"}
+        parts = []
+        for line in lines:
+            values = {**line, **parent, "dataAreaId": company}
+            current = existing.pop(str(line[spec.match]), None)
+            if current is None:
+                parts.append(BatchPart("POST", f"{self.data}/{spec.entity}?cross-company=true", values))
+            else:
+                url = self._entity_url(spec.entity, company, {k: current[k] for k in spec.key})
+                parts.append(BatchPart("PATCH", url, values, {"If-Match": "*"}))
+        for gone in existing.values():  # lines the source no longer has
+            url = self._entity_url(spec.entity, company, {k: gone[k] for k in spec.key})
+            parts.append(BatchPart("DELETE", url, None, {"If-Match": "*"}))
+        return parts
+
+    def _existing_lines(self, spec: LineSpec, company: str, header_key: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        clauses = [f"dataAreaId eq {_literal(company)}"]
+        clauses += [f"{name} eq {_literal(value)}" for name, value in header_key.items() if name != "dataAreaId"]
+        rows = self.query(spec.entity, filter=" and ".join(clauses), select=",".join([*spec.key, spec.match]))
+        return {str(row.get(spec.match)): row for row in rows}
+
+    def _write_changeset(self, request: DeliveryRequest, company: str, parts: list[BatchPart]) -> DeliveryResult:
+        """Send one change set; the header's answer is the record's result, the first failure its error."""
+        [(_, answer)] = self._send([parts], [None])
+        summary = f"{parts[0].method} {parts[0].url} + {len(parts) - 1} line request(s) in one change set"
+        if isinstance(answer, errors.ConnectorError):
+            raise answer
+        failure = classify(self.system.name, answer[0].status, answer[0].headers, answer[0].text, summary)
+        if failure:
+            raise failure
+        return self._result(request, company, answer[0].status, answer[0].headers, answer[0].json(), summary)
 
     def _post(self, request: DeliveryRequest, company: str, payload: dict[str, Any]) -> DeliveryResult:
         url = f"{self.data}/{request.entity}?cross-company=true"
@@ -207,23 +354,27 @@ class FinOpsConnector(MicrosoftConnector):
 
     def _batch(self, chunk: list[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
         outcome: list[DeliveryResult | errors.ConnectorError | None] = [None] * len(chunk)
-        first: list[tuple[int, BatchPart, str]] = []
+        first: list[tuple[int, list[BatchPart], str]] = []
         for i, request in enumerate(chunk):
             try:
                 company = self._company(request)
+                payload, lines = self._split_lines(request)
             except errors.ConnectorError as exc:
                 outcome[i] = exc
                 continue
-            payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
-            if request.operation == "action":
+            new = request.operation == "create" or self._create_first(request)
+            if request.operation == "action" or (lines is not None and not new):
+                # Actions, and lines of a header that exists: their own calls (the lines must be read first).
                 outcome[i] = self._safe(lambda r=request: self.deliver(r))
-            elif request.operation == "create" or not request.key or self._create_first(request):
+            elif lines is not None:
+                first.append((i, self._create_parts(request, company, payload, lines), company))
+            elif new or not request.key:
                 part = BatchPart(
                     "POST",
                     f"{self.data}/{request.entity}?cross-company=true",
                     {**payload, **request.key, "dataAreaId": company},
                 )
-                first.append((i, part, company))
+                first.append((i, [part], company))
             else:
                 part = BatchPart(
                     "PATCH",
@@ -231,58 +382,59 @@ class FinOpsConnector(MicrosoftConnector):
                     payload,
                     {"If-Match": request.etag or "*"},
                 )
-                first.append((i, part, company))
-        second: list[tuple[int, BatchPart, str]] = []  # upserts that guessed wrong: the other write
-        for (i, part, company), answer in self._send([p for _, p, _ in first], first):
-            request = chunk[i]
-            if isinstance(answer, errors.ConnectorError):
-                outcome[i] = answer
-                continue
-            failure = classify(
-                self.system.name, answer.status, answer.headers, answer.text, f"{part.method} {part.url}"
-            )
-            if (
-                failure
-                and answer.status == 404
-                and part.method == "PATCH"
-                and request.operation == "upsert"
-                and not request.etag
-            ):
-                body = {
-                    **{k: v for k, v in request.payload.items() if k != "dataAreaId"},
-                    **request.key,
-                    "dataAreaId": company,
-                }
-                second.append((i, BatchPart("POST", f"{self.data}/{request.entity}?cross-company=true", body), company))
-                continue
-            if isinstance(failure, errors.DuplicateError) and self._create_first(request):
-                patch = BatchPart(
-                    "PATCH",
-                    self._entity_url(request.entity, company, request.key),
-                    {k: v for k, v in request.payload.items() if k != "dataAreaId"},
-                    {"If-Match": "*"},
-                )
-                second.append((i, patch, company))
-                continue
-            outcome[i] = failure or self._result(
-                request, company, answer.status, answer.headers, answer.json(), f"{part.method} {part.url}"
-            )
-        for (i, part, company), answer in self._send([p for _, p, _ in second], second):
+                first.append((i, [part], company))
+        second: list[tuple[int, list[BatchPart], str]] = []  # upserts that guessed wrong: the other write
+        for (i, parts, company), answer in self._send([p for _, p, _ in first], first):
+            request, part = chunk[i], parts[0]
             if isinstance(answer, errors.ConnectorError):
                 outcome[i] = answer
                 continue
             summary = f"{part.method} {part.url}"
-            failure = classify(self.system.name, answer.status, answer.headers, answer.text, summary)
+            failure = classify(self.system.name, answer[0].status, answer[0].headers, answer[0].text, summary)
+            if isinstance(failure, errors.DuplicateError) and len(parts) > 1 and self._create_first(request):
+                # The header exists after all: update it and match its lines, on its own.
+                outcome[i] = self._safe(lambda r=request: self.deliver(replace(r, exists=True)))
+                continue
+            payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
+            if (
+                failure
+                and answer[0].status == 404
+                and part.method == "PATCH"
+                and request.operation == "upsert"
+                and not request.etag
+            ):
+                body = {**payload, **request.key, "dataAreaId": company}
+                post = BatchPart("POST", f"{self.data}/{request.entity}?cross-company=true", body)
+                second.append((i, [post], company))
+                continue
+            if isinstance(failure, errors.DuplicateError) and self._create_first(request):
+                patch = BatchPart("PATCH", self._entity_url(request.entity, company, request.key), payload)
+                patch.headers["If-Match"] = "*"
+                second.append((i, [patch], company))
+                continue
             outcome[i] = failure or self._result(
-                chunk[i], company, answer.status, answer.headers, answer.json(), summary
+                request, company, answer[0].status, answer[0].headers, answer[0].json(), summary
+            )
+        for (i, [part], company), answer in self._send([p for _, p, _ in second], second):
+            if isinstance(answer, errors.ConnectorError):
+                outcome[i] = answer
+                continue
+            summary = f"{part.method} {part.url}"
+            failure = classify(self.system.name, answer[0].status, answer[0].headers, answer[0].text, summary)
+            outcome[i] = failure or self._result(
+                chunk[i], company, answer[0].status, answer[0].headers, answer[0].json(), summary
             )
         return [o if o is not None else errors.TransientError("no answer in the $batch") for o in outcome]
 
-    def _send(self, parts: list[BatchPart], tags: list[Any]) -> list[tuple[Any, Any]]:
-        """POST one $batch of parts (one change set each); pairs each tag with its answer or error."""
-        if not parts:
+    def _send(self, changesets: list[list[BatchPart]], tags: list[Any]) -> list[tuple[Any, Any]]:
+        """POST one $batch (a change set per entry); pairs each tag with its change set's answers or an error.
+
+        A change set that failed is answered by its one failing request, so the answers are regrouped: a
+        failure (status ≥ 400) stands for its whole change set, else the change set's requests follow in order.
+        """
+        if not changesets:
             return []
-        body, content_type = build_batch([[p] for p in parts])
+        body, content_type = build_batch(changesets)
         try:
             response = self.request(
                 "POST", f"{self.data}/$batch", data=body, headers={**ODATA_HEADERS, "Content-Type": content_type}
@@ -293,12 +445,20 @@ class FinOpsConnector(MicrosoftConnector):
         except ValueError as exc:
             failure = errors.TransientError(f"{self.system.name}: unreadable $batch answer: {exc}")
             return [(tag, failure) for tag in tags]
-        if len(answers) != len(parts):
-            failure = errors.TransientError(
-                f"{self.system.name}: $batch answered {len(answers)} responses for {len(parts)} requests"
-            )
-            return [(tag, failure) for tag in tags]
-        return list(zip(tags, answers, strict=True))
+        grouped: list[tuple[Any, Any]] = []
+        position = 0
+        for changeset, tag in zip(changesets, tags, strict=True):
+            first = answers[position] if position < len(answers) else None
+            taken = 1 if first is not None and first.status >= 400 else len(changeset)
+            group = answers[position : position + taken]
+            position += taken
+            if len(group) != taken:
+                failure = errors.TransientError(
+                    f"{self.system.name}: $batch answered {len(answers)} responses, too few for its change sets"
+                )
+                return [(t, failure) for t in tags]
+            grouped.append((tag, group))
+        return grouped
 
     @staticmethod
     def _create_first(request: DeliveryRequest) -> bool:

@@ -142,7 +142,7 @@ def message_link_context(*, message: Message) -> dict[str, Any]:
 
     1. options.chain: the order this event continues. Its link's correlation id becomes the message's.
     2. options.links: further lookups for the mapping only (the F&O customer of a Sales order's account),
-       which do not change the correlation id.
+       which do not change the correlation id. "optional": true lets an event without the key through.
     3. A missing key is a MappingError; a link not there yet a TransientError (retried): both say which.
     """
     options = message.flow.options if isinstance(message.flow.options, dict) else {}
@@ -155,7 +155,12 @@ def message_link_context(*, message: Message) -> dict[str, Any]:
             message.correlation_id = link.correlation_id
         found[rule.get("as") or "order"] = _link_values(link)
     for lookup in options.get("links") or []:
-        found[lookup["as"]] = _link_values(_find_link(message, lookup, where=f"links.{lookup['as']}"))
+        try:
+            found[lookup["as"]] = _link_values(_find_link(message, lookup, where=f"links.{lookup['as']}"))
+        except MappingError:
+            if not lookup.get("optional"):
+                raise
+            # An optional lookup without its key in the event (a contact with no account): nothing to look up.
     if not found:
         return {}
     return {"chain": found, "correlation_id": message.correlation_id}

@@ -6,8 +6,12 @@ data/<Entity>(dataAreaId='x',K='v')    GET / PATCH (update, If-Match → 412) / 
 data/$batch                            multipart/mixed with change sets
 api/services                           custom services: groups, services, operations (GET lists, POST calls)
   IcbAvailabilityServices/IcbAvailabilityService/checkAvailability   availability and price of an item
-  IcbSandboxServices/IcbSalesOrderService/{confirm,postPackingSlip,postInvoice}
-                                       drive a sales order's documents; each raises a business event
+  IcbSandboxServices/IcbSalesOrderService/{confirm,postPackingSlip,postInvoice,placeHold}
+                                       drive a sales order's documents and holds; each raises a business event
+  IcbOrderHoldServices/IcbOrderHoldService/clearHold                 clear an order hold (idempotent)
+
+Lines are written through their own entity after their header (SalesOrderLines, SalesQuotationLines): a
+list or object in a request body is refused, as F&O data entities take no deep insert.
 
 Business events go to every enabled EmulatorSubscription(emulator="finops") whose event_type is blank or the
 BusinessEventId, as the real JSON envelope (BusinessEventId, ControlNumber, EventId, EventTime /Date(ms)/,
@@ -87,7 +91,24 @@ ENTITIES: dict[str, Entity] = {
         ("PurchaseOrderNumber", "LineNumber"), "PurchPurchaseOrderLineV2Entity", ("ItemNumber",)
     ),
     "SalesInvoiceHeadersV2": Entity(("InvoiceNumber",), "SalesInvoiceHeaderV2Entity"),
+    "ContactPersonsV2": Entity(("ContactPersonId",), "ContactPersonV2Entity", (), "ContactPersonId"),
+    "SalesQuotationHeadersV2": Entity(
+        ("SalesQuotationNumber",),
+        "SalesQuotationHeaderV2Entity",
+        ("RequestingCustomerAccountNumber",),
+        "SalesQuotationNumber",
+    ),
+    "SalesQuotationLines": Entity(
+        ("InventoryLotId",), "SalesQuotationLineEntity", ("SalesQuotationNumber", "ItemNumber"), "InventoryLotId"
+    ),
+    # Order holds (MCRHoldCodeTrans); placed and cleared through the services below, readable here.
+    "SalesOrderHolds": Entity(("SalesOrderNumber", "HoldCode"), "MCRHoldCodeTransEntity"),
     "VendorInvoiceHeaders": Entity(("HeaderReference",), "VendorInvoiceHeaderEntity", ("InvoiceAccount",)),
+}
+# Lines need their header first (no deep insert on F&O entities): header → line entity, parent key.
+LINE_PARENTS: dict[str, tuple[str, str]] = {
+    "SalesOrderLines": ("SalesOrderHeadersV2", "SalesOrderNumber"),
+    "SalesQuotationLines": ("SalesQuotationHeadersV2", "SalesQuotationNumber"),
 }
 _ENTITY_PATH = re.compile(r"^(?P<set>\w+)(?:\((?P<key>.*)\))?$")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -255,11 +276,22 @@ def _validate(entity: Entity, body: Any, *, creating: bool) -> Result | None:
                 f"'Microsoft.Dynamics.DataEntities.{entity.table.removesuffix('Entity')}'. Make sure to only use "
                 "property names that are defined by the type.",
             )
+    for name, value in body.items():
+        if isinstance(value, list | dict):
+            # F&O data entities take no deep insert: lines are written through their own entity.
+            return error(
+                400,
+                f"The property '{name}' of '{entity.table}' is a navigation property or holds a structured "
+                "value; deep insert and nested values are not supported. Create the header, then write "
+                "related records (lines) through their own entity.",
+                inner=f"Deep insert is not supported on {entity.table}.",
+                kind="Microsoft.OData.ODataException",
+            )
     if creating:
         for name in entity.required:
             if body.get(name) in (None, ""):
                 return write_failed(entity, f"Field '{name}' must be filled in.")
-    for name in ("OrderedSalesQuantity", "OrderedPurchaseQuantity"):
+    for name in ("OrderedSalesQuantity", "OrderedPurchaseQuantity", "RequestedSalesQuantity"):
         value = body.get(name)
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             return write_failed(entity, f"{name} must be a positive number, got {value!r}.")
@@ -303,11 +335,11 @@ def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
     missing = [k for k in entity.keys if values.get(k) in (None, "")]
     if missing:
         return write_failed(entity, f"Field '{missing[0]}' must be filled in.")
-    if (
-        name == "SalesOrderLines"
-        and not _rows("SalesOrderHeadersV2").filter(company=company, key=str(values["SalesOrderNumber"])).exists()
-    ):
-        return write_failed(entity, f"Sales order {values['SalesOrderNumber']} does not exist.")
+    if name in LINE_PARENTS:
+        header, parent_key = LINE_PARENTS[name]
+        if not _rows(header).filter(company=company, key=str(values[parent_key])).exists():
+            what = "Sales order" if header == "SalesOrderHeadersV2" else "Sales quotation"
+            return write_failed(entity, f"{what} {values[parent_key]} does not exist.")
     if _rows(name).filter(company=company, key=_record_key(entity, values)).exists():
         return write_failed(entity, "The record already exists.")
     record = _write(name, entity, company, None, values)
@@ -674,6 +706,70 @@ def post_invoice(params: dict[str, Any]) -> dict[str, Any]:
     return {"$id": "1", "SalesOrderNumber": header.key, "DocumentNumber": number, "EventId": event["EventId"]}
 
 
+def _hold_key(params: dict[str, Any]) -> tuple[str, EmulatorRecord, str]:
+    company, header = _sales_order(params)
+    return company, header, _param(params, "_holdCode")
+
+
+def place_hold(params: dict[str, Any]) -> dict[str, Any]:
+    """An F&O user puts the order on hold (Sales order > Order holds); raises SalesOrderHoldPlacedBusinessEvent."""
+    company, header, code = _hold_key(params)
+    reason = str(params.get("_holdReason") or "")
+    entity = ENTITIES["SalesOrderHolds"]
+    existing = _rows("SalesOrderHolds").filter(company=company, key=f"{header.key}|{code}").first()
+    if existing is not None and not existing.data.get("IsCleared"):
+        raise ServiceFault(f"Sales order {header.key} is already on hold {code}.")
+    placed = _now_iso()
+    _write(
+        "SalesOrderHolds",
+        entity,
+        company,
+        existing,
+        {
+            "SalesOrderNumber": header.key,
+            "HoldCode": code,
+            "HoldReason": reason,
+            "IsCleared": False,
+            "PlacedDateTime": placed,
+            "ClearedBy": "",
+            "ClearedDateTime": None,
+        },
+    )
+    _set_status(company, header, OrderHoldCode=code)
+    event = business_event(
+        "SalesOrderHoldPlacedBusinessEvent",
+        company,
+        {**_order_fields(company, header), "HoldCode": code, "HoldReason": reason},
+    )
+    raise_event(event)
+    return {"$id": "1", "SalesOrderNumber": header.key, "HoldCode": code, "EventId": event["EventId"]}
+
+
+def clear_hold(params: dict[str, Any]) -> dict[str, Any]:
+    """The customer's X++ service behind "clear hold": clears one hold; clearing a cleared hold changes nothing."""
+    company, header, code = _hold_key(params)
+    hold = _rows("SalesOrderHolds").select_for_update().filter(company=company, key=f"{header.key}|{code}").first()
+    if hold is None:
+        raise ServiceFault(f"Sales order {header.key} has no hold {code}.")
+    answer = {"$id": "1", "SalesOrderNumber": header.key, "HoldCode": code}
+    if hold.data.get("IsCleared"):
+        return {**answer, "Cleared": True, "AlreadyCleared": True, "ClearedBy": hold.data.get("ClearedBy", "")}
+    cleared_by = str(params.get("_clearedBy") or "")
+    _write(
+        "SalesOrderHolds",
+        ENTITIES["SalesOrderHolds"],
+        company,
+        hold,
+        {"IsCleared": True, "ClearedBy": cleared_by, "ClearedDateTime": _now_iso()},
+    )
+    still_held = _rows("SalesOrderHolds").filter(
+        company=company, data__SalesOrderNumber=header.key, data__IsCleared=False
+    )
+    _set_status(company, header, OrderHoldCode=still_held.values_list("data__HoldCode", flat=True).first() or "")
+    return {**answer, "Cleared": True, "AlreadyCleared": False, "ClearedBy": cleared_by}
+
+
+ORDER = [("_dataAreaId", "String"), ("_salesOrderNumber", "String")]
 SERVICES: dict[str, dict[str, dict[str, tuple[Any, list[tuple[str, str]], str]]]] = {
     "IcbAvailabilityServices": {
         "IcbAvailabilityService": {
@@ -686,12 +782,24 @@ SERVICES: dict[str, dict[str, dict[str, tuple[Any, list[tuple[str, str]], str]]]
     },
     "IcbSandboxServices": {
         "IcbSalesOrderService": {
-            op: (fn, [("_dataAreaId", "String"), ("_salesOrderNumber", "String")], "IcbDocumentContract")
-            for op, fn in (
-                ("confirm", confirm_sales_order),
-                ("postPackingSlip", post_packing_slip),
-                ("postInvoice", post_invoice),
-            )
+            **{
+                op: (fn, ORDER, "IcbDocumentContract")
+                for op, fn in (
+                    ("confirm", confirm_sales_order),
+                    ("postPackingSlip", post_packing_slip),
+                    ("postInvoice", post_invoice),
+                )
+            },
+            "placeHold": (place_hold, [*ORDER, ("_holdCode", "String"), ("_holdReason", "String")], "IcbHoldContract"),
+        }
+    },
+    "IcbOrderHoldServices": {
+        "IcbOrderHoldService": {
+            "clearHold": (
+                clear_hold,
+                [*ORDER, ("_holdCode", "String"), ("_clearedBy", "String")],
+                "IcbHoldContract",
+            ),
         }
     },
 }

@@ -245,3 +245,67 @@ def test_an_outage_answers_503_and_reset_empties_the_store(fo: MsClient) -> None
     assert down.status_code == 503
     assert set(down.json()["error"]) == {"code", "message"}
     assert fo.call("GET", f"{DATA}/CustomersV3?cross-company=true").json()["value"] == []
+
+
+def test_lines_inside_a_header_are_refused_as_fo_takes_no_deep_insert(fo: MsClient) -> None:
+    response = fo.call(
+        "POST",
+        f"{DATA}/SalesQuotationHeadersV2?cross-company=true",
+        json={
+            "dataAreaId": "se01",
+            "SalesQuotationNumber": "Q-1",
+            "RequestingCustomerAccountNumber": "C-1",
+            "SalesQuotationLines": [{"ItemNumber": "A0001", "RequestedSalesQuantity": 1}],
+        },
+    )
+    orphan = fo.call(
+        "POST",
+        f"{DATA}/SalesQuotationLines?cross-company=true",
+        json={"dataAreaId": "se01", "SalesQuotationNumber": "Q-1", "ItemNumber": "A0001"},
+    )
+
+    assert response.status_code == 400
+    assert "'SalesQuotationLines'" in response.json()["error"]["message"]
+    assert "deep insert" in response.json()["error"]["message"]
+    assert "Sales quotation Q-1 does not exist" in orphan.json()["error"]["innererror"]["message"]
+    assert not EmulatorRecord.objects.filter(emulator="finops", entity__startswith="SalesQuotation").exists()
+
+
+def test_a_hold_raises_its_event_and_clearing_it_is_idempotent(fo: MsClient, inbox: Inbox) -> None:
+    EmulatorSubscription.objects.create(
+        emulator="finops", event_type="SalesOrderHoldPlacedBusinessEvent", url=inbox.url
+    )
+    sales_order(fo)
+    hold = {"_dataAreaId": "SE01", "_salesOrderNumber": "SO-1", "_holdCode": "Credit"}
+
+    placed = fo.call(
+        "POST", f"{SERVICES}/IcbSandboxServices/IcbSalesOrderService/placeHold", json={**hold, "_holdReason": "Limit"}
+    )
+    twice = fo.call("POST", f"{SERVICES}/IcbSandboxServices/IcbSalesOrderService/placeHold", json=hold)
+    clear = f"{SERVICES}/IcbOrderHoldServices/IcbOrderHoldService/clearHold"
+    first = fo.call("POST", clear, json={**hold, "_clearedBy": "ops"})
+    second = fo.call("POST", clear, json={**hold, "_clearedBy": "someone else"})
+    unknown = fo.call("POST", clear, json={**hold, "_holdCode": "Fraud"})
+    wait_until(lambda: len(inbox.received) == 1, timeout=15)
+
+    assert placed.status_code == 200, placed.text
+    assert twice.status_code == 500
+    assert twice.json()["ExceptionMessage"] == "Sales order SO-1 is already on hold Credit."
+    assert (first.json()["AlreadyCleared"], second.json()["AlreadyCleared"]) == (False, True)
+    assert second.json()["ClearedBy"] == "ops"
+    assert unknown.json()["ExceptionMessage"] == "Sales order SO-1 has no hold Fraud."
+    event = inbox.received[0]["body"]
+    assert (event["BusinessEventId"], event["SalesOrderNumber"], event["HoldCode"], event["HoldReason"]) == (
+        "SalesOrderHoldPlacedBusinessEvent",
+        "SO-1",
+        "Credit",
+        "Limit",
+    )
+    row = fo.call(
+        "GET", f"{DATA}/SalesOrderHolds(dataAreaId='se01',SalesOrderNumber='SO-1',HoldCode='Credit')?cross-company=true"
+    )
+    assert row.json()["IsCleared"] is True
+    order = fo.call(
+        "GET", f"{DATA}/SalesOrderHeadersV2(dataAreaId='se01',SalesOrderNumber='SO-1')?cross-company=true"
+    ).json()
+    assert order["OrderHoldCode"] == ""

@@ -211,3 +211,21 @@ def test_fo_event_finds_its_order_by_the_connectors_odata_key(make_flow, make_li
 
     assert order["source_key"] == "PO000001"
     assert order["target"]["SalesOrderNumber"] == "DK01-PO000001"
+
+
+def test_an_optional_lookup_lets_an_event_without_its_key_through_but_still_waits_for_a_missing_link(
+    make_flow, make_link, make_message
+):
+    make_flow(slug="accounts")
+    lookup = {"follows": "accounts", "match": "source_key", "key": "attributes.parentcustomerid", "as": "customer"}
+    contacts = make_flow(slug="contacts", options={"links": [{**lookup, "optional": True}]})
+    strict = make_flow(slug="contacts-strict", options={"links": [lookup]})
+    no_account = {"attributes": {"lastname": "Solo"}}
+    unlinked_account = {"attributes": {"parentcustomerid": {"LogicalName": "account", "Id": "acc-new", "Name": "X"}}}
+
+    assert message_link_context(message=make_message(contacts, payload_in=no_account)) == {}
+    with pytest.raises(MappingError):
+        message_link_context(message=make_message(strict, payload_in=no_account))
+    with pytest.raises(TransientError) as caught:  # the account is named but not delivered yet: wait for it
+        message_link_context(message=make_message(contacts, payload_in=unlinked_account))
+    assert "acc-new" in caught.value.message

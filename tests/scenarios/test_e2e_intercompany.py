@@ -84,7 +84,15 @@ def test_po_to_invoice_runs_as_one_chain_with_every_cross_reference(start_worker
 
     receipt_key = RecordLink.objects.get(flow__slug=PACKING_FLOW).target_key
     invoice_key = RecordLink.objects.get(flow__slug=INVOICE_FLOW).target_key
-    assert ax_document("ProductReceipt", receipt_key)["fields"]["PurchId"] == po
+    receipt = ax_document("ProductReceipt", receipt_key)
+    assert receipt["fields"]["PurchId"] == po
+    # The lines went to F&O's line entity after their header (no deep insert) and came back on the packing slip.
+    fo_lines = EmulatorRecord.objects.filter(
+        emulator="finops", entity="SalesOrderLines", company="se01", data__SalesOrderNumber=sales_order
+    )
+    ax_lines = ax_document("PurchaseOrder", po)["lines"]
+    assert sorted(r.data["ItemNumber"] for r in fo_lines) == sorted(line["ItemId"] for line in ax_lines)
+    assert sorted(line["ItemId"] for line in receipt["lines"]) == sorted(line["ItemId"] for line in ax_lines)
     assert ax_document("VendVendInvoice", invoice_key)["fields"]["PurchId"] == po
     chain = chain_for(order_link.correlation_id)
     assert [(step.flow.slug, step.state) for step in chain.steps][:3] == [
