@@ -6,13 +6,15 @@ wrote there: the target key, the ETag the target answered, the content hash and 
 payload (its last message), and when. An incoming message on a reverse flow is an echo
 when its record is a target of a forward flow and
 
-1. the event reports the ETag / version our write produced, or
+1. the event reports the ETag / version our write produced (a higher row version number than ours is
+   a later change, whatever its time says), or
 2. the event has a change time, and that change happened no later than our write completed
    (event time ≤ RecordLink.synced_at): it cannot be a later edit; or
 3. the event has no change time, and carries the fields we wrote, all with the values we wrote.
 
 Forward flows are the flows named in the reverse flow's options["echo_of"]; without that
-option, every enabled flow from this flow's target to its source.
+option, every enabled flow from this flow's target to its source. "echo_of": [] says no flow
+writes what this flow reads (the intercompany documents): nothing is screened, no query made.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from integrations.models import Flow, Message, RecordLink
@@ -37,7 +39,7 @@ ETAG_PATHS = ("@odata.etag", "etag", "ETag", "__metadata.etag", "versionnumber",
 def forward_flows(flow: Flow) -> QuerySet[Flow]:
     """The flows whose writes into this flow's source could come back through this flow."""
     names = flow.options.get("echo_of") if isinstance(flow.options, dict) else None
-    if names:
+    if names is not None:  # [] says no flow writes what this one reads: nothing to screen
         return Flow.objects.filter(slug__in=[names] if isinstance(names, str) else names)
     return Flow.objects.filter(source=flow.target, target=flow.source).exclude(pk=flow.pk)
 
@@ -97,6 +99,14 @@ def _same(ours: Any, theirs: Any) -> bool:
     return str(ours) == str(theirs)
 
 
+def _later_version(theirs: Any, ours: str) -> bool:
+    """Both are row version numbers and the event's is the higher."""
+    if theirs in (None, "") or not ours:
+        return False
+    theirs_text, ours_text = normalise_etag(theirs), normalise_etag(ours)
+    return theirs_text.isdigit() and ours_text.isdigit() and int(theirs_text) > int(ours_text)
+
+
 def echo_reason(*, message: Message) -> str:
     """Why the message is an echo of our own write ("" when it is a real change); see the module docstring."""
     key = message.source_record_key
@@ -118,6 +128,10 @@ def echo_reason(*, message: Message) -> str:
     for link in links:
         if etag and link.target_etag and normalise_etag(etag) == normalise_etag(link.target_etag):
             return f"Echo of our write by flow '{link.flow.slug}': {key} is still at ETag {link.target_etag}"
+        if _later_version(etag, link.target_etag):
+            # A row version past ours (Dataverse's versionnumber only grows) is a later change, even when
+            # its change time, kept in whole seconds, is not later than our write.
+            continue
         if event_time is not None:
             # The change time decides when the event has one: an edit after our write is a real change,
             # even if it touched only fields we do not write.
@@ -140,21 +154,28 @@ def echo_reason(*, message: Message) -> str:
 def forward_write_in_flight(*, message: Message) -> str:
     """A forward flow is writing this very record right now: its echo may arrive before its RecordLink.
 
-    Only for forward flows keyed by one field (the record's key is then in the payload we write).
+    Only for forward flows keyed by one field: the record's key is then in the payload we write, as
+    the event's record key (a business partner number) or as that field of the event's record (the
+    accountnumber of a Dataverse account, whose webhook is keyed by its id).
     The caller retries the message shortly; by then the link is there and echo_reason decides.
     """
     key = message.source_record_key
     if not key:
         return ""
-    for flow in forward_flows(message.flow):
+    record = event_record(message.payload_in)
+    writing = Q()
+    for flow in forward_flows(message.flow).only("pk", "target_key_fields"):
         if len(flow.target_key_fields or []) != 1:
             continue
-        busy = Message.objects.filter(
-            flow=flow, status=Message.Status.DELIVERING, **{f"payload_out__{flow.target_key_fields[0]}": key}
-        )
-        if busy.exists():
-            return f"flow '{flow.slug}' is writing {key} right now; checking for an echo once it has finished"
-    return ""
+        field = flow.target_key_fields[0]
+        keys = {key} | ({str(record[field])} if record.get(field) not in (None, "") else set())
+        writing |= Q(flow=flow, **{f"payload_out__{field}__in": sorted(keys)})
+    if not writing:
+        return ""
+    busy = Message.objects.filter(writing, status=Message.Status.DELIVERING).select_related("flow").first()
+    if busy is None:
+        return ""
+    return f"flow '{busy.flow.slug}' is writing {key} right now; checking for an echo once it has finished"
 
 
 def filter_reason(*, message: Message) -> str:

@@ -2,8 +2,8 @@
 
 Everything goes through the systems' own APIs (our connectors against the emulators), the
 way users of those systems would cause it: AX users enter intercompany purchase orders (the
-poller picks them up), Sales users create accounts and orders (Dataverse posts its webhook —
-the emulator has no service endpoints, so we post the RemoteExecutionContext it would send).
+poller picks them up), Sales users create accounts and orders in Dataverse, whose webhook steps
+(registered by templates_install in the emulator) tell the hub.
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
-import requests
-from django.conf import settings
 from django.utils import timezone
 
 from integrations import errors
 from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
-from integrations.models import CompanyLink, Flow, InboundEndpoint
+from integrations.connectors.base import Connector, DeliveryRequest
+from integrations.connectors.dataverse import DataverseConnector
+from integrations.models import CompanyLink, Flow, System
 
 logger = logging.getLogger(__name__)
 
@@ -179,133 +178,69 @@ def intercompany_orders(*, count: int, link: CompanyLink, seed: int | None = Non
     return report
 
 
-# --- Dataverse webhooks ------------------------------------------------------------------------------------------
+# --- Dataverse: Sales users ---------------------------------------------------------------------------------------
+
+# The Sales users sign in with an app registration of their own, not the hub's: their changes reach the hub
+# through the webhooks Dataverse sends (the steps templates_install registers), as another user's.
+SALES_USERS_CLIENT_ID = "4f1c6a32-1c2b-4d1e-9d3f-1cb1d9e0a5a1"
+SALES_USERS_SECRET = "icbridge-sandbox-sales-users"  # noqa: S105 - an app of the demo's own emulator
+_sales_users: dict[tuple[Any, ...], Connector] = {}
 
 
-def _ms_date(moment: datetime) -> str:
-    return f"/Date({int(moment.timestamp() * 1000)})/"
+def sales_user(system: System) -> Connector:
+    """A Web API client of this Dataverse that works as the Sales users do.
 
-
-def remote_execution_context(
-    *, entity: str, record_id: str, message_name: str, attributes: dict[str, Any], organization: str = "icbridge"
-) -> dict[str, Any]:
-    """The body a Dataverse webhook step posts (RemoteExecutionContext), for one record."""
-    now = datetime.now(tz=UTC)
-    target = {
-        "__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts",
-        "Attributes": [{"key": key, "value": value} for key, value in {**attributes, f"{entity}id": record_id}.items()],
-        "EntityState": None,
-        "FormattedValues": [],
-        "Id": record_id,
-        "KeyAttributes": [],
-        "LogicalName": entity,
-        "RelatedEntities": [],
-        "RowVersion": str(attributes.get("versionnumber", "")) or None,
-    }
-    return {
-        "BusinessUnitId": str(uuid.uuid4()),
-        "CorrelationId": str(uuid.uuid4()),
-        "Depth": 1,
-        "InitiatingUserId": str(uuid.uuid4()),
-        "InputParameters": [{"key": "Target", "value": target}],
-        "IsExecutingOffline": False,
-        "IsInTransaction": False,
-        "IsOfflinePlayback": False,
-        "IsolationMode": 1,
-        "MessageName": message_name,
-        "Mode": 1,
-        "OperationCreatedOn": _ms_date(now),
-        "OperationId": str(uuid.uuid4()),
-        "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_DNS, organization)),
-        "OrganizationName": organization,
-        "OutputParameters": [],
-        "OwningExtension": {"Id": str(uuid.uuid4()), "LogicalName": "sdkmessageprocessingstep", "Name": "icbridge"},
-        "ParentContext": None,
-        "PostEntityImages": [],
-        "PreEntityImages": [],
-        "PrimaryEntityId": record_id,
-        "PrimaryEntityName": entity,
-        "RequestId": str(uuid.uuid4()),
-        "SecondaryEntityName": "none",
-        "SharedVariables": [],
-        "Stage": 40,
-        "UserId": str(uuid.uuid4()),
-    }
-
-
-def hub_url(flow: Flow, base_url: str = "") -> str:
-    """The hub's root: given, else the one serving the flow's sandbox source, else ICBRIDGE_PUBLIC_URL."""
-    if base_url:
-        return base_url.rstrip("/")
-    head, sandbox, _ = flow.source.base_url.partition("/sandbox/")
-    return head if sandbox else settings.PUBLIC_URL
-
-
-def dataverse_webhook_post(*, flow: Flow, body: dict[str, Any], base_url: str = "") -> requests.Response:
-    """Post a RemoteExecutionContext to the flow's webhook, with the credentials its endpoint wants."""
-    url = f"{hub_url(flow, base_url)}/api/webhooks/dataverse/{flow.slug}"
-    headers = {
-        "x-ms-dynamics-organization": body.get("OrganizationName", ""),
-        "x-ms-dynamics-entity-name": body.get("PrimaryEntityName", ""),
-        "x-ms-dynamics-request-name": body.get("MessageName", ""),
-        "x-ms-correlation-request-id": body.get("CorrelationId", ""),
-    }
-    endpoint = InboundEndpoint.objects.filter(flow=flow).first()
-    if endpoint is not None and endpoint.auth_type == InboundEndpoint.AuthType.HEADER:
-        headers[endpoint.credential_name or "x-icbridge-key"] = endpoint.secret or ""
-    return requests.post(url, json=body, headers=headers, timeout=10)
-
-
-def entity_reference(logical_name: str, record_id: str, name: str) -> dict[str, Any]:
-    """A lookup value as a webhook's Target carries it."""
-    return {
-        "__type": "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts",
-        "Id": record_id,
-        "KeyAttributes": [],
-        "LogicalName": logical_name,
-        "Name": name,
-        "RowVersion": None,
-    }
-
-
-def dataverse_record_and_webhook(
-    *,
-    flow: Flow,
-    entity_set: str,
-    entity: str,
-    key: dict[str, Any],
-    values: dict[str, Any],
-    references: dict[str, Any] | None = None,
-    base_url: str = "",
-) -> str:
-    """Write a record to Dataverse (as a Sales user would) and post the webhook Dataverse would send.
-
-    references: lookups as the webhook shows them (EntityReference), set in the write by @odata.bind.
+    Against the sandbox it signs in with the Sales users' own app registration (registered in the Azure
+    AD emulator here); against any other Dataverse it is the hub's own connector.
     """
-    result = get_connector(flow.source).deliver(
+    _, sandbox, rest = system.auth_url.partition("/sandbox/azuread/")
+    if not sandbox or system.kind != System.Kind.DATAVERSE:
+        return get_connector(system)
+    from sandbox.emulators import azuread
+
+    tenant = rest.strip("/").split("/")[0]
+    azuread.register_app(
+        client_id=SALES_USERS_CLIENT_ID,
+        client_secret=SALES_USERS_SECRET,
+        tenant=tenant,
+        display_name="D365 Sales users",
+    )
+    stamp = (system.base_url, system.auth_url, system.scope, system.timeout_seconds, str(system.settings))
+    if stamp not in _sales_users:
+        users = System(
+            name=f"{system.name} (Sales users)",
+            slug=f"{system.slug}-sales-users",
+            kind=system.kind,
+            base_url=system.base_url,
+            auth_type=System.AuthType.CLIENT_CREDENTIALS,
+            auth_url=system.auth_url,
+            client_id=SALES_USERS_CLIENT_ID,
+            secret=SALES_USERS_SECRET,
+            scope=system.scope,
+            settings=system.settings,
+            timeout_seconds=system.timeout_seconds,
+        )
+        _sales_users[stamp] = DataverseConnector(users)
+    return _sales_users[stamp]
+
+
+def dataverse_record(
+    *, system: System, entity_set: str, key: dict[str, Any], values: dict[str, Any], user: Connector | None = None
+) -> str:
+    """A Sales user saves a record in Dataverse (an upsert by alternate key); returns its id.
+
+    Dataverse then sends its webhooks by itself. Lookups are set the Web API way,
+    "customerid_account@odata.bind": "/accounts(<id>)".
+    """
+    result = (user or sales_user(system)).deliver(
         DeliveryRequest(
             entity=entity_set,
             operation="upsert",
             payload=values,
             key=key,
-            idempotency_key=f"demo-{entity}-{uuid.uuid4()}",
+            idempotency_key=f"demo-{entity_set}-{uuid.uuid4()}",
         )
     )
-    attributes = {**values, **(result.body or {})}
-    attributes = {k: v for k, v in attributes.items() if "@" not in k and not k.startswith("_")}
-    attributes.update(references or {})
-    version = str(result.etag).removeprefix("W/").strip('"')
-    if version.isdigit():
-        attributes["versionnumber"] = int(version)
-    body = remote_execution_context(
-        entity=entity,
-        record_id=result.target_key,
-        message_name="Create" if result.created else "Update",
-        attributes=attributes,
-    )
-    response = dataverse_webhook_post(flow=flow, body=body, base_url=base_url)
-    if response.status_code >= 300:
-        raise errors.RejectedError(f"webhook for {entity} {result.target_key} answered {response.status_code}")
     return result.target_key
 
 
@@ -318,8 +253,8 @@ CITIES = [("Malmö", "211 20", "SE"), ("Göteborg", "411 03", "SE"), ("Aarhus", 
 NAMES = ["Contoso", "Fabrikam", "Northwind", "Litware", "Adventure Works", "Tailspin", "Wingtip", "Proseware"]
 
 
-def sales_orders(*, count: int, template: str, seed: int | None = None, base_url: str = "") -> TrafficReport:
-    """Create `count` Sales accounts and one order each in Dataverse, each followed by its webhook."""
+def sales_orders(*, count: int, template: str, seed: int | None = None) -> TrafficReport:
+    """Create `count` Sales accounts and one order each in Dataverse; Dataverse's webhooks tell the hub."""
     report = TrafficReport()
     account_slug, order_slug = SALES_FLOWS[template]
     accounts = Flow.objects.select_related("source").filter(slug=account_slug).first()
@@ -328,16 +263,17 @@ def sales_orders(*, count: int, template: str, seed: int | None = None, base_url
         report.failed.append(f"template {template} is not installed (no flow {account_slug} / {order_slug})")
         return report
     rng = random.Random(seed)
+    user = sales_user(accounts.source)
     for _ in range(count):
         number = rng.randint(100_000, 999_999)
         city, postcode, country = rng.choice(CITIES)
         account_number = f"C-{number}"
         account_name = f"{rng.choice(NAMES)} {number}"
         try:
-            account_id = dataverse_record_and_webhook(
-                flow=accounts,
+            account_id = dataverse_record(
+                system=accounts.source,
+                user=user,
                 entity_set="accounts",
-                entity="account",
                 key={"accountnumber": account_number},
                 values={
                     "accountnumber": account_number,
@@ -347,7 +283,6 @@ def sales_orders(*, count: int, template: str, seed: int | None = None, base_url
                     "address1_country": country,
                     "emailaddress1": f"orders{number}@example.com",
                 },
-                base_url=base_url,
             )
             lines = [
                 {
@@ -360,10 +295,10 @@ def sales_orders(*, count: int, template: str, seed: int | None = None, base_url
             ]
             total = sum(line["quantity"] * line["priceperunit"] for line in lines)
             order_number = f"ORD-{number}"
-            dataverse_record_and_webhook(
-                flow=orders,
+            dataverse_record(
+                system=orders.source,
+                user=user,
                 entity_set="salesorders",
-                entity="salesorder",
                 key={"ordernumber": order_number},
                 values={
                     "ordernumber": order_number,
@@ -375,10 +310,8 @@ def sales_orders(*, count: int, template: str, seed: int | None = None, base_url
                     # Sandbox simplification: the order lines travel with the order (a plugin serialises them).
                     "icb_lines": lines,
                 },
-                references={"customerid": entity_reference("account", account_id, account_name)},
-                base_url=base_url,
             )
             report.created.append(order_number)
-        except (errors.ConnectorError, requests.RequestException) as exc:
-            report.failed.append(f"{template} order {number}: {getattr(exc, 'message', str(exc))}")
+        except errors.ConnectorError as exc:
+            report.failed.append(f"{template} order {number}: {exc.message}")
     return report

@@ -7,15 +7,25 @@ A template is a dict (one module per scenario, see intercompany.py):
     value_maps      [{name, description, entries: {source value: target value}}]
     flows           [{slug, name, entity, source, target, company_link, trigger, target_entity, target_operation,
                       target_key_fields, mapping_spec, master, conflict_policy, retry_policy, options, inbound}]
-    subscriptions   [{emulator, event_type, url}]  where the sandbox emulators push their events
+    subscriptions   [{emulator, event_type, url, headers}]  where the sandbox emulators push their events
 
 Strings may hold "{base}": the hub (or environment) root URL given at install time.
+
+subscriptions are derived from the flows (subscriptions() below), never written by hand:
+- a business-event flow (trigger "business_event") from F&O or S/4 subscribes to each of its
+  options["event_types"];
+- a webhook flow from Dataverse (trigger "webhook") registers a webhook step for its entity, the table's
+  logical name (account, contact, quote, salesorder, task…): Create and Update, or only the messages in
+  options["webhook_messages"] (["Update"]: a completed task is an Update), as event_type
+  "<entity>:<Message>". The step sends the flow's inbound credential as Dataverse does: auth_type
+  "header" as an HttpHeader, "query_key" as the WebhookKey (?code=); "none" sends nothing.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
+from urllib.parse import urlencode
 
 from integrations import mapping
 
@@ -62,20 +72,57 @@ def render(name: str, *, base_url: str) -> dict[str, Any]:
 
 # Where each pushing sender's events enter the hub, per flow (integrations/api/urls.py).
 EVENT_INGRESS = {"finops": "{base}/api/events/finops/{slug}", "s4hana": "{base}/api/events/sap/{slug}"}
+WEBHOOK_INGRESS = {"dataverse": "{base}/api/webhooks/dataverse/{slug}"}
+WEBHOOK_MESSAGES = ("Create", "Update", "Delete")  # what a Dataverse webhook step can be registered for
+# The inbound credential's default name per auth type (as integrations.api.auth names it).
+CREDENTIAL_NAMES = {"header": "x-icbridge-key", "query_key": "code"}
 
 
 def subscriptions(data: dict[str, Any], base_url: str) -> list[dict[str, Any]]:
-    """The sandbox emulators' push targets: each business-event flow gets the event types it takes."""
+    """The sandbox emulators' push targets: each business-event flow gets the event types it takes,
+    each Dataverse webhook flow a webhook step per message it takes (see the module docstring)."""
     kinds = {system["slug"]: system["kind"] for system in data["systems"]}
     found = []
     for flow in data["flows"]:
         kind = kinds.get(flow["source"])
+        if flow.get("trigger") == "webhook" and kind in WEBHOOK_INGRESS:
+            found += _webhook_steps(flow, kind, WEBHOOK_INGRESS[kind].format(base=base_url, slug=flow["slug"]))
+            continue
         if flow.get("trigger") != "business_event" or kind not in EVENT_INGRESS:
             continue
         url = EVENT_INGRESS[kind].format(base=base_url, slug=flow["slug"])
         for event_type in flow["options"].get("event_types", []):
             found.append({"emulator": kind, "event_type": event_type, "url": url})
     return found
+
+
+def _webhook_steps(flow: dict[str, Any], kind: str, url: str) -> list[dict[str, Any]]:
+    """The Dataverse webhook steps of one flow, with the credentials its inbound endpoint wants."""
+    where = f"{flow['options'].get('template', 'template')}: flow {flow['slug']}"
+    inbound = flow.get("inbound") or {}
+    auth_type = inbound.get("auth_type", "none")
+    name = inbound.get("credential_name") or CREDENTIAL_NAMES.get(auth_type, "")
+    headers: dict[str, str] = {}
+    if auth_type == "header":
+        headers = {name: inbound.get("secret", "")}
+    elif auth_type == "query_key":
+        url = f"{url}?{urlencode({name: inbound.get('secret', '')})}"
+    elif auth_type != "none":
+        raise TemplateError(
+            f"{where}: inbound auth_type '{auth_type}' is not one a Dataverse webhook can send "
+            "(header, query_key or none)"
+        )
+    messages = flow["options"].get("webhook_messages")
+    if messages is None:
+        return [{"emulator": kind, "event_type": flow["entity"], "url": url, "headers": headers}]
+    if not isinstance(messages, list) or not messages or not all(m in WEBHOOK_MESSAGES for m in messages):
+        raise TemplateError(
+            f"{where}: options.webhook_messages must be a list of {', '.join(WEBHOOK_MESSAGES)}, got {messages!r}"
+        )
+    return [
+        {"emulator": kind, "event_type": f"{flow['entity']}:{message}", "url": url, "headers": headers}
+        for message in messages
+    ]
 
 
 def validate(name: str, data: dict[str, Any]) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from integrations.templates.systems import AX2012, FINOPS
 
 LINK = "DK01@AX-SE01@F&O"
+# No flow of the hub writes the documents these flows read (AX purchase orders, F&O packing slips,
+# invoices, purchase orders): no event of theirs can be our own write coming back, so none is screened.
+NO_ECHO: list[str] = []
 RETRY = {"max_attempts": 10, "backoff": {"1": 5, "3": 30, "5": 300}, "jitter": 0.2}
 # Events of F&O that continue an AX order carry the F&O sales order number; the order's
 # RecordLink (AX PO → F&O SO) gives the AX PO number and the chain's correlation id.
@@ -162,6 +165,7 @@ TEMPLATE = {
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
             "options": {
+                "echo_of": NO_ECHO,
                 # Polled with AIF getChangedKeys (integrations.services.polling); DK01 from the company link.
                 "ax_service": "PurchaseOrderService",
                 # Only purchase orders to SE01's vendor account in DK01 are intercompany orders.
@@ -183,6 +187,7 @@ TEMPLATE = {
             "mapping_spec": PACKING_SLIP_TO_RECEIPT,
             "retry_policy": RETRY,
             "options": {
+                "echo_of": NO_ECHO,
                 "chain": {**FOLLOWS_ORDER, "as": "order", "step": 2},
                 "event_types": ["SalesPackingSlipPostedBusinessEvent"],
                 # SE01 ships to other customers too: only orders of DK01 continue this chain.
@@ -204,6 +209,7 @@ TEMPLATE = {
             "mapping_spec": INVOICE_TO_VENDOR_INVOICE,
             "retry_policy": RETRY,
             "options": {
+                "echo_of": NO_ECHO,
                 "chain": {**FOLLOWS_ORDER, "as": "order", "step": 3},
                 "event_types": ["SalesOrderInvoicedBusinessEvent"],
                 "only_when": {"CustomerAccount": "IC-DK01"},
@@ -224,6 +230,7 @@ TEMPLATE = {
             "mapping_spec": FO_PO_TO_AX_SO,
             "retry_policy": RETRY,
             "options": {
+                "echo_of": NO_ECHO,
                 "event_types": ["PurchaseOrderConfirmedBusinessEvent"],
                 "only_when": {"OrderVendorAccountNumber": "IV-DK01"},
             },

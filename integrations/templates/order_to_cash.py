@@ -1,6 +1,7 @@
 """Order to cash: D365 (Dataverse) ↔ SAP S/4HANA.
 
-Business partners both ways (our own writes never echo back); sales orders D365 → S/4 as one
+Business partners both ways (our own writes never echo back, neither S/4's events about the partners
+we write nor the D365 webhooks about the accounts and orders we update); sales orders D365 → S/4 as one
 deep insert of A_SalesOrder with to_Item, using value maps (D365 unit → S/4 unit, payment terms)
 and a conditional SalesOrderType (large orders get their own type); outbound deliveries and
 billing documents (with the accounting document S/4 posts for them) come back to D365. S/4's
@@ -180,7 +181,8 @@ TEMPLATE = {
             "master": "source",
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
-            "options": {},
+            # S/4 business partners we write into D365 accounts fire account webhooks: those are echoes.
+            "options": {"echo_of": ["o2c-bp-s4-to-d365"]},
             "inbound": WEBHOOK,
         },
         {
@@ -231,6 +233,8 @@ TEMPLATE = {
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
             "options": {
+                # S/4's deliveries we write onto the D365 order fire salesorder webhooks: those are echoes.
+                "echo_of": ["o2c-deliveries-s4-to-d365"],
                 "links": [
                     {
                         "follows": "o2c-accounts-d365-to-s4",
@@ -238,7 +242,7 @@ TEMPLATE = {
                         "key": ["attributes.customerid"],
                         "as": "customer",
                     }
-                ]
+                ],
             },
             "inbound": WEBHOOK,
         },

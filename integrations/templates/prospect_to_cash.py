@@ -55,13 +55,17 @@ CUSTOMER_CREDIT_TO_ACCOUNT = {
 CONTACT_TO_CONTACT_PERSON = {
     "fields": {
         "dataAreaId": {"context": "target_company", "required": True},
-        "ContactPersonId": {"path": "id", "required": True, "max_length": 40},
+        # ContactPersonId is 20 characters in F&O: a stable id derived from the Dataverse contact id.
+        "ContactPersonId": {"expr": "concat('CP-', upper(substr(replace(id, '-', ''), 0, 17)))", "required": True},
         "FirstName": "attributes.firstname",
-        "LastName": "attributes.lastname",
+        "LastName": {"path": "attributes.lastname", "required": True},
         "ContactPersonName": {"paths": ["attributes.firstname", "attributes.lastname"], "join": " "},
-        "AssociatedCustomerAccount": "attributes.parentcustomerid.Name",
+        # The contact's account, as the account flow delivered it to F&O (absent for a contact without one).
+        "AssociatedContactType": {"expr": "$ctx.chain.customer.target.CustomerAccount ? 'Customer' : null"},
+        "AssociatedContactNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount"},
         "PrimaryEmailAddress": "attributes.emailaddress1",
         "PrimaryPhoneNumber": "attributes.telephone1",
+        "JobTitle": "attributes.jobtitle",
     },
     "omit_nulls": True,
 }
@@ -89,14 +93,26 @@ ORDER_LINES = {
     },
 }
 
+QUOTE_LINES = {
+    "each": "attributes.icb_lines",
+    "fields": {
+        "LineCreationSequenceNumber": {"expr": "$index + 1", "type": "integer"},
+        "ItemNumber": {"path": "productnumber", "required": True},
+        "RequestedSalesQuantity": {"path": "quantity", "type": "decimal", "as": "number", "required": True},
+        "SalesUnitSymbol": {"path": "uomid", "default": "ea"},
+        "SalesPrice": {"path": "priceperunit", "type": "decimal", "as": "number", "precision": 2},
+    },
+}
+
 QUOTE_TO_FO = {
     "fields": {
         "dataAreaId": {"context": "target_company", "required": True},
         "SalesQuotationNumber": {"path": "attributes.quotenumber", "required": True},
         "RequestingCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount", "required": True},
-        "QuotationName": "attributes.name",
+        "QuotationName": {"path": "attributes.name", "max_length": 60},
         "CurrencyCode": {"path": "attributes.transactioncurrencyid.Name", "default": "SEK"},
-        "SalesQuotationLines": ORDER_LINES,
+        "QuotationExpiryDate": {"path": "attributes.expireson", "type": "date"},
+        "SalesQuotationLines": QUOTE_LINES,
     },
     "omit_nulls": True,
 }
@@ -139,6 +155,9 @@ HOLD_TO_TASK = {
         "description": {"expr": "concat('F&O ', LegalEntity, ' placed order ', SalesOrderNumber, ' on hold.')"},
         "scheduledend": {"path": "EventTime", "type": "datetime"},
         "prioritycode": {"const": 2},
+        # A hold placed again after it was cleared reopens its task.
+        "statecode": {"const": 0},
+        "statuscode": {"const": 2},
     },
 }
 
@@ -188,7 +207,8 @@ TEMPLATE = {
             "master": "source",
             "conflict_policy": "park",
             "retry_policy": RETRY,
-            "options": {"deep_link": {"entity": "account"}},
+            # Our writes of F&O's credit fields into Sales accounts fire account webhooks too: those are echoes.
+            "options": {"deep_link": {"entity": "account"}, "echo_of": ["p2c-customers-fo-to-sales"]},
             "inbound": WEBHOOK,
         },
         {
@@ -228,7 +248,9 @@ TEMPLATE = {
             "master": "source",
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
-            "options": {},
+            "options": {
+                "links": [{**CUSTOMER_LINK, "key": ["attributes.parentcustomerid"], "optional": True}],
+            },
             "inbound": WEBHOOK,
         },
         {
@@ -343,8 +365,15 @@ TEMPLATE = {
             "master": "source",
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
-            # The task we create from a hold fires a Create webhook too: that one is our own echo.
-            "options": {"echo_of": ["p2c-holds-fo-to-sales-tasks"], "only_when": {"statecode": 1}},
+            # A completed task is an Update: the webhook step takes only those. A hold placed again updates
+            # its task too: that one is our own echo (and not completed).
+            "options": {
+                "webhook_messages": ["Update"],
+                "echo_of": ["p2c-holds-fo-to-sales-tasks"],
+                "only_when": {"statecode": 1},
+                # The hold's task (its RecordLink) puts the clearing into the hold's chain.
+                "chain": {"follows": "p2c-holds-fo-to-sales-tasks", "match": "target_key", "key": ["id"], "as": "hold"},
+            },
             "inbound": WEBHOOK,
         },
     ],

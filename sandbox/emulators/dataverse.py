@@ -13,6 +13,10 @@ DELETE <set>(<key>)                             tombstone kept for change tracki
 POST   $batch                                   multipart/mixed with change sets (atomic), CRLF or LF
 GET    WhoAmI                                   the calling application user
 
+After a Create, Update (POST, PATCH, upsert) or Delete commits, the webhook steps registered as
+EmulatorSubscription(emulator="dataverse") get the RemoteExecutionContext Dataverse posts, from a thread
+pool, with retries (sandbox.emulators.dataverse_webhooks; delivery log: EmulatorRecord entity "$webhook").
+
 Every call needs a Bearer token from the Azure AD emulator with aud = this resource. Service protection
 limits are kept per application user and per process (Dataverse evaluates them per web server):
 configure_service_protection() changes them; default 6,000 requests / 300 s, 1,200,000 ms execution
@@ -38,13 +42,15 @@ from django.views.decorators.csrf import csrf_exempt
 
 from sandbox.emulators import _odata4 as odata
 from sandbox.emulators import azuread
+from sandbox.emulators import dataverse_webhooks as webhooks
 from sandbox.emulators._odata4 import Result
 from sandbox.emulators._odata4_limits import DEFAULT_LIMITS, ServiceProtection, checked_limits
 from sandbox.faults import with_faults
-from sandbox.models import EmulatorRecord
+from sandbox.models import EmulatorRecord, EmulatorSubscription
 from sandbox.models.store import next_change_seq
 
 EMULATOR = "dataverse"
+ORGANIZATION = "icbridgesandbox"  # the environment's unique name (OrganizationName in webhooks)
 API = "api/data/v9.2"
 MAX_PAGE_SIZE = 5000
 MAX_BATCH_REQUESTS = 1000
@@ -151,6 +157,9 @@ class Call:
     body: bytes
     root: str  # https://host/sandbox/dataverse/api/data/v9.2
     claims: dict[str, Any]
+    # One operation per HTTP request (a $batch included): its webhooks share the CorrelationId.
+    correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    cache: dict[str, Any] = field(default_factory=dict)  # per request, shared by a $batch's parts
 
     def prefer(self) -> dict[str, str]:
         values: dict[str, str] = {}
@@ -345,6 +354,7 @@ def _create(call: Call, table: Table, set_name: str, body: dict[str, Any]) -> Re
     if failure := _duplicate_key(table, set_name, values):
         return failure
     record, _ = _write(table, set_name, None, values, {}, primary)
+    _raise_webhooks(call, table, "Create", record, body)
     return _written(call, table, set_name, record, True, record.key)
 
 
@@ -371,9 +381,131 @@ def _upsert(call: Call, table: Table, set_name: str, key: dict[str, Any] | str, 
     values.pop(table.primary_id, None)
     if failure := _duplicate_key(table, set_name, {**values, **key_values}, exclude=record.key if record else ""):
         return failure
+    before = dict(record.data) if record is not None else None
     record, created = _write(table, set_name, record, values, key_values, key if isinstance(key, str) else None)
+    message = "Create" if created else "Update"
+    _raise_webhooks(call, table, message, record, body, before=before, key_values=key_values)
     key_text = odata.format_key(key) if isinstance(key, dict) else record.key
     return _written(call, table, set_name, record, created, key_text)
+
+
+# --- webhooks -----------------------------------------------------------------------------------
+
+_BOUND = re.compile(r"(?:^|/)(?P<set>\w+)\((?P<key>[^)]*)\)\s*$")
+_LOOKUP_VALUE = re.compile(r"^_(?P<lookup>\w+)_value$")
+
+
+def _primary_name(set_name: str, data: dict[str, Any]) -> str | None:
+    name = data.get(PRIMARY_NAMES.get(set_name, "name"))
+    if name is None and set_name == "contacts":  # fullname is composed from the name parts
+        name = " ".join(str(data[part]) for part in ("firstname", "lastname") if data.get(part)) or None
+    return name if isinstance(name, str) else None
+
+
+def _bound_reference(value: Any) -> Any:
+    """The EntityReference an @odata.bind value names, with the row's primary name when the row is here."""
+    match = _BOUND.search(str(value))
+    if match is None or match.group("set") not in TABLES:
+        return value
+    set_name = match.group("set")
+    table = TABLES[set_name]
+    try:
+        key = odata.parse_key(match.group("key"))
+        record, _ = _find(table, set_name, key)
+    except odata.ODataError:
+        record = None
+    if record is None:
+        return webhooks.entity_reference(table.logical_name, match.group("key"))
+    return webhooks.entity_reference(table.logical_name, record.key, _primary_name(set_name, record.data))
+
+
+def _stored_reference(record_id: Any) -> Any:
+    """A stored lookup (_<lookup>_value, a bare id) as an EntityReference: the id says which table it is in."""
+    if not isinstance(record_id, str):
+        return record_id
+    row = EmulatorRecord.objects.filter(emulator=EMULATOR, entity__in=list(TABLES), key=record_id).first()
+    if row is None:
+        return webhooks.entity_reference(None, record_id)
+    return webhooks.entity_reference(TABLES[row.entity].logical_name, record_id, _primary_name(row.entity, row.data))
+
+
+def _image(table: Table, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An entity image: every stored column, lookups under their own names as EntityReference."""
+    attributes: dict[str, Any] = {}
+    for name, value in data.items():
+        lookup = _LOOKUP_VALUE.match(name)
+        if lookup:
+            attributes[lookup.group("lookup")] = _stored_reference(value)
+        else:
+            attributes[name] = value
+    version = data.get("versionnumber")
+    return webhooks.entity(
+        table.logical_name, record_id, attributes, row_version=str(version) if version is not None else None
+    )
+
+
+def _target(
+    call: Call, table: Table, message: str, record: EmulatorRecord, body: dict[str, Any], key_values: dict[str, Any]
+) -> dict[str, Any]:
+    """The Target of a Create/Update: what the request set (lookups as EntityReference), the id, and the
+    columns the platform sets on the way (the captured Target carries modifiedon, modifiedby…)."""
+    user = webhooks.entity_reference("systemuser", str(call.claims.get("oid", "")))
+    attributes: dict[str, Any] = dict(key_values)
+    for name, value in body.items():
+        if name.endswith("@odata.bind"):
+            attributes[_lookup_name(name.removesuffix("@odata.bind"))] = _bound_reference(value)
+        elif "@" not in name:
+            attributes[name] = value
+    attributes[table.primary_id] = record.key
+    if message == "Create":
+        attributes.update(createdon=record.data.get("createdon"), createdby=user, ownerid=user)
+    attributes.update(modifiedon=record.data.get("modifiedon"), modifiedby=user, modifiedonbehalfby=None)
+    return webhooks.entity(table.logical_name, record.key, attributes, key_attributes=key_values)
+
+
+def _raise_webhooks(
+    call: Call,
+    table: Table,
+    message: str,
+    record: EmulatorRecord,
+    body: dict[str, Any] | None,
+    *,
+    before: dict[str, Any] | None = None,
+    key_values: dict[str, Any] | None = None,
+) -> None:
+    """Queue the webhook steps registered for this write; they are sent once its transaction commits."""
+    if "steps" not in call.cache:
+        call.cache["steps"] = webhooks.registered_steps()
+    steps = webhooks.steps_for(table.logical_name, message, call.cache["steps"])
+    if not steps:
+        return
+    if message == "Delete":
+        target = webhooks.entity_reference(table.logical_name, record.key)
+    else:
+        target = _target(call, table, message, record, body or {}, key_values or {})
+    pre = _image(table, record.key, before) if before is not None and message != "Create" else None
+    post = _image(table, record.key, record.data) if message != "Delete" else None
+    caller = _caller(call)
+    created_on = timezone.now()
+
+    def context(step: EmulatorSubscription, operation_id: str) -> dict[str, Any]:
+        return webhooks.remote_execution_context(
+            message=message,
+            logical_name=table.logical_name,
+            record_id=record.key,
+            target=target,
+            caller=caller,
+            correlation_id=call.correlation_id,
+            pre_image=pre,
+            post_image=post,
+            step_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"dataverse/step/{step.pk}")),
+            operation_id=operation_id,
+            created_on=created_on,
+        )
+
+    webhooks.queue_steps(
+        steps, context, organization_host=caller.organization_host, message=message, logical_name=table.logical_name
+    )
 
 
 def _skiptoken(page: int, last: str, extra: str = "") -> str:
@@ -528,13 +660,25 @@ def _related(call: Call, table: Table, set_name: str, raw_key: str, navigation: 
     )
 
 
+def _caller(call: Call) -> webhooks.Caller:
+    tenant = call.claims.get("tid")
+    return webhooks.Caller(
+        user_id=str(call.claims.get("oid", "")),
+        business_unit_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bu/{tenant}")),
+        organization_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"org/{tenant}")),
+        organization_name=ORGANIZATION,
+        organization_host=urlsplit(call.root).netloc,
+    )
+
+
 def _who_am_i(call: Call) -> Result:
+    caller = _caller(call)
     return Result.json(
         {
             "@odata.context": f"{call.root}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
-            "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bu/{call.claims.get('tid')}")),
-            "UserId": call.claims.get("oid", ""),
-            "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"org/{call.claims.get('tid')}")),
+            "BusinessUnitId": caller.business_unit_id,
+            "UserId": caller.user_id,
+            "OrganizationId": caller.organization_id,
         }
     )
 
@@ -654,6 +798,7 @@ def dispatch(call: Call) -> Result:
             record.deleted = True
             record.change_seq = next_change_seq()
             record.save(update_fields=["deleted", "change_seq", "modified_at"])
+            _raise_webhooks(call, table, "Delete", record, None, before=record.data)
             return Result(204, {"OData-Version": "4.0"})
         return error(405, "0x80060888", f"{call.method} is not allowed on '{set_name}({raw_key})'.")
     except odata.ODataError as exc:
@@ -683,6 +828,8 @@ def _part_call(part: odata.BatchRequest, outer: Call, locations: dict[str, str])
         body=part.body,
         root=outer.root,
         claims=outer.claims,
+        correlation_id=outer.correlation_id,
+        cache=outer.cache,
     )
 
 
@@ -799,6 +946,11 @@ urlpatterns = [path(f"{API}/<path:rest>", api, name="dataverse-api")]
 
 
 def reset() -> None:
-    """Drop every row, tombstone and setting, and forget the service protection counters."""
+    """Drop every row, tombstone, setting and webhook log, cancel webhooks not yet sent, forget the counters.
+
+    The webhook steps (EmulatorSubscription rows) stay: they are the environment's registrations, which
+    templates_install makes, not its data.
+    """
+    webhooks.reset()
     EmulatorRecord.objects.filter(emulator=EMULATOR).delete()
     _limits.reset()

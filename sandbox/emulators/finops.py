@@ -32,7 +32,7 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -219,6 +219,8 @@ class Call:
     body: bytes
     root: str  # https://host/sandbox/finops/data
     default_company: str
+    # Headers written earlier in the same change set: their lines need not look them up again.
+    created: set[tuple[str, str, str]] = field(default_factory=set)
 
     @property
     def cross_company(self) -> bool:
@@ -330,19 +332,25 @@ def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
         str(body.get("dataAreaId") or call.default_company).lower() if call.cross_company else call.default_company
     )
     values = dict(body)
-    if entity.generated and not values.get(entity.generated):
+    numbered = entity.generated and not values.get(entity.generated)
+    if numbered and name in LINE_PARENTS:
+        # Lot ids only need to be unique; a counter row would serialise every order's lines.
+        values[entity.generated] = f"IL{uuid.uuid4().hex[:16].upper()}"
+    elif numbered:
         values[entity.generated] = f"{entity.generated[:2].upper()}{_next_number(f'{name}:{company}'):06d}"
     missing = [k for k in entity.keys if values.get(k) in (None, "")]
     if missing:
         return write_failed(entity, f"Field '{missing[0]}' must be filled in.")
     if name in LINE_PARENTS:
         header, parent_key = LINE_PARENTS[name]
-        if not _rows(header).filter(company=company, key=str(values[parent_key])).exists():
+        parent = (header, company, str(values[parent_key]))
+        if parent not in call.created and not _rows(header).filter(company=company, key=parent[2]).exists():
             what = "Sales order" if header == "SalesOrderHeadersV2" else "Sales quotation"
             return write_failed(entity, f"{what} {values[parent_key]} does not exist.")
-    if _rows(name).filter(company=company, key=_record_key(entity, values)).exists():
+    if not numbered and _rows(name).filter(company=company, key=_record_key(entity, values)).exists():
         return write_failed(entity, "The record already exists.")
     record = _write(name, entity, company, None, values)
+    call.created.add((name, company, record.key))
     location = f"{call.root}/{name}({odata.format_key({'dataAreaId': company, **{k: values[k] for k in entity.keys}})})"
     body_out = {"@odata.context": f"{call.root}/$metadata#{name}/$entity", **_entity_json(record, None)}
     return Result.json(body_out, 201, ETag=_etag(record), Location=location)
@@ -451,7 +459,7 @@ class _ChangeSetFailed(Exception):
         self.response = response
 
 
-def _part_call(part: odata.BatchRequest, outer: Call) -> Call:
+def _part_call(part: odata.BatchRequest, outer: Call, created: set[tuple[str, str, str]]) -> Call:
     parts = urlsplit(part.url)
     relative = parts.path.split("/data/", 1)[1] if "/data/" in parts.path else parts.path.lstrip("/")
     return Call(
@@ -462,6 +470,7 @@ def _part_call(part: odata.BatchRequest, outer: Call) -> Call:
         body=part.body,
         root=outer.root,
         default_company=outer.default_company,
+        created=created,
     )
 
 
@@ -477,8 +486,9 @@ def batch(call: Call) -> Result:
             responses: list[odata.BatchResponse] = []
             try:
                 with transaction.atomic():
+                    created: set[tuple[str, str, str]] = set()
                     for part in item.requests:
-                        result = dispatch(_part_call(part, call))
+                        result = dispatch(_part_call(part, call, created))
                         response = odata.BatchResponse(result.status, result.headers, result.body, part.content_id)
                         if result.status >= 400:
                             raise _ChangeSetFailed(response)
@@ -488,7 +498,7 @@ def batch(call: Call) -> Result:
                 continue
             results.append(responses)
         else:
-            result = dispatch(_part_call(item, call))
+            result = dispatch(_part_call(item, call, set()))
             results.append(odata.BatchResponse(result.status, result.headers, result.body, item.content_id))
     text, content_type = odata.render_batch(results)
     return Result(200, {"Content-Type": content_type, "OData-Version": "4.0"}, text.encode())

@@ -7,14 +7,18 @@ type, and S/4's delivery and billing documents come back to the D365 order's cha
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import requests
 
 from integrations.connectors import get_connector
+from integrations.connectors.base import DeliveryRequest
 from integrations.models import Flow, Message, RecordLink
 from integrations.services import traffic
 from integrations.services.chains import chain_for
 from integrations.services.templates import templates_install
+from sandbox.emulators import dataverse
 from sandbox.faults import clear_faults, set_faults
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until
@@ -31,6 +35,7 @@ def hub(live_server):
     Flow.objects.all().update(retry_policy={"max_attempts": 15, "backoff": {"1": 1}, "jitter": 0})
     yield live_server.url
     clear_faults()
+    dataverse.reset()  # no webhook of this test may still be on its way when the next one starts
 
 
 def done(slug: str, status: str = Status.DELIVERED, count: int = 1) -> bool:
@@ -71,6 +76,12 @@ def test_d365_order_reaches_s4_and_its_delivery_and_billing_come_back_as_one_cha
     wait_until(lambda: done(DELIVERIES))
     s4_document(hub, "billing-documents", sales_order)
     wait_until(lambda: done(BILLING))
+    # Our update of the D365 order with its delivery fires its salesorder webhook: skipped as our echo.
+    wait_until(lambda: done(ORDERS, Status.SKIPPED))
+    echo = Message.objects.get(flow__slug=ORDERS, status=Status.SKIPPED)
+    assert echo.last_error.startswith(f"Echo of our write by flow '{DELIVERIES}'")
+    assert echo.payload_in["attributes"]["icb_deliverydocument"].startswith("8")
+    assert Message.objects.filter(flow__slug=ORDERS).count() == 2
 
     d365_order = EmulatorRecord.objects.get(
         emulator="dataverse", entity="salesorders", data__ordernumber=report.created[0]
@@ -116,5 +127,49 @@ def test_s4_outage_in_the_middle_of_the_chain_completes_after_recovery(start_wor
     wait_until(lambda: done(DELIVERIES), sweep=True)
 
     delivery = Message.objects.get(flow__slug=DELIVERIES)
-    assert delivery.correlation_id == Message.objects.get(flow__slug=ORDERS).correlation_id
+    assert delivery.correlation_id == Message.objects.get(flow__slug=ORDERS, status=Status.DELIVERED).correlation_id
     assert "retry" in delivery.attempt_set.values_list("outcome", flat=True)
+
+
+def test_an_s4_partner_written_into_d365_comes_back_by_webhook_as_an_echo_and_a_sales_edit_goes_to_s4(
+    start_worker, hub
+):
+    start_worker()
+    flows = {flow.slug: flow for flow in Flow.objects.select_related("source", "target")}
+    # An S/4 user creates a business partner; S/4's event brings it to D365 as an account
+    get_connector(flows[BP_BACK].source).deliver(
+        DeliveryRequest(
+            entity="API_BUSINESS_PARTNER/A_BusinessPartner",
+            operation="create",
+            payload={"BusinessPartner": "1000777", "BusinessPartnerCategory": "2", "OrganizationBPName1": "Proseware"},
+            key={},
+            idempotency_key=str(uuid.uuid4()),
+        )
+    )
+    wait_until(lambda: done(BP_BACK))
+    account = EmulatorRecord.objects.get(emulator="dataverse", entity="accounts", data__accountnumber="1000777")
+
+    # Dataverse's webhook about our write reaches the account flow, which skips it as our echo
+    wait_until(lambda: done(ACCOUNTS, Status.SKIPPED))
+    echo = Message.objects.get(flow__slug=ACCOUNTS)
+    assert echo.last_error.startswith(f"Echo of our write by flow '{BP_BACK}'")
+    assert (echo.source_record_key, echo.headers["x-ms-dynamics-request-name"]) == (account.key, "Create")
+
+    # A Sales user renames the account: carried to S/4 (D365 owns accounts), whose event is our echo in turn
+    traffic.dataverse_record(
+        system=flows[ACCOUNTS].source,
+        entity_set="accounts",
+        key={"accountnumber": "1000777"},
+        values={"name": "Proseware Inc"},
+    )
+    wait_until(lambda: done(ACCOUNTS))
+    bp = get_connector(flows[BP_BACK].source).fetch(
+        entity="API_BUSINESS_PARTNER/A_BusinessPartner", key={"BusinessPartner": "1000777"}
+    )
+    assert bp["OrganizationBPName1"] == "Proseware Inc"
+    wait_until(lambda: done(BP_BACK, Status.SKIPPED))
+    assert Message.objects.get(flow__slug=BP_BACK, status=Status.SKIPPED).last_error.startswith(
+        f"Echo of our write by flow '{ACCOUNTS}'"
+    )
+    assert Message.objects.filter(flow__slug=ACCOUNTS).count() == 2
+    assert EmulatorRecord.objects.get(pk=account.pk).data["name"] == "Proseware Inc"

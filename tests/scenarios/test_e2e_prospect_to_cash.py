@@ -1,11 +1,12 @@
 """Prospect to cash end to end: Sales (Dataverse emulator) ↔ F&O emulator, with a real worker.
 
-Sales users' changes arrive as the RemoteExecutionContext webhooks Dataverse posts; F&O users'
-edits go through F&O's own API.
+Sales users write to the Dataverse emulator, whose registered webhook steps (installed with the
+template) post the RemoteExecutionContext to the hub; F&O users' edits go through F&O's own API.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,9 +20,10 @@ from integrations.services import traffic
 from integrations.services.feeds import finops_poll
 from integrations.services.operator import message_resolve_conflict
 from integrations.services.templates import templates_install
+from sandbox.emulators import dataverse
 from sandbox.faults import clear_faults
-from sandbox.models import EmulatorRecord
-from tests.conftest import wait_until
+from sandbox.models import EmulatorRecord, EmulatorSubscription
+from tests.conftest import fixture_path, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 Status = Message.Status
@@ -35,14 +37,14 @@ def flows(live_server):
     Flow.objects.all().update(retry_policy={"max_attempts": 10, "backoff": {"1": 1}, "jitter": 0})
     yield {flow.slug: flow for flow in Flow.objects.select_related("source", "target")}
     clear_faults()
+    dataverse.reset()  # no webhook of this test may still be on its way when the next one starts
 
 
 def sales_account(flows, number: str, name: str, **values) -> str:
-    """A Sales user saves an account; Dataverse posts its webhook."""
-    return traffic.dataverse_record_and_webhook(
-        flow=flows[ACCOUNTS],
+    """A Sales user saves an account; Dataverse's webhook step posts it to the hub."""
+    return traffic.dataverse_record(
+        system=flows[ACCOUNTS].source,
         entity_set="accounts",
-        entity="account",
         key={"accountnumber": number},
         values={"accountnumber": number, "name": name, **values},
     )
@@ -83,19 +85,14 @@ def test_redelivered_webhook_creates_no_second_message_or_customer(start_worker,
     wait_until(lambda: delivered(ACCOUNTS))
     first = Message.objects.get(flow__slug=ACCOUNTS)
 
-    # Dataverse retries the same step execution (same body) after a timeout on its side.
-    body = traffic.remote_execution_context(
-        entity="account",
-        record_id=account_id,
-        message_name="Create",
-        attributes={
-            "accountnumber": "C-100002",
-            "name": "Fabrikam",
-            "versionnumber": first.source_version,
-        },
+    # Dataverse sends the same step execution again (its own retry after a timeout on its side).
+    [sent] = EmulatorRecord.objects.filter(emulator="dataverse", entity="$webhook", data__id=account_id)
+    step = EmulatorSubscription.objects.get(pk=sent.data["subscription"])
+    answer = requests.post(
+        step.url, data=json.dumps(sent.data["body"]), headers={**sent.data["headers"], **step.headers}, timeout=10
     )
-    answer = traffic.dataverse_webhook_post(flow=flows[ACCOUNTS], body=body)
 
+    assert sent.data["state"] == "succeeded"
     assert answer.status_code == 200
     assert answer.json() == {"message_id": first.pk, "duplicate": True}
     assert Message.objects.filter(flow__slug=ACCOUNTS).count() == 1
@@ -166,12 +163,64 @@ def test_our_own_write_coming_back_from_fo_is_skipped_as_an_echo_but_an_fo_edit_
     assert account.data["creditlimit"] == 25000
 
 
+def fo_credit_limit(flows, number: str, limit: int) -> None:
+    """An F&O user changes the customer's credit limit (F&O owns the credit side)."""
+    get_connector(flows[ACCOUNTS].target).deliver(
+        DeliveryRequest(
+            entity="CustomersV3",
+            operation="update",
+            payload={"CreditLimit": limit},
+            key={"CustomerAccount": number},
+            idempotency_key=str(uuid.uuid4()),
+            company="SE01",
+        )
+    )
+
+
+def test_our_credit_write_into_sales_comes_back_by_webhook_as_an_echo_and_a_later_sales_edit_is_carried(
+    start_worker, flows
+):
+    start_worker()
+    account_id = sales_account(flows, "C-100005", "Wingtip")
+    wait_until(lambda: delivered(ACCOUNTS))
+    fo_credit_limit(flows, "C-100005", 40000)
+    credit = credit_change(flows, "C-100005")
+    wait_until(lambda: Message.objects.filter(pk=credit.pk, status=Status.DELIVERED).exists())
+
+    # Dataverse's webhook step reports our update of the account; the account flow skips it as our echo
+    wait_until(lambda: Message.objects.filter(flow__slug=ACCOUNTS, status=Status.SKIPPED).exists())
+    echo = Message.objects.get(flow__slug=ACCOUNTS, status=Status.SKIPPED)
+    assert echo.last_error.startswith(f"Echo of our write by flow '{CREDIT}'")
+    assert (echo.source_record_key, echo.headers["x-ms-dynamics-request-name"]) == (account_id, "Update")
+    assert echo.payload_in["attributes"]["creditlimit"] == 40000
+    assert fo_customer("C-100005").data["OrganizationName"] == "Wingtip"  # nothing went back to F&O
+
+    # A Sales user then renames the account: a change of their own, carried. F&O changed the customer since
+    # our last write there, so the account flow parks it (Sales owns accounts; the template parks conflicts).
+    sales_account(flows, "C-100005", "Wingtip Nordic")
+    wait_until(lambda: Message.objects.filter(flow__slug=ACCOUNTS, status=Status.CONFLICT).exists())
+    edit = Message.objects.get(flow__slug=ACCOUNTS, status=Status.CONFLICT)
+    assert edit.source_version > echo.source_version  # a later row version than the one we wrote
+    assert (edit.payload_out["OrganizationName"], edit.payload_out["CreditLimit"]) == ("Wingtip Nordic", 40000)
+    message_resolve_conflict(message=edit, actor=None, side="source", reason="Sales renamed it")
+    wait_until(lambda: Message.objects.filter(pk=edit.pk, status=Status.DELIVERED).exists())
+    customer = fo_customer("C-100005").data
+    assert (customer["OrganizationName"], customer["CreditLimit"]) == ("Wingtip Nordic", 40000)
+
+    # …and F&O's change feed then reports our write of the rename: an echo too. Nothing loops.
+    version = EmulatorRecord.objects.get(emulator="dataverse", entity="accounts", key=account_id).version
+    again = credit_change(flows, "C-100005")
+    wait_until(lambda: Message.objects.filter(pk=again.pk, status=Status.SKIPPED).exists())
+    assert Message.objects.filter(flow__slug=ACCOUNTS).count() == 3
+    assert Message.objects.filter(flow__slug=CREDIT, status=Status.DELIVERED).count() == 1
+    assert EmulatorRecord.objects.get(emulator="dataverse", entity="accounts", key=account_id).version == version
+
+
 def test_webhook_without_the_key_header_is_refused_and_stores_nothing(flows):
     response = requests.post(
         f"{flows[ACCOUNTS].target.base_url.split('/sandbox/')[0]}/api/webhooks/dataverse/{ACCOUNTS}",
-        json=traffic.remote_execution_context(
-            entity="account", record_id=str(uuid.uuid4()), message_name="Create", attributes={"name": "X"}
-        ),
+        data=fixture_path("dataverse/webhook-contact-update-remoteexecutioncontext.json").read_bytes(),
+        headers={"Content-Type": "application/json"},
         timeout=10,
     )
 

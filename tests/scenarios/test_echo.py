@@ -95,6 +95,26 @@ def test_dataverse_event_uses_versionnumber_against_the_etag_we_got(make_flow, m
     assert "still at ETag" in echo_reason(message=event)
 
 
+def test_a_later_row_version_is_a_real_change_though_its_time_in_whole_seconds_is_not_later(
+    make_flow, make_system, make_link, make_message
+):
+    fo, dataverse = make_system(), make_system()
+    credit = make_flow(slug="credit-fo-to-dv", source=fo, target=dataverse)
+    accounts = make_flow(slug="accounts-dv-to-fo", source=dataverse, target=fo, options={"echo_of": "credit-fo-to-dv"})
+    ours = make_link(credit, "C-1", "guid-1", target_etag='W/"90001"')
+    # A Sales user's edit right after our write: Dataverse's modifiedon is kept in whole seconds.
+    at = ours.synced_at.replace(microsecond=0).isoformat()
+    edit = make_message(
+        accounts, source_record_key="guid-1", payload_in={"attributes": {"versionnumber": 90002, "modifiedon": at}}
+    )
+    echo = make_message(
+        accounts, source_record_key="guid-1", payload_in={"attributes": {"versionnumber": 90001, "modifiedon": at}}
+    )
+
+    assert echo_reason(message=edit) == ""
+    assert "still at ETag" in echo_reason(message=echo)
+
+
 def test_records_we_never_wrote_are_never_echoes(flows, our_write, make_message):
     _, reverse = flows
     event = make_message(reverse, source_record_key="BP-2", payload_in=cloud_event("2000-01-01T00:00:00Z", "BP-2"))
@@ -142,6 +162,24 @@ def test_event_for_a_record_we_are_writing_right_now_waits_for_that_write(make_f
         message_prepare(message=event)
 
 
+def test_webhook_keyed_by_id_waits_for_our_write_by_its_alternate_key(make_flow, make_system, make_message):
+    from integrations.errors import TransientError
+    from integrations.models import Message
+    from integrations.services.chains import message_prepare
+
+    fo, dataverse = make_system(), make_system()
+    credit = make_flow(slug="credit-out", source=fo, target=dataverse, target_key_fields=["accountnumber"])
+    accounts = make_flow(slug="accounts-back", source=dataverse, target=fo, options={"echo_of": ["credit-out"]})
+    make_message(credit, status=Message.Status.DELIVERING, payload_out={"accountnumber": "C-9", "creditlimit": 5})
+    # Dataverse's webhook names the account by its id; the accountnumber we write it by is in its record.
+    event = make_message(accounts, source_record_key="guid-9", payload_in={"attributes": {"accountnumber": "C-9"}})
+    other = make_message(accounts, source_record_key="guid-8", payload_in={"attributes": {"accountnumber": "C-8"}})
+
+    with pytest.raises(TransientError, match="credit-out' is writing guid-9 right now"):
+        message_prepare(message=event)
+    assert message_prepare(message=other).skip_reason == ""
+
+
 def test_flow_filter_can_refuse_values(make_flow, make_message):
     invoices = make_flow(slug="invoices", options={"only_when": {"CustomerAccount": {"not": ["IC-DK01"]}}})
     intercompany = make_message(invoices, payload_in={"CustomerAccount": "IC-DK01", "InvoiceNumber": "1"})
@@ -149,3 +187,36 @@ def test_flow_filter_can_refuse_values(make_flow, make_message):
 
     assert "CustomerAccount is 'IC-DK01'" in message_skip_reason(message=intercompany)
     assert message_skip_reason(message=customer) == ""
+
+
+def test_echo_of_an_empty_list_screens_nothing_and_asks_the_database_nothing(
+    flows, our_write, make_message, django_assert_num_queries
+):
+    from integrations.services.echo import forward_write_in_flight
+
+    _, reverse = flows
+    at = (our_write.synced_at - timedelta(milliseconds=200)).isoformat()
+    event = make_message(reverse, source_record_key="BP-1", payload_in=cloud_event(at))
+    assert echo_reason(message=event)  # by default every flow back into the source is screened
+    reverse.options = {"echo_of": []}  # the engineer says no flow writes what this one reads
+
+    with django_assert_num_queries(0):
+        assert echo_reason(message=event) == ""
+        assert forward_write_in_flight(message=event) == ""
+
+
+def test_a_write_in_flight_by_any_forward_flow_holds_the_event_back(flows, make_message, make_flow):
+    from integrations.models import Message
+    from integrations.services.echo import forward_write_in_flight
+
+    forward, reverse = flows
+    forward.target_key_fields = ["BusinessPartner"]
+    forward.save()
+    other = make_flow(slug="bp-other", source=forward.source, target=forward.target, target_key_fields=["X"])
+    make_message(other, payload_out={"X": "BP-2"}, status=Message.Status.DELIVERING)
+    event = make_message(reverse, source_record_key="BP-1", payload_in=cloud_event(timezone.now().isoformat()))
+    assert forward_write_in_flight(message=event) == ""
+
+    make_message(forward, payload_out={"BusinessPartner": "BP-1"}, status=Message.Status.DELIVERING)
+
+    assert "flow 'bp-dv-to-s4' is writing BP-1 right now" in forward_write_in_flight(message=event)

@@ -18,7 +18,7 @@ from integrations.models import (
     ValueMapEntry,
 )
 from integrations.services.templates import templates_install
-from integrations.templates import TEMPLATES, TemplateError, render
+from integrations.templates import TEMPLATES, TemplateError, raw, render
 
 pytestmark = pytest.mark.django_db
 BASE = "http://hub.example:8000"
@@ -160,3 +160,48 @@ def test_sandbox_install_registers_the_app_and_subscribes_the_event_flows():
     packing = EmulatorSubscription.objects.get(event_type="SalesPackingSlipPostedBusinessEvent")
     assert packing.url == f"{BASE}/api/events/finops/ic-se01-packingslip-to-dk01-receipt"
     assert not again.changed
+
+
+def test_dataverse_webhook_flows_register_webhook_steps_with_their_inbound_key():
+    from sandbox.models import EmulatorSubscription
+
+    templates_install(name="prospect_to_cash", base_url=BASE)
+    templates_install(name="order_to_cash", base_url=BASE)
+
+    steps = {
+        (step.event_type, step.url.removeprefix(f"{BASE}/api/webhooks/dataverse/")): step.headers
+        for step in EmulatorSubscription.objects.filter(emulator="dataverse")
+    }
+    assert set(steps) == {
+        ("account", "p2c-accounts-sales-to-fo"),
+        ("contact", "p2c-contacts-sales-to-fo"),
+        ("quote", "p2c-quotes-sales-to-fo"),
+        ("salesorder", "p2c-orders-sales-to-fo"),
+        ("task:Update", "p2c-tasks-sales-to-fo-holds"),  # options.webhook_messages: a completed task is an Update
+        ("account", "o2c-accounts-d365-to-s4"),
+        ("salesorder", "o2c-orders-d365-to-s4"),
+    }
+    endpoint = InboundEndpoint.objects.get(flow__slug="p2c-accounts-sales-to-fo")
+    assert set(map(str, steps.values())) == {str({endpoint.credential_name: endpoint.secret})}
+
+
+def test_webhook_steps_send_a_query_key_or_nothing_and_bad_settings_name_the_flow(monkeypatch):
+    template = raw("prospect_to_cash")
+    accounts, contacts, quotes = (
+        next(flow for flow in template["flows"] if flow["slug"] == slug)
+        for slug in ("p2c-accounts-sales-to-fo", "p2c-contacts-sales-to-fo", "p2c-quotes-sales-to-fo")
+    )
+    monkeypatch.setitem(accounts, "inbound", {"auth_type": "query_key", "secret": "k 1"})
+    monkeypatch.setitem(contacts, "inbound", {"auth_type": "none"})
+
+    steps = {step["event_type"]: step for step in render("prospect_to_cash", base_url=BASE)["subscriptions"]}
+
+    assert steps["account"]["url"] == f"{BASE}/api/webhooks/dataverse/p2c-accounts-sales-to-fo?code=k+1"
+    assert steps["account"]["headers"] == {}
+    assert steps["contact"]["headers"] == {}
+    monkeypatch.setitem(quotes, "options", {**quotes["options"], "webhook_messages": ["Upsert"]})
+    with pytest.raises(TemplateError, match="prospect_to_cash: flow p2c-quotes-sales-to-fo: options.webhook_messages"):
+        render("prospect_to_cash", base_url=BASE)
+    monkeypatch.setitem(quotes, "inbound", {"auth_type": "hmac", "secret": "x"})
+    with pytest.raises(TemplateError, match="p2c-quotes-sales-to-fo: inbound auth_type 'hmac' is not one a Dataverse"):
+        render("prospect_to_cash", base_url=BASE)

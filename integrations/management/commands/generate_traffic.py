@@ -16,7 +16,7 @@ SCENARIOS = ("intercompany", "prospect_to_cash", "order_to_cash")
 class Command(BaseCommand):
     help = (
         "Create N business documents in the sandbox systems the way their users would: AX intercompany "
-        "purchase orders (picked up by the AX poller), Sales accounts and orders (with the Dataverse webhook). "
+        "purchase orders (picked up by the AX poller), Sales accounts and orders (Dataverse sends its webhooks). "
         "Run it while `make run` is up."
     )
 
@@ -26,7 +26,6 @@ class Command(BaseCommand):
             "--scenario", choices=SCENARIOS, action="append", help="Scenario(s) to drive (default: all installed)."
         )
         parser.add_argument("--seed", type=int, default=None, help="Random seed, for repeatable traffic.")
-        parser.add_argument("--base-url", default="", help="The hub's URL for webhooks (default ICBRIDGE_PUBLIC_URL).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         count = options["orders"]
@@ -44,10 +43,4 @@ class Command(BaseCommand):
             if link is None:
                 raise CommandError("the intercompany template is not installed: run `manage.py install_templates`")
             return traffic.intercompany_orders(count=count, link=link, seed=options["seed"])
-        if scenario == "prospect_to_cash":
-            return traffic.sales_orders(
-                count=count, template="prospect_to_cash", seed=options["seed"], base_url=options["base_url"]
-            )
-        return traffic.sales_orders(
-            count=count, template="order_to_cash", seed=options["seed"], base_url=options["base_url"]
-        )
+        return traffic.sales_orders(count=count, template=scenario, seed=options["seed"])
