@@ -7,6 +7,7 @@ type, and S/4's delivery and billing documents come back to the D365 order's cha
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -20,7 +21,7 @@ from integrations.services.chains import chain_for
 from integrations.services.templates import templates_install
 from sandbox.emulators import dataverse
 from sandbox.faults import clear_faults, set_faults
-from sandbox.models import EmulatorRecord
+from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -173,3 +174,38 @@ def test_an_s4_partner_written_into_d365_comes_back_by_webhook_as_an_echo_and_a_
     )
     assert Message.objects.filter(flow__slug=ACCOUNTS).count() == 2
     assert EmulatorRecord.objects.get(pk=account.pk).data["name"] == "Proseware Inc"
+
+
+def test_redelivered_sales_webhook_and_s4_event_create_no_second_record_anywhere(start_worker, hub):
+    start_worker()
+    report = traffic.sales_orders(count=1, template="order_to_cash", seed=5)
+    wait_until(lambda: done(ORDERS), sweep=True)
+    order_message = Message.objects.get(flow__slug=ORDERS, status=Status.DELIVERED)
+    s4_document(hub, "outbound-deliveries", order_message.target_record_key)
+    s4_document(hub, "billing-documents", order_message.target_record_key)
+    wait_until(lambda: done(BILLING))
+
+    # Dataverse sends the order's step execution again; S/4's Event Mesh redelivers the billing event.
+    [sent] = EmulatorRecord.objects.filter(
+        emulator="dataverse", entity="$webhook", data__id=order_message.source_record_key, data__message="Create"
+    )
+    step = EmulatorSubscription.objects.get(pk=sent.data["subscription"])
+    webhook = requests.post(
+        step.url, data=json.dumps(sent.data["body"]), headers={**sent.data["headers"], **step.headers}, timeout=10
+    )
+    billing = Message.objects.get(flow__slug=BILLING)
+    event = requests.post(
+        f"{hub}/api/events/sap/{BILLING}",
+        json=billing.payload_in,
+        headers={"Content-Type": "application/cloudevents+json"},
+        timeout=10,
+    )
+
+    assert webhook.json() == {"message_id": order_message.pk, "duplicate": True}
+    assert event.json()["duplicate"] is True
+    assert Message.objects.filter(flow__slug=BILLING).count() == 1
+    orders_in_s4 = EmulatorRecord.objects.filter(
+        emulator="s4hana", entity__endswith="A_SalesOrder", data__PurchaseOrderByCustomer=report.created[0]
+    )
+    assert orders_in_s4.count() == 1
+    assert EmulatorRecord.objects.filter(emulator="dataverse", entity="invoices").count() == 1
