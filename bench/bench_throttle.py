@@ -32,10 +32,14 @@ def main() -> None:
     from integrations.models import System
     from integrations.services.templates import templates_install
     from sandbox.emulators import dataverse
+    from sandbox.models import EmulatorSubscription
 
     # One gunicorn process: the emulator counts per process, as Dataverse counts per web server.
     with hub_server(workers=1, threads=16) as base:
         templates_install(name="prospect_to_cash", base_url=base)
+        # This measures the connector against service protection: the accounts' webhooks back into the same
+        # one-process hub would measure ingress as well (bench_ingress does that).
+        EmulatorSubscription.objects.filter(emulator="dataverse").update(enabled=False)
         dataverse.configure_service_protection(requests=args.requests, window_seconds=args.window)
         connector = get_connector(System.objects.get(slug="sandbox-dataverse"))
         sent: list[tuple[float, float, int, float]] = []  # (sent at, answered at, status, Retry-After)
