@@ -61,6 +61,17 @@ class ConflictError(ConnectorError):
         self.current = current
         self.current_etag = current_etag
 
+    def with_current(self, current: dict | None) -> ConflictError:
+        """The same conflict with the target's current record (and its @odata.etag) attached."""
+        return ConflictError(
+            self.message,
+            current=current,
+            current_etag=str((current or {}).get("@odata.etag", "")),
+            status_code=self.status_code,
+            response_excerpt=self.response_excerpt,
+            request_summary=self.request_summary,
+        )
+
 
 class MappingError(Exception):
     """A transform failed: says which target field, source path and value."""

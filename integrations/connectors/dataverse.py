@@ -174,15 +174,7 @@ class DataverseConnector(MicrosoftConnector):
 
     def _with_current(self, request: DeliveryRequest, exc: errors.ConflictError) -> errors.ConflictError:
         """The conflict with the target's current version attached, for the flow's conflict policy."""
-        current = self.fetch(entity=request.entity, key=request.key) if request.key else None
-        return errors.ConflictError(
-            exc.message,
-            current=current,
-            current_etag=str((current or {}).get("@odata.etag", "")),
-            status_code=exc.status_code,
-            response_excerpt=exc.response_excerpt,
-            request_summary=exc.request_summary,
-        )
+        return exc.with_current(self.fetch(entity=request.entity, key=request.key) if request.key else None)
 
     def _with_existing(self, request: DeliveryRequest, exc: errors.DuplicateError) -> errors.DuplicateError:
         current = self.fetch(entity=request.entity, key=request.key) if request.key else None

@@ -211,15 +211,7 @@ class FinOpsConnector(MicrosoftConnector):
 
     def _with_current(self, exc: errors.ConflictError, request: DeliveryRequest, company: str) -> errors.ConflictError:
         """The 412 with the record as F&O holds it now, for the operator's side-by-side view."""
-        current = self.fetch(entity=request.entity, key=request.key, company=company)
-        return errors.ConflictError(
-            exc.message,
-            current=current,
-            current_etag=str((current or {}).get("@odata.etag", "")),
-            status_code=exc.status_code,
-            response_excerpt=exc.response_excerpt,
-            request_summary=exc.request_summary,
-        )
+        return exc.with_current(self.fetch(entity=request.entity, key=request.key, company=company))
 
     # --- headers with lines -------------------------------------------------------------------------
 

@@ -82,27 +82,23 @@ PRODUCT_TO_SALES = {
     "omit_nulls": True,
 }
 
-ORDER_LINES = {
-    "each": "attributes.icb_lines",
-    "fields": {
-        "LineCreationSequenceNumber": {"expr": "$index + 1", "type": "integer"},
-        "ItemNumber": {"path": "productnumber", "required": True},
-        "OrderedSalesQuantity": {"path": "quantity", "type": "decimal", "as": "number", "required": True},
-        "SalesUnitSymbol": {"path": "uomid", "default": "ea"},
-        "SalesPrice": {"path": "priceperunit", "type": "decimal", "as": "number", "precision": 2},
-    },
-}
 
-QUOTE_LINES = {
-    "each": "attributes.icb_lines",
-    "fields": {
-        "LineCreationSequenceNumber": {"expr": "$index + 1", "type": "integer"},
-        "ItemNumber": {"path": "productnumber", "required": True},
-        "RequestedSalesQuantity": {"path": "quantity", "type": "decimal", "as": "number", "required": True},
-        "SalesUnitSymbol": {"path": "uomid", "default": "ea"},
-        "SalesPrice": {"path": "priceperunit", "type": "decimal", "as": "number", "precision": 2},
-    },
-}
+def sales_lines(quantity_field: str) -> dict:
+    """The order or quote lines the sandbox's Sales plugin serialises into icb_lines, as F&O lines."""
+    return {
+        "each": "attributes.icb_lines",
+        "fields": {
+            "LineCreationSequenceNumber": {"expr": "$index + 1", "type": "integer"},
+            "ItemNumber": {"path": "productnumber", "required": True},
+            quantity_field: {"path": "quantity", "type": "decimal", "as": "number", "required": True},
+            "SalesUnitSymbol": {"path": "uomid", "default": "ea"},
+            "SalesPrice": {"path": "priceperunit", "type": "decimal", "as": "number", "precision": 2},
+        },
+    }
+
+
+ORDER_LINES = sales_lines("OrderedSalesQuantity")
+QUOTE_LINES = sales_lines("RequestedSalesQuantity")
 
 QUOTE_TO_FO = {
     "fields": {

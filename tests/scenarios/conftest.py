@@ -37,3 +37,17 @@ def staff_client(client, django_user_model):
     user = django_user_model.objects.create_user("operator", password="pw", is_staff=True, is_superuser=True)
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def p2c_flows(live_server):
+    """The prospect-to-cash template against the live sandbox, retrying within seconds; flows by slug."""
+    from integrations.services.templates import templates_install
+    from sandbox.emulators import dataverse
+    from sandbox.faults import clear_faults
+
+    templates_install(name="prospect_to_cash", base_url=live_server.url)
+    Flow.objects.all().update(retry_policy={"max_attempts": 10, "backoff": {"1": 1}, "jitter": 0})
+    yield {flow.slug: flow for flow in Flow.objects.select_related("source", "target")}
+    clear_faults()
+    dataverse.reset()  # no webhook of this test may still be on its way when the next one starts

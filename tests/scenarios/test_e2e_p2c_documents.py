@@ -13,10 +13,9 @@ import requests
 
 from integrations.connectors import get_connector
 from integrations.connectors.base import DeliveryRequest
-from integrations.models import Flow, Message, RecordLink
+from integrations.models import Message, RecordLink
 from integrations.services.chains import chain_for
-from integrations.services.templates import templates_install
-from sandbox.faults import clear_faults, set_faults
+from sandbox.faults import set_faults
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until
 
@@ -30,11 +29,8 @@ TASKS = "p2c-tasks-sales-to-fo-holds"
 
 
 @pytest.fixture
-def flows(live_server):
-    templates_install(name="prospect_to_cash", base_url=live_server.url)
-    Flow.objects.all().update(retry_policy={"max_attempts": 10, "backoff": {"1": 1}, "jitter": 0})
-    yield {flow.slug: flow for flow in Flow.objects.select_related("source", "target")}
-    clear_faults()
+def flows(p2c_flows):
+    return p2c_flows
 
 
 def sales_user_saves(flows, entity_set: str, key: dict[str, Any], values: dict[str, Any], operation="upsert") -> str:

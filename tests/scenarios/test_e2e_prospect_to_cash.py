@@ -15,13 +15,10 @@ import requests
 
 from integrations.connectors import get_connector
 from integrations.connectors.base import DeliveryRequest
-from integrations.models import Flow, Message, RecordLink
+from integrations.models import Message, RecordLink
 from integrations.services import traffic
 from integrations.services.feeds import finops_poll
 from integrations.services.operator import message_resolve_conflict
-from integrations.services.templates import templates_install
-from sandbox.emulators import dataverse
-from sandbox.faults import clear_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import fixture_path, wait_until
 
@@ -32,12 +29,8 @@ CREDIT = "p2c-customers-fo-to-sales"
 
 
 @pytest.fixture
-def flows(live_server):
-    templates_install(name="prospect_to_cash", base_url=live_server.url)
-    Flow.objects.all().update(retry_policy={"max_attempts": 10, "backoff": {"1": 1}, "jitter": 0})
-    yield {flow.slug: flow for flow in Flow.objects.select_related("source", "target")}
-    clear_faults()
-    dataverse.reset()  # no webhook of this test may still be on its way when the next one starts
+def flows(p2c_flows):
+    return p2c_flows
 
 
 def sales_account(flows, number: str, name: str, **values) -> str:
