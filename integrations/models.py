@@ -431,6 +431,9 @@ class AxPollCursor(models.Model):
     last_polled_at = models.DateTimeField(null=True, blank=True)
     last_keys = models.PositiveIntegerField(default=0, help_text="Changed keys the last poll found.")
     last_error = models.TextField(blank=True)
+    polling_until = models.DateTimeField(
+        null=True, blank=True, help_text="A poll holds the cursor until then (integrations.services.cursors)."
+    )
 
     def __str__(self) -> str:
         return f"AX poll cursor of {self.flow}: since {self.changed_since or 'the beginning'}"

@@ -19,13 +19,13 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from integrations import errors
 from integrations.connectors import get_connector
-from integrations.models import AxPollCursor, Flow
+from integrations.models import Flow
+from integrations.services.cursors import cursor_lease
 from integrations.services.ingest import message_ingest
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _modified(record: dict) -> dt.datetime | None:
 def finops_poll(*, flow: Flow) -> FeedResult:
     """Ingest the rows of the flow's F&O entity modified since its cursor.
 
-    1. Lock the cursor row (skip when another worker holds it).
+    1. Lease the cursor (skip when another worker holds it).
     2. Read the rows modified after the cursor less an overlap (commits in flight, clock skew);
        the idempotency key holds the row's ETag, so a row read twice is stored once.
     3. Move the cursor to the newest ModifiedDateTime seen, only when every row was stored.
@@ -76,9 +76,7 @@ def finops_poll(*, flow: Flow) -> FeedResult:
 
     entity, keys, company = _config(flow)
     result = FeedResult()
-    with transaction.atomic():
-        AxPollCursor.objects.get_or_create(flow=flow)
-        cursor = AxPollCursor.objects.select_for_update(skip_locked=True).filter(flow=flow).first()
+    with cursor_lease(flow) as cursor:  # no transaction open while F&O answers (services/cursors.py)
         if cursor is None:
             result.skipped = True
             return result
@@ -118,5 +116,5 @@ def finops_poll(*, flow: Flow) -> FeedResult:
         cursor.last_polled_at = started
         cursor.last_keys = result.changed
         cursor.last_error = ""
-        cursor.save()
+        cursor.save(update_fields=["changed_since", "last_polled_at", "last_keys", "last_error"])
     return result

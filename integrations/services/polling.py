@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from integrations import errors
 from integrations.connectors import get_connector
-from integrations.models import AxPollCursor, Flow, System
+from integrations.models import Flow, System
+from integrations.services.cursors import cursor_lease
 from integrations.services.feeds import finops_poll
 from integrations.services.ingest import message_ingest
 
@@ -87,7 +87,7 @@ def _read_present(connector, service: str, company: str, keys: list[str]) -> lis
 def ax2012_poll(*, flow: Flow) -> PollResult:
     """Turn the AX documents changed since the flow's cursor into Messages.
 
-    1. Lock the flow's cursor row (skip if another worker holds it: a poll is already running).
+    1. Lease the flow's cursor (skip if another worker holds it: a poll is already running).
     2. Ask getChangedKeys for changes since the cursor, less an overlap for in-flight commits and clock skew.
     3. Read the changed documents (batch_size keys per read) and ingest each as a Message whose idempotency
        key is service + company + key + RecVersion: a change seen twice (overlap) is stored once.
@@ -97,11 +97,8 @@ def ax2012_poll(*, flow: Flow) -> PollResult:
     service, company = _service_and_company(flow)
     connector = get_connector(flow.source)
     result = PollResult()
-    # The cursor row stays locked while AX answers: that is what keeps two workers from polling one flow
-    # at once. Polls are short (a few keys per interval), so the open transaction is too.
-    with transaction.atomic():
-        AxPollCursor.objects.get_or_create(flow=flow)
-        cursor = AxPollCursor.objects.select_for_update(skip_locked=True).filter(flow=flow).first()
+    # Leased, not locked: no transaction stays open while AX answers (services/cursors.py).
+    with cursor_lease(flow) as cursor:
         if cursor is None:
             result.skipped = True
             return result
@@ -135,7 +132,7 @@ def ax2012_poll(*, flow: Flow) -> PollResult:
         cursor.last_polled_at = started
         cursor.last_keys = result.changed_keys
         cursor.last_error = ""
-        cursor.save()
+        cursor.save(update_fields=["changed_since", "last_polled_at", "last_keys", "last_error"])
     return result
 
 

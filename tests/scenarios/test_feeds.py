@@ -80,3 +80,44 @@ def test_a_flow_disabled_since_beat_queued_it_is_not_polled(products):
 
     assert poll_by_id(flow_id=products.pk) is None
     assert not Message.objects.exists()
+
+
+def test_a_poll_holds_no_transaction_while_its_source_answers_and_one_poll_at_a_time(products, monkeypatch):
+    from django.db import connection
+
+    from integrations.connectors.finops import FinOpsConnector
+    from integrations.services.cursors import cursor_lease
+
+    fo_product(products, "P-4", 7.0)
+    seen = []
+    read_changes = FinOpsConnector.read_changes
+
+    def watched(self, *args, **kwargs):
+        # On SQLite an open write transaction here would lock out the very emulator being asked.
+        seen.append(connection.in_atomic_block)
+        with cursor_lease(products) as other:  # a second worker's poll of the same flow, meanwhile
+            seen.append(other)
+        return read_changes(self, *args, **kwargs)
+
+    monkeypatch.setattr(FinOpsConnector, "read_changes", watched)
+    result = finops_poll(flow=products)
+
+    assert seen == [False, None]
+    assert result.messages_created == 1
+    cursor = AxPollCursor.objects.get(flow=products)
+    assert cursor.polling_until is None  # given back
+    assert finops_poll(flow=products).skipped is False
+
+
+def test_a_lease_left_by_a_poll_that_died_runs_out(products):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    fo_product(products, "P-5", 9.0)
+    AxPollCursor.objects.create(flow=products, polling_until=timezone.now() + timedelta(minutes=5))
+    assert finops_poll(flow=products).skipped is True
+
+    AxPollCursor.objects.filter(flow=products).update(polling_until=timezone.now() - timedelta(seconds=1))
+
+    assert finops_poll(flow=products).messages_created == 1
