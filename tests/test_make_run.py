@@ -1,4 +1,5 @@
-"""`make run` from a fresh clone, with no environment variables, serves the admin and carries the demo message."""
+"""`make run` from a fresh clone, with no environment variables, serves the admin, carries the demo message,
+and moves the traffic `generate_traffic` makes through all three scenarios (SQLite, filesystem broker)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,19 @@ def demo_message_status(database: Path) -> str | None:
     return row[0] if row else None
 
 
+def delivered(database: Path, slug: str) -> int:
+    with sqlite3.connect(database, timeout=5) as db:
+        query = (
+            "SELECT count(*) FROM integrations_message m JOIN integrations_flow f ON f.id = m.flow_id "
+            "WHERE f.slug = ? AND m.status = 'delivered'"
+        )
+        return db.execute(query, (slug,)).fetchone()[0]
+
+
+# One flow per scenario that generate_traffic feeds: the AX poll, and two Dataverse webhooks.
+TRAFFIC_FLOWS = ("ic-dk01-po-to-se01-so", "p2c-orders-sales-to-fo", "o2c-orders-d365-to-s4")
+
+
 def test_make_run_serves_the_admin_and_delivers_the_demo_message(tmp_path):
     clone = tmp_path / "icbridge"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
@@ -65,6 +79,28 @@ def test_make_run_serves_the_admin_and_delivers_the_demo_message(tmp_path):
         assert status == "delivered", f"demo message is {status}:\n{output[-4000:]}"
         assert f"Admin: http://127.0.0.1:{port}/admin/" in output
         assert "login admin / icbridge-demo" in output
+
+        # An operator generates traffic; every scenario's documents reach their targets.
+        traffic = subprocess.run(
+            [str(clone / ".venv" / "bin" / "python"), "manage.py", "generate_traffic", "--orders", "2"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert traffic.returncode == 0, traffic.stdout + traffic.stderr
+        assert "failed" not in traffic.stdout, traffic.stdout
+        database = clone / "var" / "icbridge.sqlite3"
+        deadline = time.monotonic() + 180  # the AX poll runs on beat's schedule
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            counts = {slug: delivered(database, slug) for slug in TRAFFIC_FLOWS}
+            if all(count >= 2 for count in counts.values()):
+                break
+            time.sleep(3)
+        output = (tmp_path / "make-run.log").read_text()
+        assert all(count >= 2 for count in counts.values()), f"{counts}:\n{output[-4000:]}"
     finally:
         if hub.poll() is None:
             os.killpg(hub.pid, signal.SIGTERM)

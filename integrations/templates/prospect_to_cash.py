@@ -224,6 +224,8 @@ TEMPLATE = {
             "retry_policy": RETRY,
             # Our own writes of accounts into F&O come back through F&O's change feed: skip those.
             "options": {
+                # The intercompany customer lives in F&O only (the intercompany template): no Sales account.
+                "only_when": {"CustomerAccount": {"not": ["IC-DK01"]}},
                 "echo_of": ["p2c-accounts-sales-to-fo"],
                 # Read by integrations.services.feeds (modified since the cursor).
                 "poll": {"entity": "CustomersV3", "key": ["CustomerAccount"], "company": "SE01"},
