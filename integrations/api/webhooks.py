@@ -74,6 +74,9 @@ class InboundApi(APIView):
     parser_classes: ClassVar[list[Any]] = []  # the body is read raw, once, by the authenticator
     # The field of the event that names what it is about, for a system endpoint's routing error.
     entity_field: ClassVar[str] = ""
+    # True where that field is the flow's own entity (a Dataverse table's logical name), so a flow's
+    # endpoint can refuse another entity's events; elsewhere only a flow listing event_types can.
+    entity_is_flow_entity: ClassVar[bool] = False
 
     def get_exception_handler(self) -> Any:
         return api_exception_handler
@@ -88,6 +91,8 @@ class InboundApi(APIView):
     def post(self, request: Request, **kwargs: Any) -> Response:
         target: InboundTarget = request.auth
         event = self.parse(request, self.document(target), target)
+        if target.flow:
+            self.check_takes(target.flow, event)
         flows = [target.flow] if target.flow else self.routed_flows(target, event)
         # One commit for all: a system event routed to two flows is stored for both or for neither.
         # (message_ingest is atomic itself: one flow needs no outer transaction, and saves two round trips.)
@@ -117,6 +122,19 @@ class InboundApi(APIView):
             for flow, message, created in results
         ]
         return Response({"messages": routed, "duplicate": duplicate}, status=code)
+
+    def check_takes(self, flow: Flow, event: events.InboundEvent) -> None:
+        """A flow's endpoint refuses events about something else (a step registered on the wrong URL)."""
+        types = _event_types(flow)
+        if not event.entity or event.entity.lower() == flow.entity.lower() or event.entity in types:
+            return
+        if self.entity_is_flow_entity or types:
+            takes = ", ".join(repr(t) for t in types) if types else repr(flow.entity)
+            raise InputError(
+                f"flow {flow.slug} takes {takes} events, not {event.entity!r}",
+                field=self.entity_field or None,
+                status_code=422,
+            )
 
     def routed_flows(self, target: InboundTarget, event: events.InboundEvent) -> list[Flow]:
         wanted = event.entity.lower()
@@ -186,6 +204,7 @@ def _schema(*, tag: str, summary: str, system: bool, request: Any = OpenApiTypes
 
 class DataverseWebhookApi(InboundApi):
     entity_field = "PrimaryEntityName"
+    entity_is_flow_entity = True
 
     def parse(self, request: Request, document: Any, target: InboundTarget) -> events.InboundEvent:
         return events.dataverse_event(document, headers=target.headers)

@@ -46,6 +46,7 @@ def inbound_flow(make_flow: Callable[..., Flow]) -> Callable[..., Flow]:
             for key in list(flow_fields)
             if key in {f.name for f in InboundEndpoint._meta.get_fields()} and key not in ("flow", "system")
         }
+        flow_fields.setdefault("entity", "contact")  # what the captured Dataverse webhook is about
         flow = make_flow(**flow_fields)
         InboundEndpoint.objects.create(flow=flow, auth_type=auth_type, secret=SECRET, **endpoint_fields)
         return flow

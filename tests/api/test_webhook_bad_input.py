@@ -10,7 +10,7 @@ import pytest
 from django.test import Client, override_settings
 
 from integrations.models import Flow, InboundEndpoint, Message
-from tests.api.conftest import SECRET, dataverse_update, key_header, post_json, with_change
+from tests.api.conftest import SECRET, dataverse_update, key_header, post_json, raw, with_change
 
 pytestmark = pytest.mark.django_db
 
@@ -247,3 +247,30 @@ def test_non_json_numbers_are_refused(client: Client, inbound_flow: Callable[...
     body = b'{"id": "1", "amount": ' + constant + b"}"
     response = client.post(f"/api/ingest/{flow.slug}", data=body, content_type="application/json", **key_header())
     assert _error(response, 400, None) == f"the body is not JSON: {constant.decode()} is not a JSON number"
+
+
+def test_a_flows_endpoint_refuses_an_event_about_another_entity(client: Client, inbound_flow: Callable[..., Flow]):
+    # A webhook step registered on the accounts flow's URL for contacts, and an F&O event the flow does not list.
+    accounts = inbound_flow(entity="account")
+    invoices = inbound_flow(entity="invoice", options={"event_types": ["SalesOrderInvoicedBusinessEvent"]})
+    anything = inbound_flow(entity="alert")  # lists no event types: it takes what its sender sends
+
+    contact = post_json(client, f"/api/webhooks/dataverse/{accounts.slug}", dataverse_update(), **key_header())
+    alert = client.post(
+        f"/api/events/finops/{invoices.slug}",
+        data=raw("finops/event-BusinessEventsAlertEvent__captured.json"),
+        content_type="application/json",
+        **key_header(),
+    )
+
+    assert _error(contact, 422, "PrimaryEntityName") == f"flow {accounts.slug} takes 'account' events, not 'contact'"
+    assert _error(alert, 422, "BusinessEventId") == (
+        f"flow {invoices.slug} takes 'SalesOrderInvoicedBusinessEvent' events, not 'BusinessEventsAlertEvent'"
+    )
+    accepted = client.post(
+        f"/api/events/finops/{anything.slug}",
+        data=raw("finops/event-BusinessEventsAlertEvent__captured.json"),
+        content_type="application/json",
+        **key_header(),
+    )
+    assert accepted.status_code == 202, accepted.content
