@@ -21,7 +21,7 @@ import requests
 
 from integrations import errors
 from integrations.connectors.base import ConnectionReport, DeliveryRequest, DeliveryResult
-from integrations.connectors.msal_auth import BatchPart, MicrosoftConnector, build_batch, parse_batch_response
+from integrations.connectors.msal_auth import BatchPart, MicrosoftConnector
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -211,21 +211,14 @@ class DataverseConnector(MicrosoftConnector):
                 outcome.append(exc)
         if not parts:
             return [o for o in outcome if o is not None]
-        body, content_type = build_batch([parts] if atomic else [[p] for p in parts])
-        url = f"{self.api}/$batch"
         try:
-            response = self.request(
-                "POST",
-                url,
-                data=body,
-                headers={**ODATA_HEADERS, "Content-Type": content_type, "Prefer": "odata.continue-on-error"},
+            answers = self.send_batch(
+                f"{self.api}/$batch",
+                [parts] if atomic else [[p] for p in parts],
+                {**ODATA_HEADERS, "Prefer": "odata.continue-on-error"},
             )
-            answers = parse_batch_response(response.content, response.headers.get("Content-Type", ""))
         except errors.ConnectorError as exc:
             return [o if o is not None else exc for o in outcome]
-        except ValueError as exc:
-            failure = errors.TransientError(f"{self.system.name}: unreadable $batch answer: {exc}")
-            return [o if o is not None else failure for o in outcome]
         waiting = [(i, request) for i, request in enumerate(chunk) if outcome[i] is None]
         pending = [(i, request, part) for (i, request), part in zip(waiting, parts, strict=True)]
         if atomic and len(answers) == 1 and answers[0].status >= 400 and len(pending) > 1:

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote
 
 from integrations import errors
 from integrations.connectors.base import ConnectionReport, DeliveryRequest, DeliveryResult
-from integrations.connectors.msal_auth import BatchPart, MicrosoftConnector, build_batch, parse_batch_response
+from integrations.connectors.msal_auth import BatchPart, MicrosoftConnector
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -58,6 +58,14 @@ class LineSpec:
             key=tuple(spec.get("key") or cls.key),
             match=spec.get("match") or cls.match,
         )
+
+
+@dataclass(frozen=True)
+class HeaderLines:
+    """A header's lines taken out of its payload, and how they are written (options.lines)."""
+
+    spec: LineSpec
+    rows: list[dict[str, Any]]
 
 
 def _literal(value: Any) -> str:
@@ -215,7 +223,7 @@ class FinOpsConnector(MicrosoftConnector):
 
     # --- headers with lines -------------------------------------------------------------------------
 
-    def _split_lines(self, request: DeliveryRequest) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    def _split_lines(self, request: DeliveryRequest) -> tuple[dict[str, Any], HeaderLines | None]:
         """The header's fields, and its lines when the flow says lines travel separately (options.lines)."""
         payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
         spec = LineSpec.of(request.options)
@@ -235,10 +243,10 @@ class FinOpsConnector(MicrosoftConnector):
                     f"{self.system.name}: {spec.field} line {number} has no {spec.match}, which identifies a line "
                     "across updates (options.lines.match)"
                 )
-        return payload, lines
+        return payload, HeaderLines(spec, lines)
 
     def _deliver_with_lines(
-        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: list[dict[str, Any]]
+        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: HeaderLines
     ) -> DeliveryResult:
         """Header and lines in one change set: all written or none, header first (F&O has no deep insert).
 
@@ -246,18 +254,16 @@ class FinOpsConnector(MicrosoftConnector):
         options.lines.match (LineCreationSequenceNumber): changed lines PATCHed, new ones POSTed, lines
         no longer sent DELETEd.
         """
-        spec = LineSpec.of(request.options)
-        assert spec is not None  # _split_lines found it
         if request.operation == "create" or self._create_first(request):
             try:
                 return self._write_changeset(request, company, self._create_parts(request, company, payload, lines))
             except errors.DuplicateError:
                 if request.operation == "create":
                     raise
-        existing = self._existing_lines(spec, company, request.key)
+        existing = self._existing_lines(lines.spec, company, request.key)
         header = BatchPart("PATCH", self._entity_url(request.entity, company, request.key), payload)
         header.headers["If-Match"] = request.etag or "*"
-        parts = [header, *self._line_parts(spec, company, request.key, lines, existing)]
+        parts = [header, *self._line_parts(lines, company, request.key, existing)]
         try:
             return self._write_changeset(request, company, parts)
         except errors.ConflictError as exc:
@@ -268,28 +274,22 @@ class FinOpsConnector(MicrosoftConnector):
         return self._write_changeset(request, company, self._create_parts(request, company, payload, lines))
 
     def _create_parts(
-        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: list[dict[str, Any]]
+        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: HeaderLines
     ) -> list[BatchPart]:
-        spec = LineSpec.of(request.options)
-        assert spec is not None
-        header = BatchPart(
-            "POST",
-            f"{self.data}/{request.entity}?cross-company=true",
-            {**payload, **request.key, "dataAreaId": company},
-        )
-        return [header, *self._line_parts(spec, company, request.key, lines, {})]
+        return [self._post_part(request, company, payload), *self._line_parts(lines, company, request.key, {})]
+
+    def _post_part(self, request: DeliveryRequest, company: str, payload: dict[str, Any]) -> BatchPart:
+        """The POST that creates the record, as a $batch part."""
+        body = {**payload, **request.key, "dataAreaId": company}
+        return BatchPart("POST", f"{self.data}/{request.entity}?cross-company=true", body)
 
     def _line_parts(
-        self,
-        spec: LineSpec,
-        company: str,
-        header_key: dict[str, Any],
-        lines: list[dict[str, Any]],
-        existing: dict[str, dict[str, Any]],
+        self, lines: HeaderLines, company: str, header_key: dict[str, Any], existing: dict[str, dict[str, Any]]
     ) -> list[BatchPart]:
+        spec = lines.spec
         parent = {name: value for name, value in header_key.items() if name != "dataAreaId"}
         parts = []
-        for line in lines:
+        for line in lines.rows:
             values = {**line, **parent, "dataAreaId": company}
             current = existing.pop(str(line[spec.match]), None)
             if current is None:
@@ -320,10 +320,10 @@ class FinOpsConnector(MicrosoftConnector):
         return self._result(request, company, answer[0].status, answer[0].headers, answer[0].json(), summary)
 
     def _post(self, request: DeliveryRequest, company: str, payload: dict[str, Any]) -> DeliveryResult:
-        url = f"{self.data}/{request.entity}?cross-company=true"
-        body = {**payload, **request.key, "dataAreaId": company}
+        part = self._post_part(request, company, payload)
+        url = part.url
         try:
-            response = self.request("POST", url, json=body, headers=ODATA_HEADERS)
+            response = self.request("POST", url, json=part.body, headers=ODATA_HEADERS)
         except errors.DuplicateError as exc:
             raise errors.DuplicateError(
                 exc.message,
@@ -361,12 +361,7 @@ class FinOpsConnector(MicrosoftConnector):
             elif lines is not None:
                 first.append((i, self._create_parts(request, company, payload, lines), company))
             elif new or not request.key:
-                part = BatchPart(
-                    "POST",
-                    f"{self.data}/{request.entity}?cross-company=true",
-                    {**payload, **request.key, "dataAreaId": company},
-                )
-                first.append((i, [part], company))
+                first.append((i, [self._post_part(request, company, payload)], company))
             else:
                 part = BatchPart(
                     "PATCH",
@@ -395,9 +390,7 @@ class FinOpsConnector(MicrosoftConnector):
                 and request.operation == "upsert"
                 and not request.etag
             ):
-                body = {**payload, **request.key, "dataAreaId": company}
-                post = BatchPart("POST", f"{self.data}/{request.entity}?cross-company=true", body)
-                second.append((i, [post], company))
+                second.append((i, [self._post_part(request, company, payload)], company))
                 continue
             if isinstance(failure, errors.DuplicateError) and self._create_first(request):
                 patch = BatchPart("PATCH", self._entity_url(request.entity, company, request.key), payload)
@@ -426,17 +419,10 @@ class FinOpsConnector(MicrosoftConnector):
         """
         if not changesets:
             return []
-        body, content_type = build_batch(changesets)
         try:
-            response = self.request(
-                "POST", f"{self.data}/$batch", data=body, headers={**ODATA_HEADERS, "Content-Type": content_type}
-            )
-            answers = parse_batch_response(response.content, response.headers.get("Content-Type", ""))
+            answers = self.send_batch(f"{self.data}/$batch", changesets, ODATA_HEADERS)
         except errors.ConnectorError as exc:
             return [(tag, exc) for tag in tags]
-        except ValueError as exc:
-            failure = errors.TransientError(f"{self.system.name}: unreadable $batch answer: {exc}")
-            return [(tag, failure) for tag in tags]
         grouped: list[tuple[Any, Any]] = []
         position = 0
         for changeset, tag in zip(changesets, tags, strict=True):

@@ -282,6 +282,18 @@ class MicrosoftConnector(HttpConnector):
 
     # --- connection check -------------------------------------------------------------------------
 
+    def send_batch(self, url: str, changesets: list[list[BatchPart]], headers: dict[str, str]) -> list[PartResponse]:
+        """POST one $batch of change sets; every part's answer in order (a failed change set answers once).
+
+        Classified errors propagate; an answer that cannot be read is a TransientError.
+        """
+        body, content_type = build_batch(changesets)
+        response = self.request("POST", url, data=body, headers={**headers, "Content-Type": content_type})
+        try:
+            return parse_batch_response(response.content, response.headers.get("Content-Type", ""))
+        except ValueError as exc:
+            raise errors.TransientError(f"{self.system.name}: unreadable $batch answer: {exc}") from exc
+
     def check_token(self, report: ConnectionReport) -> bool:
         try:
             self.access_token()

@@ -350,6 +350,14 @@ def www_authenticate(request: HttpRequest, emulator: str, tenant: str = DEFAULT_
     )
 
 
+def unauthorized(request: HttpRequest, emulator: str, why: str) -> HttpResponse:
+    """The 401 a Microsoft resource answers without a valid token: empty body, the challenge, the reason."""
+    response = HttpResponse(status=401)
+    response["WWW-Authenticate"] = www_authenticate(request, emulator)
+    response["x-ms-diagnostics"] = why
+    return response
+
+
 urlpatterns = [
     path("common/discovery/instance", instance_discovery, name="azuread-instance-discovery"),
     path("<str:tenant>/v2.0/.well-known/openid-configuration", openid_configuration, name="azuread-openid"),

@@ -900,11 +900,7 @@ def _root(request: HttpRequest) -> str:
 def api(request: HttpRequest, rest: str) -> HttpResponse:
     claims, why = azuread.verify_bearer(request, EMULATOR)
     if claims is None:
-        # Dataverse answers 401 with an empty body and a WWW-Authenticate challenge.
-        response = HttpResponse(status=401)
-        response["WWW-Authenticate"] = azuread.www_authenticate(request, EMULATOR)
-        response["x-ms-diagnostics"] = why
-        return response
+        return azuread.unauthorized(request, EMULATOR, why)
     if claims["denied"]:
         return Result.to_http(
             error(

@@ -876,10 +876,7 @@ def _guarded(request: HttpRequest, handler: Any) -> HttpResponse:
     """Token, service protection, then the handler."""
     claims, why = azuread.verify_bearer(request, EMULATOR)
     if claims is None:
-        response = HttpResponse(status=401)
-        response["WWW-Authenticate"] = azuread.www_authenticate(request, EMULATOR)
-        response["x-ms-diagnostics"] = why
-        return response
+        return azuread.unauthorized(request, EMULATOR, why)
     if claims["denied"]:
         return Result.to_http(
             error(403, f"The application {claims.get('appid')} is not registered as a user of this environment.")
