@@ -67,11 +67,11 @@ def main() -> None:
     import requests
     from django.db import connection
 
-    from integrations.connectors import get_connector
-    from integrations.connectors.base import DeliveryRequest
     from integrations.models import Flow, InboundEndpoint, Message, RecordLink
-    from integrations.services.pipeline import mapping_context
-    from integrations.services.templates import templates_install
+    from integrations.pipeline.deliver import mapping_context
+    from integrations.protocols.transport import DeliveryRequest
+    from integrations.scenarios.install import templates_install
+    from integrations.systems import get_connector
     from sandbox.models import EmulatorRecord
 
     with hub_server(workers=2, threads=8) as base:

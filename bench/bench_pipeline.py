@@ -35,7 +35,7 @@ def main() -> None:
     from django.db import connection
 
     from integrations.models import Flow, Message, System
-    from integrations.services.ingest import message_ingest
+    from integrations.pipeline.ingest import message_ingest
     from sandbox.models import RecorderRecord
 
     with hub_server() as base:

@@ -27,10 +27,10 @@ def main() -> None:
     fresh_database()
     setup_django()
     from integrations import errors
-    from integrations.connectors import get_connector
-    from integrations.connectors.base import DeliveryRequest
     from integrations.models import System
-    from integrations.services.templates import templates_install
+    from integrations.protocols.transport import DeliveryRequest
+    from integrations.scenarios.install import templates_install
+    from integrations.systems import get_connector
     from sandbox.emulators import dataverse
     from sandbox.models import EmulatorSubscription
 

@@ -432,7 +432,7 @@ class AxPollCursor(models.Model):
     last_keys = models.PositiveIntegerField(default=0, help_text="Changed keys the last poll found.")
     last_error = models.TextField(blank=True)
     polling_until = models.DateTimeField(
-        null=True, blank=True, help_text="A poll holds the cursor until then (integrations.services.cursors)."
+        null=True, blank=True, help_text="A poll holds the cursor until then (integrations.polling.cursors)."
     )
 
     def __str__(self) -> str:

@@ -7,21 +7,21 @@ from celery import shared_task
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def process_message(message_id: int) -> None:
-    from integrations.services import pipeline
+    from integrations.pipeline import deliver as pipeline
 
     pipeline.message_process(message_id=message_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def drain_flow(flow_id: int) -> None:
-    from integrations.services import pipeline
+    from integrations.pipeline import deliver as pipeline
 
     pipeline.flow_drain(flow_id=flow_id)
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def sweep_messages() -> None:
-    from integrations.services import pipeline
+    from integrations.pipeline import deliver as pipeline
 
     pipeline.messages_sweep()
 
@@ -29,7 +29,7 @@ def sweep_messages() -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def poll_flows() -> None:
     """Beat: queue one poll per enabled poll flow (AX 2012 and F&O sources)."""
-    from integrations.services import polling
+    from integrations.polling import poll as polling
 
     for flow_id in polling.poll_flow_ids():
         poll_flow.delay(flow_id)
@@ -37,6 +37,6 @@ def poll_flows() -> None:
 
 @shared_task(acks_late=True, ignore_result=True)
 def poll_flow(flow_id: int) -> None:
-    from integrations.services import polling
+    from integrations.polling import poll as polling
 
     polling.poll_by_id(flow_id=flow_id)

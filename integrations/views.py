@@ -10,9 +10,9 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
 
-from integrations.services import chains
-from integrations.services.templates import templates_install
-from integrations.templates import TEMPLATES, TemplateError, raw
+from integrations.scenarios import chains
+from integrations.scenarios.install import templates_install
+from integrations.scenarios.templates import TEMPLATES, TemplateError, raw
 
 
 @staff_member_required

@@ -16,8 +16,8 @@ import redis
 from django.conf import settings as django_settings
 from django.db import connection
 
-from integrations.connectors import clear_cache
 from integrations.models import Flow, Message, System
+from integrations.systems import clear_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -186,7 +186,7 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.2, sweep: bool = False) -> None:
     """Poll until predicate() holds; with sweep=True run the beat sweeper each round, as beat would."""
-    from integrations.services.pipeline import messages_sweep
+    from integrations.pipeline.deliver import messages_sweep
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

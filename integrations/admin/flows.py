@@ -22,9 +22,9 @@ from django.utils.html import format_html
 
 from integrations import mapping
 from integrations.models import Flow, MappingVersion, Message, ValueMap, ValueMapEntry
+from integrations.pipeline.operator import audit_record
 from integrations.retry import RetryPolicy
 from integrations.services import mappings
-from integrations.services.operator import audit_record
 
 CODE = {"style": "font-family: monospace; width: 100%;", "spellcheck": "false"}
 

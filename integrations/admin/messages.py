@@ -25,7 +25,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from integrations.models import Attempt, AuditEntry, MappingVersion, Message, RecordLink
-from integrations.services import chains, operator
+from integrations.pipeline import operator
+from integrations.scenarios import chains
 
 Status = Message.Status
 BULK_BATCH = 500

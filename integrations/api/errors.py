@@ -10,7 +10,7 @@ from django.http import Http404
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
-from integrations.services.events import EventError
+from integrations.ingress.events import EventError
 
 
 class ErrorSerializer(serializers.Serializer):

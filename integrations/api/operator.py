@@ -36,7 +36,7 @@ from integrations.api.serializers import (
     SystemSerializer,
 )
 from integrations.models import AuditEntry, Flow, Message, System
-from integrations.services import operator
+from integrations.pipeline import operator
 
 ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="Not signed in."),

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from integrations.services import chains, deeplinks, sync_calls
+from integrations.scenarios import chains, deeplinks, sync_calls
 
 
 def error(text: str, *, status: int, field: str | None = None) -> Response:

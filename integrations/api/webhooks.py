@@ -28,9 +28,9 @@ from integrations.api.auth import (
     parse_rate,
 )
 from integrations.api.errors import ErrorSerializer, api_exception_handler, error_response
+from integrations.ingress import events
 from integrations.models import Flow
-from integrations.services import events
-from integrations.services.ingest import message_ingest
+from integrations.pipeline.ingest import message_ingest
 
 
 class IngestResultSerializer(serializers.Serializer):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from integrations.connectors import CONNECTORS, get_connector
-from integrations.connectors.base import ConnectionReport
 from integrations.errors import ConnectorError
 from integrations.models import System
-from integrations.services.operator import audit_record
+from integrations.pipeline.operator import audit_record
+from integrations.protocols.transport import ConnectionReport
+from integrations.systems import CONNECTORS, get_connector
 
 logger = logging.getLogger(__name__)
 

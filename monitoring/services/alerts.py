@@ -19,8 +19,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from integrations.connectors import get_connector
 from integrations.models import Flow, Message, System
+from integrations.systems import get_connector
 from monitoring.models import Alert, AlertRule, ReconciliationRun
 
 logger = logging.getLogger(__name__)

@@ -23,12 +23,12 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from integrations import errors, mapping
-from integrations.connectors import get_connector
 from integrations.models import Flow, Message, RecordLink
-from integrations.services.chains import payload_value
-from integrations.services.ingest import message_ingest
-from integrations.services.operator import audit_record
-from integrations.services.pipeline import content_hash, mapping_context
+from integrations.pipeline.deliver import content_hash, mapping_context
+from integrations.pipeline.ingest import message_ingest
+from integrations.pipeline.operator import audit_record
+from integrations.scenarios.chains import payload_value
+from integrations.systems import get_connector
 from monitoring.models import Discrepancy, ReconciliationRun, ReconciliationSchedule
 
 logger = logging.getLogger(__name__)

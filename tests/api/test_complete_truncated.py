@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from integrations import errors
+from integrations.ingress.events import complete_truncated, dataverse_event
 from integrations.models import Flow, Message, System
-from integrations.services.events import complete_truncated, dataverse_event
-from integrations.services.ingest import message_ingest
+from integrations.pipeline.ingest import message_ingest
 from sandbox.faults import set_faults
 from tests.api.conftest import CONTACT_ID, dataverse_truncated, dataverse_update
 

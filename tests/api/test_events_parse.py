@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from integrations.services.events import (
+from integrations.ingress.events import (
     EventError,
     dataverse_value,
     iso_to_micros,

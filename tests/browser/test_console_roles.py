@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from integrations.models import Message
-from integrations.services import pipeline
-from integrations.services.ingest import message_ingest
+from integrations.pipeline import deliver as pipeline
+from integrations.pipeline.ingest import message_ingest
 from monitoring.roles import console_roles_ensure
 from sandbox.faults import set_faults
 

@@ -28,8 +28,8 @@ from django.core.servers.basehttp import ThreadedWSGIServer
 from django.db import connections
 from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler, _StaticFilesHandler
 
-from integrations.connectors import msal_auth
 from integrations.models import System
+from integrations.protocols import microsoft as msal_auth
 from sandbox.emulators import azuread, dataverse, finops
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -7,11 +7,11 @@ import time
 import pytest
 
 from integrations import errors
-from integrations.connectors import get_connector
-from integrations.connectors.ax2012 import message_id_for
-from integrations.connectors.base import DeliveryRequest
 from integrations.models import AxPollCursor, Flow, Message, System
-from integrations.services.polling import ax2012_poll, poll_flow_ids
+from integrations.polling.poll import ax2012_poll, poll_flow_ids
+from integrations.protocols.transport import DeliveryRequest
+from integrations.systems import get_connector
+from integrations.systems.ax2012.connector import message_id_for
 from sandbox.faults import set_faults
 
 
@@ -248,7 +248,7 @@ def test_only_enabled_ax_poll_flows_are_polled(poll_flow, make_flow, ax_system):
 def test_bearer_token_from_the_azure_ad_emulator_as_through_application_proxy(
     make_system, live_server, monkeypatch, settings
 ):
-    from integrations.connectors import msal_auth
+    from integrations.protocols import microsoft as msal_auth
     from sandbox.emulators import azuread
 
     msal_auth.clear_providers()
@@ -279,8 +279,8 @@ def test_bearer_token_from_the_azure_ad_emulator_as_through_application_proxy(
 
 def test_pipeline_delivers_into_the_company_of_the_company_link(make_flow, make_system, ax_system):
     from integrations.models import CompanyLink
-    from integrations.services import pipeline
-    from integrations.services.ingest import message_ingest
+    from integrations.pipeline import deliver as pipeline
+    from integrations.pipeline.ingest import message_ingest
     from sandbox.models import EmulatorRecord
 
     fno = make_system(name="F&O SE01", kind=System.Kind.FINOPS)

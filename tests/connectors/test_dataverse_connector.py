@@ -12,11 +12,11 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from integrations import errors
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
-from integrations.connectors.dataverse import DataverseConnector, is_deleted
 from integrations.models import AuditEntry, System
+from integrations.protocols.transport import DeliveryRequest
 from integrations.services.systems import system_test_connection
+from integrations.systems import get_connector
+from integrations.systems.dataverse.connector import DataverseConnector, is_deleted
 from sandbox.emulators import azuread, dataverse
 from sandbox.faults import set_faults
 from tests.connectors.microsoft_support import CLIENT_ID, CLIENT_SECRET, TENANT
@@ -399,7 +399,7 @@ def test_a_plain_http_authority_elsewhere_is_refused(make_ms_system: Callable[..
     ],
 )
 def test_each_web_api_answer_is_classified_once(status: int, headers: dict, body: str, expected: type | None) -> None:
-    from integrations.connectors.dataverse import classify
+    from integrations.systems.dataverse.connector import classify
 
     failure = classify("Dataverse", status, headers, body, "PATCH accounts(accountnumber='A1')")
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from integrations import errors
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
-from integrations.connectors.finops import FinOpsConnector
 from integrations.models import System
+from integrations.protocols.transport import DeliveryRequest
 from integrations.services.systems import system_test_connection
+from integrations.systems import get_connector
+from integrations.systems.finops.connector import FinOpsConnector
 from sandbox.emulators import azuread, finops
 from sandbox.faults import set_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription
@@ -328,7 +328,7 @@ XPP_FAULT = json.dumps(
     ],
 )
 def test_each_fo_answer_is_classified_once(status: int, body: str, expected: type) -> None:
-    from integrations.connectors.finops import classify
+    from integrations.systems.finops.connector import classify
 
     failure = classify("F&O", status, {"Retry-After": "3"}, body, "POST CustomersV3")
 

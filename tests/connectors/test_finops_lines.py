@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from integrations import errors
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
-from integrations.connectors.finops import FinOpsConnector
 from integrations.models import System
+from integrations.protocols.transport import DeliveryRequest
+from integrations.systems import get_connector
+from integrations.systems.finops.connector import FinOpsConnector
 from sandbox.models import EmulatorRecord
 
 pytest_plugins = ["tests.connectors.microsoft_support"]

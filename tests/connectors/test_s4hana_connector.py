@@ -7,10 +7,10 @@ import time
 import pytest
 
 from integrations import errors
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
-from integrations.connectors.s4hana import sap_error_text
 from integrations.models import System
+from integrations.protocols.transport import DeliveryRequest
+from integrations.systems import get_connector
+from integrations.systems.s4hana.connector import sap_error_text
 from sandbox.emulators import s4hana
 from sandbox.faults import set_faults
 
@@ -231,8 +231,8 @@ def test_sap_error_text_joins_message_and_details_once():
 
 def test_pipeline_delivers_an_order_with_items_to_s4(make_flow, s4_system):
     from integrations.models import Flow, Message
-    from integrations.services import pipeline
-    from integrations.services.ingest import message_ingest
+    from integrations.pipeline import deliver as pipeline
+    from integrations.pipeline.ingest import message_ingest
 
     flow = make_flow(
         target=s4_system,

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 
 from integrations.models import Attempt, Message, RecordLink
-from integrations.services.ingest import message_ingest
+from integrations.pipeline.ingest import message_ingest
 from monitoring.services.reconciliation import reconciliation_run
 from sandbox.faults import clear_faults, set_faults
 from sandbox.models import RecorderRecord, RecorderWrite
@@ -145,7 +145,7 @@ def test_target_outage_for_a_minute_then_recovery(start_worker, flow):
     stop = threading.Event()
 
     def sweep_like_beat() -> None:
-        from integrations.services.pipeline import messages_sweep
+        from integrations.pipeline.deliver import messages_sweep
 
         while not stop.is_set():
             messages_sweep()

@@ -8,8 +8,9 @@ import pytest
 from django.conf import settings
 
 from integrations.models import Message
-from integrations.services import dispatch, pipeline
-from integrations.services.ingest import message_ingest
+from integrations.pipeline import deliver as pipeline
+from integrations.pipeline import dispatch
+from integrations.pipeline.ingest import message_ingest
 from sandbox.models import RecorderWrite
 from tests.conftest import broker
 

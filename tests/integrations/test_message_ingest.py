@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from integrations.models import Message
-from integrations.services.ingest import message_ingest
+from integrations.pipeline.ingest import message_ingest
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,9 @@ import pytest
 from django.contrib.auth.models import User
 
 from integrations.models import AuditEntry, Message
-from integrations.services import operator, pipeline
-from integrations.services.ingest import message_ingest
+from integrations.pipeline import deliver as pipeline
+from integrations.pipeline import operator
+from integrations.pipeline.ingest import message_ingest
 from sandbox.faults import set_faults
 from sandbox.models import RecorderRecord
 

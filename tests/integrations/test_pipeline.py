@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import Attempt, Flow, Message, RecordLink
-from integrations.services import pipeline
-from integrations.services.ingest import message_ingest
+from integrations.pipeline import deliver as pipeline
+from integrations.pipeline.ingest import message_ingest
 from sandbox.faults import set_faults
 from sandbox.models import RecorderRecord, RecorderWrite
 

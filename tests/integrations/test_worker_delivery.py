@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from integrations.models import Message
-from integrations.services.ingest import message_ingest
+from integrations.pipeline.ingest import message_ingest
 from sandbox.faults import set_faults
 from sandbox.models import RecorderRecord, RecorderWrite
 from tests.conftest import broker, wait_until

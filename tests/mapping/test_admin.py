@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from integrations.models import AuditEntry, Flow, MappingVersion, ValueMap, ValueMapEntry
-from integrations.services.ingest import message_ingest
+from integrations.pipeline.ingest import message_ingest
 
 
 @pytest.fixture

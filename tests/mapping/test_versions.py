@@ -7,8 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from integrations.models import AuditEntry, CompanyLink, MappingVersion, Message
-from integrations.services import pipeline
-from integrations.services.ingest import message_ingest
+from integrations.pipeline import deliver as pipeline
+from integrations.pipeline.ingest import message_ingest
 from integrations.services.mappings import flow_mapping_save, mapping_preview
 
 SPEC_V2 = {

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from integrations.models import Flow, Message
-from integrations.services import pipeline
-from integrations.services.ingest import message_ingest
+from integrations.pipeline import deliver as pipeline
+from integrations.pipeline.ingest import message_ingest
 
 
 def deliver_order(flow: Flow, number: str, **fields: Any) -> Message:

@@ -10,8 +10,8 @@ from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
 from integrations.models import AuditEntry, MappingVersion, Message
-from integrations.services import pipeline
-from integrations.services.ingest import message_ingest
+from integrations.pipeline import deliver as pipeline
+from integrations.pipeline.ingest import message_ingest
 from monitoring.roles import console_roles_ensure
 from sandbox.faults import set_faults
 

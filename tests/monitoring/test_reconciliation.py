@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django_celery_beat.models import PeriodicTask
 
 from integrations.models import AuditEntry, Message
-from integrations.services import pipeline
+from integrations.pipeline import deliver as pipeline
 from monitoring.models import Discrepancy, ReconciliationRun, ReconciliationSchedule
 from monitoring.services import reconciliation
 from sandbox.models import RecorderRecord

@@ -6,7 +6,7 @@ import msal
 import pytest
 import requests
 
-from integrations.connectors.msal_auth import MsalHttpClient
+from integrations.protocols.microsoft import MsalHttpClient
 from sandbox.emulators import azuread
 from sandbox.faults import set_faults
 from tests.connectors.microsoft_support import CLIENT_ID, CLIENT_SECRET, TENANT, TlsServer, fixture_json

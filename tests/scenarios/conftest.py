@@ -42,7 +42,7 @@ def staff_client(client, django_user_model):
 @pytest.fixture
 def p2c_flows(live_server):
     """The prospect-to-cash template against the live sandbox, retrying within seconds; flows by slug."""
-    from integrations.services.templates import templates_install
+    from integrations.scenarios.install import templates_install
     from sandbox.emulators import dataverse
     from sandbox.faults import clear_faults
 

@@ -6,7 +6,7 @@ import pytest
 
 from integrations.errors import MappingError, TransientError
 from integrations.models import Message
-from integrations.services.chains import (
+from integrations.scenarios.chains import (
     ChainNotFound,
     chain_as_dict,
     chain_for,

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from integrations.models import CompanyLink, System
-from integrations.services.deeplinks import DeepLinkError, deeplink_for
+from integrations.scenarios.deeplinks import DeepLinkError, deeplink_for
 
 pytestmark = pytest.mark.django_db
 

@@ -9,13 +9,13 @@ import pytest
 import requests
 from django.db import transaction
 
-from integrations.connectors import get_connector
 from integrations.models import CompanyLink, Flow, Message, RecordLink
-from integrations.services import traffic
-from integrations.services.chains import chain_for
-from integrations.services.polling import ax2012_poll
-from integrations.services.templates import templates_install
-from integrations.templates.intercompany import LINK
+from integrations.polling.poll import ax2012_poll
+from integrations.scenarios import traffic
+from integrations.scenarios.chains import chain_for
+from integrations.scenarios.install import templates_install
+from integrations.scenarios.templates.intercompany import LINK
+from integrations.systems import get_connector
 from sandbox.faults import clear_faults, set_faults
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until

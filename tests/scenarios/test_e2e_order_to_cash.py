@@ -13,12 +13,12 @@ import uuid
 import pytest
 import requests
 
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
 from integrations.models import Flow, Message, RecordLink
-from integrations.services import traffic
-from integrations.services.chains import chain_for
-from integrations.services.templates import templates_install
+from integrations.protocols.transport import DeliveryRequest
+from integrations.scenarios import traffic
+from integrations.scenarios.chains import chain_for
+from integrations.scenarios.install import templates_install
+from integrations.systems import get_connector
 from sandbox.emulators import dataverse
 from sandbox.faults import clear_faults, set_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription

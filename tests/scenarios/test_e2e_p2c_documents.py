@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import requests
 
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
 from integrations.models import Message, RecordLink
-from integrations.services.chains import chain_for
+from integrations.protocols.transport import DeliveryRequest
+from integrations.scenarios.chains import chain_for
+from integrations.systems import get_connector
 from sandbox.faults import set_faults
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until

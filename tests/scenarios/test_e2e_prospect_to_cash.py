@@ -13,12 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
 from integrations.models import Message, RecordLink
-from integrations.services import traffic
-from integrations.services.feeds import finops_poll
-from integrations.services.operator import message_resolve_conflict
+from integrations.pipeline.operator import message_resolve_conflict
+from integrations.protocols.transport import DeliveryRequest
+from integrations.scenarios import traffic
+from integrations.systems import get_connector
+from integrations.systems.finops.poll import finops_poll
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import fixture_path, wait_until
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations.services.echo import echo_reason, event_record, message_skip_reason, parse_event_time
+from integrations.scenarios.echo import echo_reason, event_record, message_skip_reason, parse_event_time
 
 pytestmark = pytest.mark.django_db
 
@@ -150,7 +150,7 @@ def test_flow_filter_skips_events_without_the_wanted_values(make_flow, make_mess
 def test_event_for_a_record_we_are_writing_right_now_waits_for_that_write(make_flow, make_system, make_message):
     from integrations.errors import TransientError
     from integrations.models import Message
-    from integrations.services.chains import message_prepare
+    from integrations.scenarios.chains import message_prepare
 
     dataverse, s4 = make_system(), make_system()
     forward = make_flow(slug="accounts-out", source=dataverse, target=s4, target_key_fields=["BusinessPartner"])
@@ -165,7 +165,7 @@ def test_event_for_a_record_we_are_writing_right_now_waits_for_that_write(make_f
 def test_webhook_keyed_by_id_waits_for_our_write_by_its_alternate_key(make_flow, make_system, make_message):
     from integrations.errors import TransientError
     from integrations.models import Message
-    from integrations.services.chains import message_prepare
+    from integrations.scenarios.chains import message_prepare
 
     fo, dataverse = make_system(), make_system()
     credit = make_flow(slug="credit-out", source=fo, target=dataverse, target_key_fields=["accountnumber"])
@@ -192,7 +192,7 @@ def test_flow_filter_can_refuse_values(make_flow, make_message):
 def test_echo_of_an_empty_list_screens_nothing_and_asks_the_database_nothing(
     flows, our_write, make_message, django_assert_num_queries
 ):
-    from integrations.services.echo import forward_write_in_flight
+    from integrations.scenarios.echo import forward_write_in_flight
 
     _, reverse = flows
     at = (our_write.synced_at - timedelta(milliseconds=200)).isoformat()
@@ -207,7 +207,7 @@ def test_echo_of_an_empty_list_screens_nothing_and_asks_the_database_nothing(
 
 def test_a_write_in_flight_by_any_forward_flow_holds_the_event_back(flows, make_message, make_flow):
     from integrations.models import Message
-    from integrations.services.echo import forward_write_in_flight
+    from integrations.scenarios.echo import forward_write_in_flight
 
     forward, reverse = flows
     forward.target_key_fields = ["BusinessPartner"]

@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
 from integrations.models import AxPollCursor, Flow, Message
-from integrations.services.feeds import finops_poll
-from integrations.services.polling import poll_by_id, poll_flow_ids
-from integrations.services.templates import templates_install
+from integrations.polling.poll import poll_by_id, poll_flow_ids
+from integrations.protocols.transport import DeliveryRequest
+from integrations.scenarios.install import templates_install
+from integrations.systems import get_connector
+from integrations.systems.finops.poll import finops_poll
 from sandbox.faults import clear_faults, set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,8 +85,8 @@ def test_a_flow_disabled_since_beat_queued_it_is_not_polled(products):
 def test_a_poll_holds_no_transaction_while_its_source_answers_and_one_poll_at_a_time(products, monkeypatch):
     from django.db import connection
 
-    from integrations.connectors.finops import FinOpsConnector
-    from integrations.services.cursors import cursor_lease
+    from integrations.polling.cursors import cursor_lease
+    from integrations.systems.finops.connector import FinOpsConnector
 
     fo_product(products, "P-4", 7.0)
     seen = []

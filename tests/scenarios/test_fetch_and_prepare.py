@@ -9,12 +9,12 @@ import pytest
 import requests
 from django.utils import timezone
 
-from integrations.connectors import get_connector
-from integrations.connectors.base import DeliveryRequest
 from integrations.errors import MappingError
 from integrations.models import Flow, Message, RecordLink
-from integrations.services.chains import message_fetch, message_prepare
-from integrations.services.templates import templates_install
+from integrations.protocols.transport import DeliveryRequest
+from integrations.scenarios.chains import message_fetch, message_prepare
+from integrations.scenarios.install import templates_install
+from integrations.systems import get_connector
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until
 
@@ -127,7 +127,7 @@ def test_echo_is_skipped_before_anything_is_read(o2c):
 
 def test_fo_packing_slip_event_maps_to_an_ax_product_receipt_of_the_po(live_server):
     from integrations import mapping
-    from integrations.services.pipeline import mapping_context
+    from integrations.pipeline.deliver import mapping_context
 
     templates_install(name="intercompany", base_url=live_server.url)
     po_flow = Flow.objects.get(slug="ic-dk01-po-to-se01-so")

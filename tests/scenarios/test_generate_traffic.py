@@ -8,11 +8,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from integrations.models import Flow, Message
-from integrations.services import traffic
-from integrations.services.polling import ax2012_poll
-from integrations.services.templates import seed_scenarios
-from integrations.templates import TEMPLATES
-from integrations.templates.systems import SANDBOX_CLIENT_ID
+from integrations.polling.poll import ax2012_poll
+from integrations.scenarios import traffic
+from integrations.scenarios.install import seed_scenarios
+from integrations.scenarios.templates import TEMPLATES
+from integrations.scenarios.templates.systems import SANDBOX_CLIENT_ID
 from sandbox.emulators import dataverse
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until

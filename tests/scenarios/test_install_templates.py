@@ -17,8 +17,8 @@ from integrations.models import (
     ValueMap,
     ValueMapEntry,
 )
-from integrations.services.templates import templates_install
-from integrations.templates import TEMPLATES, TemplateError, raw, render
+from integrations.scenarios.install import templates_install
+from integrations.scenarios.templates import TEMPLATES, TemplateError, raw, render
 
 pytestmark = pytest.mark.django_db
 BASE = "http://hub.example:8000"
@@ -120,7 +120,7 @@ def test_unknown_template_is_refused_with_the_known_names():
 
 
 def test_template_with_a_broken_reference_is_refused_naming_the_flow(monkeypatch):
-    from integrations.templates import intercompany
+    from integrations.scenarios.templates import intercompany
 
     broken = {**intercompany.TEMPLATE, "flows": [{**intercompany.TEMPLATE["flows"][1], "source": "sandbox-nowhere"}]}
     monkeypatch.setattr(intercompany, "TEMPLATE", broken)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from integrations.models import AuditEntry, CompanyLink
-from integrations.services import traffic
-from integrations.services.templates import templates_install
-from integrations.templates.intercompany import LINK
+from integrations.scenarios import traffic
+from integrations.scenarios.install import templates_install
+from integrations.scenarios.templates.intercompany import LINK
 from sandbox.faults import clear_faults, set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations.models import CompanyLink
-from integrations.services import traffic
-from integrations.templates import intercompany
+from integrations.scenarios import traffic
+from integrations.scenarios.templates import intercompany
 
 SCENARIOS = ("intercompany", "prospect_to_cash", "order_to_cash")
 

@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.services.templates import templates_install
-from integrations.templates import TEMPLATES, TemplateError
+from integrations.scenarios.install import templates_install
+from integrations.scenarios.templates import TEMPLATES, TemplateError
 
 
 class Command(BaseCommand):

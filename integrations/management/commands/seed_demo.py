@@ -10,9 +10,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from integrations.models import Flow, System
+from integrations.pipeline.ingest import message_ingest
+from integrations.scenarios.install import seed_scenarios
 from integrations.services import roles
-from integrations.services.ingest import message_ingest
-from integrations.services.templates import seed_scenarios
 from monitoring.roles import console_roles_ensure
 from monitoring.services.defaults import monitoring_defaults_ensure
 

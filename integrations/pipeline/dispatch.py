@@ -1,0 +1,67 @@
+"""Queueing work for committed messages: one task per message, or one drain per flow for batching targets.
+
+A target that takes batches is fed by drain tasks: each claims the flow's oldest due messages in
+batches until none are left, so a burst of N messages costs about N / batch_size tasks instead of N.
+A Redis key per flow says "a drain is queued or about to look again"; ingest queues a drain only
+when it can set that key.
+
+Why nothing is missed: a drain deletes the key *before* each look for due messages. A message is
+committed before ingest tries to set the key. If the key was still set, the drain that set it has
+not yet made its next look, which therefore sees the message; if it was not set, ingest queues a
+new drain. The key expires after DRAIN_KEY_TTL so a drain killed in between cannot block a flow; the
+beat sweeper covers that gap too.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import redis
+from django.conf import settings
+
+from integrations import tasks
+from integrations.models import Flow
+from integrations.systems import connector_class
+
+logger = logging.getLogger(__name__)
+DRAIN_KEY_TTL = 60
+
+
+@cache
+def _redis() -> redis.Redis | None:
+    url = settings.REDIS_URL
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
+
+
+def drain_key(flow_id: int) -> str:
+    return f"icbridge:drain:{flow_id}"
+
+
+def drains(flow: Flow) -> bool:
+    """Whether this flow's messages are fed by drains (a batching target and a Redis broker)."""
+    return flow.target.batch_size > 1 and connector_class(flow.target.kind).batch_capable and _redis() is not None
+
+
+def message_queue(*, message_id: int, flow: Flow) -> None:
+    """Queue processing of a committed message (call after commit)."""
+    if not drains(flow):
+        tasks.process_message.delay(message_id)
+        return
+    try:
+        queue_drain = _redis().set(drain_key(flow.pk), message_id, nx=True, ex=DRAIN_KEY_TTL)
+    except redis.RedisError:
+        logger.warning("drain key for flow %s unavailable; queueing message %s alone", flow.slug, message_id)
+        queue_drain = True
+    if queue_drain:
+        tasks.drain_flow.delay(flow.pk)
+
+
+def drain_look(flow_id: int) -> None:
+    """Called by a drain right before it looks for due messages: later ingests queue a new drain."""
+    client = _redis()
+    if client is not None:
+        try:
+            client.delete(drain_key(flow_id))
+        except redis.RedisError:
+            logger.warning("could not clear the drain key of flow %s", flow_id)

@@ -1,0 +1,51 @@
+"""Ingest: store an event once (the outbox) and queue its processing after commit."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.models import Flow, Message
+from integrations.pipeline import dispatch
+
+
+def message_ingest(
+    *,
+    flow: Flow,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    source_record_key: str = "",
+    source_version: int | None = None,
+    correlation_id: str = "",
+    headers: dict[str, Any] | None = None,
+    replay_of: Message | None = None,
+) -> tuple[Message, bool]:
+    """Store the event once; a repeat of the idempotency key returns the first message unchanged."""
+    if not idempotency_key:
+        raise ValueError("idempotency_key is required")
+    now = timezone.now()
+    key = idempotency_key[:255]
+    with transaction.atomic():
+        try:
+            # Insert first: a new event is the common case, so no SELECT before it.
+            with transaction.atomic():
+                message = Message.objects.create(
+                    flow=flow,
+                    idempotency_key=key,
+                    payload_in=payload,
+                    source_record_key=source_record_key[:255],
+                    source_version=source_version,
+                    correlation_id=correlation_id or uuid.uuid4().hex,
+                    headers=headers or {},
+                    replay_of=replay_of,
+                    next_attempt_at=now,
+                    queued_at=now,
+                )
+        except IntegrityError:
+            return Message.objects.get(flow=flow, idempotency_key=key), False
+        transaction.on_commit(partial(dispatch.message_queue, message_id=message.pk, flow=flow))
+    return message, True

@@ -1,0 +1,140 @@
+"""What an operator does to messages: retry, discard, replay, resolve a conflict. Every action is audited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from integrations import tasks
+from integrations.models import AuditEntry, Message
+from integrations.pipeline.ingest import message_ingest
+
+Status = Message.Status
+RETRYABLE = (Status.FAILED, Status.DEAD, Status.RETRYING, Status.CONFLICT, Status.SKIPPED)
+DISCARDABLE = (Status.RECEIVED, Status.TRANSFORMED, Status.RETRYING, Status.FAILED, Status.DEAD, Status.CONFLICT)
+
+
+class OperatorError(Exception):
+    """An action that does not fit the message's state; the text is for the operator."""
+
+
+def audit_record(
+    *,
+    actor: AbstractBaseUser | AnonymousUser | None,
+    action: str,
+    obj: Any,
+    reason: str = "",
+    message: Message | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    user = actor if actor is not None and actor.is_authenticated else None
+    return AuditEntry.objects.create(
+        actor=user,
+        actor_name=user.get_username() if user else "system",
+        action=action,
+        object_type=type(obj).__name__.lower(),
+        object_id=str(obj.pk),
+        message=message,
+        reason=reason,
+        details=details or {},
+    )
+
+
+def messages_retry(*, messages: QuerySet[Message] | Iterable[Message], actor: Any, reason: str = "") -> int:
+    """Send messages through the pipeline again now, from the transform on, with a fresh attempt budget."""
+    ids = [m.pk for m in messages if m.status in RETRYABLE]
+    now = timezone.now()
+    count = 0
+    with transaction.atomic():
+        for message in Message.objects.select_for_update().filter(pk__in=ids, status__in=RETRYABLE):
+            previous = message.status
+            Message.objects.filter(pk=message.pk).update(
+                status=Status.RECEIVED,
+                attempts=0,
+                next_attempt_at=now,
+                queued_at=now,
+                last_error_class="",
+                last_error="",
+            )
+            audit_record(
+                actor=actor, action="retry", obj=message, message=message, reason=reason, details={"from": previous}
+            )
+            transaction.on_commit(lambda pk=message.pk: tasks.process_message.delay(pk))
+            count += 1
+    return count
+
+
+def message_discard(*, message: Message, actor: Any, reason: str) -> Message:
+    if not reason.strip():
+        raise OperatorError("Say why the message is discarded.")
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message.pk, status__in=DISCARDABLE).update(
+            status=Status.DISCARDED, next_attempt_at=None, last_error=f"Discarded: {reason}"
+        )
+        if not updated:
+            raise OperatorError(
+                f"Message {message.pk} is {message.get_status_display().lower()}; it cannot be discarded."
+            )
+        audit_record(actor=actor, action="discard", obj=message, message=message, reason=reason)
+    message.refresh_from_db()
+    return message
+
+
+def message_replay(*, message: Message, actor: Any, reason: str = "", payload: dict[str, Any] | None = None) -> Message:
+    """Send a copy of the message, its payload optionally edited; the copy links to the original.
+
+    The original, if it still needs attention, is discarded in favour of the copy.
+    """
+    if payload is not None and not isinstance(payload, dict):
+        raise OperatorError("The payload must be a JSON object.")
+    with transaction.atomic():
+        replays = message.replays.count()
+        replay, _ = message_ingest(
+            flow=message.flow,
+            payload=message.payload_in if payload is None else payload,
+            idempotency_key=f"{message.idempotency_key}#replay-{replays + 1}",
+            source_record_key=message.source_record_key,
+            source_version=message.source_version,
+            correlation_id=message.correlation_id,
+            headers=message.headers,
+            replay_of=message,
+        )
+        Message.objects.filter(pk=message.pk, status__in=DISCARDABLE).update(
+            status=Status.DISCARDED, next_attempt_at=None, last_error=f"Replayed as message {replay.pk}"
+        )
+        audit_record(
+            actor=actor,
+            action="replay",
+            obj=message,
+            message=message,
+            reason=reason,
+            details={"replay_id": replay.pk, "edited": payload is not None},
+        )
+    return replay
+
+
+def message_resolve_conflict(*, message: Message, actor: Any, side: str, reason: str = "") -> Message:
+    """source: overwrite the target with our version; target: keep the target's version."""
+    if message.status != Status.CONFLICT:
+        raise OperatorError(f"Message {message.pk} is not in conflict.")
+    if side not in ("source", "target"):
+        raise OperatorError("Choose the source or the target version.")
+    now = timezone.now()
+    with transaction.atomic():
+        if side == "source":
+            Message.objects.filter(pk=message.pk, status=Status.CONFLICT).update(
+                status=Status.RETRYING, force_overwrite=True, next_attempt_at=now, queued_at=now
+            )
+            transaction.on_commit(lambda: tasks.process_message.delay(message.pk))
+        else:
+            Message.objects.filter(pk=message.pk, status=Status.CONFLICT).update(
+                status=Status.SKIPPED, last_error="Conflict resolved: kept the target's version", next_attempt_at=None
+            )
+        audit_record(actor=actor, action=f"resolve_conflict_{side}", obj=message, message=message, reason=reason)
+    message.refresh_from_db()
+    return message

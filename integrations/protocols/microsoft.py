@@ -1,0 +1,382 @@
+"""Azure AD client-credentials tokens for the Microsoft connectors, through msal.
+
+One msal ConfidentialClientApplication (and so one token cache) per app registration per process: every
+connector of the same authority, client id and secret shares it, and acquire_token_for_client() answers
+from that cache until the token is about to expire. A token is never fetched per message.
+
+msal only accepts https authorities (msal.authority.canonicalize). Real tenants are https; the sandbox
+emulator is served over https in tests (a self-signed CA passed as System.settings["ca_bundle"]) and, in
+the embedded demo, over plain http on a loopback address. For that last case only, msal is handed its
+documented `http_client` extension: a session that carries msal's https URLs to the loopback host over
+http and says so with X-Forwarded-Proto. msal itself is not changed.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msal
+import requests
+
+from integrations import errors
+from integrations.protocols.transport import ConnectionReport, HttpConnector
+
+if TYPE_CHECKING:
+    from integrations.models import System
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+MICROSOFT_HOSTS = {"login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net"}
+
+
+class MsalHttpClient:
+    """The http_client msal is given (its documented extension point).
+
+    1. verify goes with every request: requests lets REQUESTS_CA_BUNDLE override a session's verify,
+       so a private CA set on the session alone would be ignored.
+    2. For a plain-http sandbox authority on a loopback address (see the module docstring), msal's https
+       URLs to that host are carried over http, saying so with X-Forwarded-Proto.
+    """
+
+    def __init__(self, *, verify: str | bool, timeout: float, plain_netloc: str = "") -> None:
+        self.verify = verify
+        self.timeout = timeout
+        self.plain_netloc = plain_netloc
+        self.session = requests.Session()
+
+    def _prepare(self, url: str, headers: dict[str, str] | None, kwargs: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        parts = urlsplit(url)
+        headers = dict(headers or {})
+        if self.plain_netloc and parts.scheme == "https" and parts.netloc == self.plain_netloc:
+            url = urlunsplit(("http", *parts[1:]))
+            headers["X-Forwarded-Proto"] = "https"
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs["verify"] = self.verify
+        return url, headers
+
+    def get(self, url: str, params: Any = None, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        url, headers = self._prepare(url, headers, kwargs)
+        return self.session.get(url, params=params, headers=headers, **kwargs)
+
+    def post(
+        self, url: str, params: Any = None, data: Any = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
+        url, headers = self._prepare(url, headers, kwargs)
+        return self.session.post(url, params=params, data=data, headers=headers, **kwargs)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@dataclass(frozen=True)
+class AppKey:
+    authority: str
+    client_id: str
+    secret_hash: str
+    verify: str | bool
+
+
+class TokenProvider:
+    """Tokens of one app registration; thread-safe, shared by every connector that uses the same app."""
+
+    def __init__(self, *, authority: str, client_id: str, secret: str, verify: str | bool, timeout: float) -> None:
+        self.authority = authority
+        self.client_id = client_id
+        self._secret = secret
+        self.verify = verify
+        self.timeout = timeout
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._http: MsalHttpClient | None = None
+        self._lock = threading.Lock()
+        self.tokens_fetched = 0  # tokens msal had to ask Azure AD for (not answered from its cache)
+
+    def _build(self) -> msal.ConfidentialClientApplication:
+        parts = urlsplit(self.authority)
+        authority = self.authority
+        plain_netloc = ""
+        if parts.scheme == "http":
+            if parts.hostname not in LOOPBACK_HOSTS:
+                raise errors.AuthError(
+                    f"the authority {self.authority} must use https (only a loopback sandbox may not)"
+                )
+            authority = urlunsplit(("https", *parts[1:]))
+            plain_netloc = parts.netloc
+        elif parts.scheme != "https":
+            raise errors.AuthError(f"the authority '{self.authority}' is not an https URL")
+        self._http = MsalHttpClient(verify=self.verify, timeout=self.timeout, plain_netloc=plain_netloc)
+        options: dict[str, Any] = {"http_client": self._http}
+        if parts.hostname not in MICROSOFT_HOSTS:
+            # Instance discovery asks login.microsoftonline.com about the host; a private or sandbox
+            # authority is known to us, so msal is told to trust it as configured.
+            options["instance_discovery"] = False
+        try:
+            return msal.ConfidentialClientApplication(
+                self.client_id, client_credential=self._secret, authority=authority, **options
+            )
+        except ValueError as exc:  # OIDC discovery refused: unknown tenant or not an authority at all
+            raise errors.AuthError(f"Azure AD authority {self.authority} was refused: {exc}") from exc
+        except requests.RequestException as exc:
+            raise errors.TransientError(
+                f"Azure AD authority {self.authority} cannot be reached ({type(exc).__name__})"
+            ) from exc
+
+    def token(self, scope: str) -> str:
+        """An access token for the scope, from msal's cache unless it expires soon."""
+        with self._lock:
+            if self._app is None:
+                self._app = self._build()
+            app = self._app
+        try:
+            result = app.acquire_token_for_client(scopes=[scope])
+        except requests.RequestException as exc:
+            raise errors.TransientError(f"Azure AD token endpoint cannot be reached ({type(exc).__name__})") from exc
+        if "access_token" in result:
+            if result.get("token_source") == "identity_provider":
+                with self._lock:
+                    self.tokens_fetched += 1
+            return result["access_token"]
+        return self._raise(result)
+
+    def _raise(self, result: dict[str, Any]) -> str:
+        # Token endpoint errors: https://learn.microsoft.com/entra/identity-platform/reference-error-codes
+        code = result.get("error", "")
+        description = str(result.get("error_description", "")).split("\r\n", 1)[0]
+        text = f"Azure AD refused a token for client {self.client_id}: {code}: {description}"
+        if code in ("temporarily_unavailable", "server_error") or result.get("error_codes") in ([50196], [90033]):
+            raise errors.TransientError(text, response_excerpt=description)
+        raise errors.AuthError(text, response_excerpt=description)
+
+    def invalidate(self) -> None:
+        """Forget cached access tokens (the resource refused one), so the next call fetches a fresh token."""
+        with self._lock:
+            if self._app is None:
+                return
+            cache = self._app.token_cache
+            for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+                cache.remove_at(item)
+
+    def close(self) -> None:
+        """Close msal's pooled connections."""
+        if self._http is not None:
+            self._http.close()
+
+
+_providers: dict[AppKey, TokenProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def token_provider(*, authority: str, client_id: str, secret: str, verify: str | bool, timeout: float) -> TokenProvider:
+    """The process's TokenProvider for this app registration (the secret is part of the key, hashed)."""
+    key = AppKey(authority.rstrip("/"), client_id, hashlib.sha256(secret.encode()).hexdigest(), verify)
+    with _providers_lock:
+        provider = _providers.get(key)
+        if provider is None:
+            provider = TokenProvider(
+                authority=key.authority, client_id=client_id, secret=secret, verify=verify, timeout=timeout
+            )
+            _providers[key] = provider
+        return provider
+
+
+def clear_providers() -> None:
+    """Forget every app and its cache (tests; a secret rotation is picked up by the key already)."""
+    with _providers_lock:
+        for provider in _providers.values():
+            provider.close()
+        _providers.clear()
+
+
+class MicrosoftConnector(HttpConnector):
+    """HttpConnector with an Azure AD bearer token, one refresh on 401, and a Retry-After gate.
+
+    The gate: after a 429 no request leaves this process for the System until Retry-After has passed;
+    calls in the meantime fail at once with ThrottledError carrying the time still to wait.
+    """
+
+    # The vendor's error classification: (system name, status, headers, body, summary) → error or None.
+    classify: ClassVar[Callable[[str, int, dict[str, str], str, str], errors.ConnectorError | None]]
+
+    def __init__(self, system: System) -> None:
+        super().__init__(system)
+        self.verify: str | bool = system.settings.get("ca_bundle") or True
+        self.session.verify = self.verify
+        self.scope = system.scope or f"{self.base_url}/.default"
+        self._blocked_until = 0.0
+        self._gate_lock = threading.Lock()
+
+    def raise_for_response(self, response: requests.Response, summary: str) -> None:
+        failure = self.classify(self.system.name, response.status_code, dict(response.headers), response.text, summary)
+        if failure is not None:
+            raise failure
+
+    # --- auth -------------------------------------------------------------------------------------
+
+    def _provider(self) -> TokenProvider:
+        missing = [
+            label
+            for label, value in (
+                ("auth URL (Azure AD authority)", self.system.auth_url),
+                ("client id", self.system.client_id),
+                ("client secret", self.system.secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise errors.AuthError(f"{self.system.name}: {', '.join(missing)} not configured")
+        return token_provider(
+            authority=self.system.auth_url,
+            client_id=self.system.client_id,
+            secret=self.system.secret or "",
+            verify=self.verify,
+            timeout=self.timeout,
+        )
+
+    def access_token(self) -> str:
+        return self._provider().token(self.scope)
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    def retry_after_remaining(self) -> float:
+        return max(0.0, self._blocked_until - time.monotonic())
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send with a bearer token; refresh the token once on 401; honour Retry-After across calls."""
+        if not url.startswith(self.base_url):
+            # Links (nextLink, deltaLink) come from the server; never send our token anywhere else.
+            raise errors.RejectedError(f"{self.system.name}: refusing to follow a link outside {self.base_url}: {url}")
+        wait = self.retry_after_remaining()
+        if wait > 0:
+            raise errors.ThrottledError(
+                f"{self.system.name} asked us to wait {wait:.1f} s more (Retry-After)",
+                retry_after=wait,
+                request_summary=f"{method} {url.split('?', 1)[0]} (not sent)",
+            )
+        headers = dict(kwargs.pop("headers", None) or {})
+        for attempt in (1, 2):
+            headers["Authorization"] = f"Bearer {self.access_token()}"
+            try:
+                # verify per request: requests lets REQUESTS_CA_BUNDLE override the session's own.
+                return super().request(method, url, headers=headers, verify=self.verify, **kwargs)
+            except errors.ThrottledError as exc:
+                with self._gate_lock:
+                    self._blocked_until = max(self._blocked_until, time.monotonic() + exc.retry_after)
+                raise
+            except errors.AuthError as exc:
+                if exc.status_code != 401 or attempt == 2:
+                    raise
+                # The resource refused the token (expired early, revoked, rotated): fetch a new one once.
+                self._provider().invalidate()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- connection check -------------------------------------------------------------------------
+
+    def send_batch(self, url: str, changesets: list[list[BatchPart]], headers: dict[str, str]) -> list[PartResponse]:
+        """POST one $batch of change sets; every part's answer in order (a failed change set answers once).
+
+        Classified errors propagate; an answer that cannot be read is a TransientError.
+        """
+        body, content_type = build_batch(changesets)
+        response = self.request("POST", url, data=body, headers={**headers, "Content-Type": content_type})
+        try:
+            return parse_batch_response(response.content, response.headers.get("Content-Type", ""))
+        except ValueError as exc:
+            raise errors.TransientError(f"{self.system.name}: unreadable $batch answer: {exc}") from exc
+
+    def check_token(self, report: ConnectionReport) -> bool:
+        try:
+            self.access_token()
+        except errors.ConnectorError as exc:
+            return report.add("token", False, exc.message)
+        return report.add(
+            "token", True, f"Azure AD ({self.system.auth_url}) issued a token to client {self.system.client_id}"
+        )
+
+
+# --- OData v4 $batch, shared by the Dataverse and F&O connectors ---------------------------------------
+# Format: https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api
+
+
+@dataclass
+class BatchPart:
+    method: str
+    url: str  # absolute
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PartResponse:
+    status: int
+    headers: dict[str, str]
+    text: str
+    content_id: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.text) if self.text.strip() else None
+
+
+def build_batch(changesets: list[list[BatchPart]]) -> tuple[bytes, str]:
+    """A multipart/mixed $batch body (CRLF line ends) with one change set per inner list."""
+    boundary = f"batch_{uuid.uuid4()}"
+    lines: list[str] = []
+    content_id = 0
+    for changeset in changesets:
+        inner = f"changeset_{uuid.uuid4()}"
+        lines += [f"--{boundary}", f"Content-Type: multipart/mixed; boundary={inner}", ""]
+        for part in changeset:
+            content_id += 1
+            lines += [
+                f"--{inner}",
+                "Content-Type: application/http",
+                "Content-Transfer-Encoding: binary",
+                f"Content-ID: {content_id}",
+                "",
+                f"{part.method} {part.url} HTTP/1.1",
+                "Content-Type: application/json; type=entry",
+            ]
+            lines += [f"{name}: {value}" for name, value in part.headers.items()]
+            lines += ["", json.dumps(part.body) if part.body is not None else ""]
+        lines += [f"--{inner}--", ""]
+    lines += [f"--{boundary}--", ""]
+    return "\r\n".join(lines).encode(), f"multipart/mixed; boundary={boundary}"
+
+
+def parse_batch_response(body: bytes, content_type: str) -> list[PartResponse]:
+    """Every application/http response of a $batch answer, in order (change set members inline)."""
+    message = email.message_from_bytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.compat32
+    )
+    if not message.is_multipart():
+        raise ValueError(f"the $batch answer is not multipart ({content_type})")
+    responses: list[PartResponse] = []
+    for part in message.walk():
+        if part.get_content_type() != "application/http":
+            continue
+        raw = part.get_payload(decode=False)
+        if not isinstance(raw, str):
+            raise ValueError("a $batch answer part has no text payload")
+        raw = raw.replace("\r\n", "\n")
+        status_line, _, rest = raw.lstrip("\n").partition("\n")
+        head, _, text = rest.partition("\n\n")
+        pieces = status_line.split(" ", 2)
+        if len(pieces) < 2 or not pieces[1].isdigit():
+            raise ValueError(f"bad status line in the $batch answer: {status_line[:80]!r}")
+        headers = {}
+        for line in head.split("\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip()] = value.strip()
+        responses.append(PartResponse(int(pieces[1]), headers, text.strip("\n"), part.get("Content-ID", "")))
+    return responses

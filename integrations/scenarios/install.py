@@ -1,0 +1,299 @@
+"""Install a scenario template (systems, company links, value maps, flows, inbound endpoints) into a hub.
+
+Idempotent: an object that already exists is left as it is (an operator may have tuned it),
+so installing twice changes nothing. update=True brings existing objects back to the
+template's values; a changed mapping spec then gets a new MappingVersion.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+
+from integrations.models import (
+    AuditEntry,
+    CompanyLink,
+    Flow,
+    System,
+    ValueMap,
+    ValueMapEntry,
+)
+from integrations.scenarios.templates import TEMPLATES, TemplateError, render
+from integrations.services.mappings import flow_mapping_save
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InstallReport:
+    template: str
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    differs: list[str] = field(default_factory=list)  # existing objects that differ from the template, kept
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated)
+
+    def summary(self) -> str:
+        parts = [f"template '{self.template}':"]
+        for label, items in (
+            ("created", self.created),
+            ("updated", self.updated),
+            ("unchanged", self.unchanged),
+            ("kept (differs from template)", self.differs),
+        ):
+            if items:
+                parts.append(f"{len(items)} {label}")
+        return " ".join(parts) if len(parts) > 1 else f"template '{self.template}': nothing to install"
+
+
+def _actor_fields(actor: Any) -> dict[str, Any]:
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    return {"actor": user, "actor_name": user.get_username() if user else "system"}
+
+
+def _differences(obj: models.Model, values: dict[str, Any]) -> list[str]:
+    names = []
+    for name, value in values.items():
+        current = getattr(obj, name)
+        if isinstance(current, models.Model):
+            current = current.pk
+            value = value.pk if isinstance(value, models.Model) else value
+        if current != value:
+            names.append(name)
+    return names
+
+
+def _apply(
+    model: type[models.Model],
+    lookup: dict[str, Any],
+    values: dict[str, Any],
+    *,
+    label: str,
+    report: InstallReport,
+    update: bool,
+) -> tuple[models.Model, bool]:
+    """Create the object, or compare it to the template; returns (object, whether it was written)."""
+    obj = model.objects.filter(**lookup).first()
+    if obj is None:
+        obj = model(**lookup, **values)
+        obj.full_clean(validate_unique=False, validate_constraints=False)
+        obj.save()
+        report.created.append(label)
+        return obj, True
+    different = _differences(obj, values)
+    if not different:
+        report.unchanged.append(label)
+        return obj, False
+    if not update:
+        report.differs.append(f"{label} ({', '.join(different)})")
+        return obj, False
+    for name in different:
+        setattr(obj, name, values[name])
+    obj.save()
+    report.updated.append(f"{label} ({', '.join(different)})")
+    return obj, True
+
+
+def _system_values(spec: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "name",
+        "kind",
+        "base_url",
+        "auth_type",
+        "auth_url",
+        "client_id",
+        "scope",
+        "settings",
+        "timeout_seconds",
+        "batch_size",
+        "rate_limit_per_second",
+    )
+    return {key: spec[key] for key in keys if key in spec}
+
+
+def templates_install(
+    *, name: str, base_url: str, actor: Any = None, update: bool = False, sandbox: bool = True
+) -> InstallReport:
+    """Install one template against the systems at base_url (the hub's own sandbox, or real ones).
+
+    1. Render the template for base_url ({base} in URLs) and validate its references.
+    2. In one transaction create what is missing: systems, company links, value maps, flows (with
+       MappingVersion 1) and inbound endpoints; with sandbox=True also the Azure AD emulator's app
+       registration and the emulators' event subscriptions (the demo; real systems need neither).
+    3. Audit the install when it changed anything.
+    """
+    if name not in TEMPLATES:
+        raise TemplateError(f"unknown template '{name}'; known: {', '.join(sorted(TEMPLATES))}")
+    data = render(name, base_url=base_url)
+    report = InstallReport(template=name)
+    with transaction.atomic():
+        systems: dict[str, System] = {}
+        for spec in data["systems"]:
+            system, written = _apply(
+                System,
+                {"slug": spec["slug"]},
+                _system_values(spec),
+                label=f"system {spec['slug']}",
+                report=report,
+                update=update,
+            )
+            # The secret is write-only: set on create (or update), never compared, so a rotated one is kept.
+            if written and spec.get("secret") and (update or system.secret is None or system.secret == ""):
+                system.secret = spec["secret"]
+                system.save(update_fields=["secret", "updated_at"])
+            systems[spec["slug"]] = system
+        links: dict[str, CompanyLink] = {}
+        for spec in data.get("company_links", []):
+            values = {
+                **{k: v for k, v in spec.items() if k not in ("name", "system_a", "system_b")},
+                "system_a": systems[spec["system_a"]],
+                "system_b": systems[spec["system_b"]],
+            }
+            links[spec["name"]], _ = _apply(
+                CompanyLink,
+                {"name": spec["name"]},
+                values,
+                label=f"company link {spec['name']}",
+                report=report,
+                update=update,
+            )
+        for spec in data.get("value_maps", []):
+            value_map, _ = _apply(
+                ValueMap,
+                {"name": spec["name"]},
+                {"description": spec.get("description", "")},
+                label=f"value map {spec['name']}",
+                report=report,
+                update=update,
+            )
+            for source_value, target_value in spec["entries"].items():
+                _apply(
+                    ValueMapEntry,
+                    {"value_map": value_map, "source_value": source_value},
+                    {"target_value": target_value},
+                    label=f"value map {spec['name']}: {source_value}",
+                    report=report,
+                    update=update,
+                )
+        for spec in data["flows"]:
+            _install_flow(spec, systems, links, actor=actor, report=report, update=update)
+        if sandbox:
+            _install_sandbox_apps(data["systems"], report=report)
+            _install_subscriptions(data.get("subscriptions", []), report=report, update=update)
+        if report.changed:
+            AuditEntry.objects.create(
+                **_actor_fields(actor),
+                action="install_template",
+                object_type="template",
+                object_id=name,
+                reason=report.summary(),
+                details={"base_url": base_url, "created": report.created, "updated": report.updated},
+            )
+    logger.info("%s", report.summary())
+    return report
+
+
+FLOW_FIELDS = (
+    "name",
+    "entity",
+    "trigger",
+    "target_entity",
+    "target_operation",
+    "target_key_fields",
+    "mapping_spec",
+    "master",
+    "conflict_policy",
+    "retry_policy",
+    "options",
+    "enabled",
+)
+
+
+def _install_flow(
+    spec: dict[str, Any],
+    systems: dict[str, System],
+    links: dict[str, CompanyLink],
+    *,
+    actor: Any,
+    report: InstallReport,
+    update: bool,
+) -> Flow:
+    values: dict[str, Any] = {key: spec[key] for key in FLOW_FIELDS if key in spec}
+    values["source"] = systems[spec["source"]]
+    values["target"] = systems[spec["target"]]
+    values["company_link"] = links[spec["company_link"]] if spec.get("company_link") else None
+    mapping_spec = values.pop("mapping_spec", {})
+    existing = Flow.objects.filter(slug=spec["slug"]).first()
+    if existing is None:
+        values["mapping_spec"] = mapping_spec
+    flow, _ = _apply(Flow, {"slug": spec["slug"]}, values, label=f"flow {spec['slug']}", report=report, update=update)
+    if existing is None or (update and existing.mapping_spec != mapping_spec):
+        # Versioned like an operator's save: the first install records version 1, an update N+1.
+        try:
+            flow_mapping_save(flow=flow, spec=mapping_spec, actor=actor, comment=f"template {report.template}")
+        except ValidationError as exc:
+            raise TemplateError(f"flow {spec['slug']}: mapping spec: {'; '.join(exc.messages)}") from exc
+        if existing is not None:
+            report.updated.append(f"flow {spec['slug']} (mapping_spec → v{flow.mapping_version})")
+    elif existing.mapping_spec != mapping_spec:
+        report.differs.append(f"flow {spec['slug']} (mapping_spec)")
+    if spec.get("inbound"):
+        _install_inbound(flow, spec["inbound"], report=report, update=update)
+    return flow
+
+
+def _install_inbound(flow: Flow, spec: dict[str, Any], *, report: InstallReport, update: bool) -> None:
+    from integrations.models import InboundEndpoint
+
+    values = {key: value for key, value in spec.items() if key != "secret"}
+    endpoint, written = _apply(
+        InboundEndpoint, {"flow": flow}, values, label=f"inbound endpoint of {flow.slug}", report=report, update=update
+    )
+    if written and spec.get("secret"):
+        endpoint.secret = spec["secret"]
+        endpoint.save(update_fields=["secret", "updated_at"])
+
+
+def _install_sandbox_apps(systems: list[dict[str, Any]], *, report: InstallReport) -> None:
+    """Register the systems' client ids with the Azure AD emulator, so msal gets tokens in the demo."""
+    from sandbox.emulators import azuread
+    from sandbox.models import EmulatorRecord
+
+    for spec in systems:
+        if spec.get("auth_type") != "client_credentials" or "/sandbox/azuread/" not in spec.get("auth_url", ""):
+            continue
+        tenant = spec["auth_url"].rstrip("/").rsplit("/", 1)[-1]
+        apps = EmulatorRecord.objects.filter(emulator=azuread.EMULATOR, entity="app")
+        if apps.filter(data__tenant=tenant, data__client_id=spec["client_id"]).exists():
+            continue
+        azuread.register_app(client_id=spec["client_id"], client_secret=spec["secret"], tenant=tenant)
+        report.created.append(f"sandbox app {spec['client_id']}")
+
+
+def _install_subscriptions(specs: list[dict[str, Any]], *, report: InstallReport, update: bool) -> None:
+    """Tell the sandbox emulators where to push their events (only when installing against the sandbox)."""
+    if not specs:
+        return
+    from sandbox.models import EmulatorSubscription
+
+    for spec in specs:
+        _apply(
+            EmulatorSubscription,
+            {"emulator": spec["emulator"], "event_type": spec.get("event_type", ""), "url": spec["url"]},
+            {"headers": spec.get("headers", {}), "enabled": True},
+            label=f"subscription {spec['emulator']} {spec.get('event_type') or '*'}",
+            report=report,
+            update=update,
+        )
+
+
+def seed_scenarios(base_url: str, *, actor: Any = None) -> list[InstallReport]:
+    """Install every scenario template against this hub's sandbox (called by `manage.py seed_demo`)."""
+    return [templates_install(name=name, base_url=base_url, actor=actor) for name in TEMPLATES]

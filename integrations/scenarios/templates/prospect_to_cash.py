@@ -1,0 +1,378 @@
+"""Prospect to cash: D365 Sales (Dataverse) ↔ D365 F&O SE01.
+
+Accounts and contacts Sales → F&O in real time (Dataverse webhooks); released products
+F&O → Sales incrementally (change tracking); quotes and orders Sales → F&O; invoices
+F&O → Sales as read-only copies; F&O order holds become Sales tasks, and completing the
+task clears the hold. Each entity has an owner (Flow.master) and a conflict policy.
+Dataverse webhook events reach the mappings as {"event", "entity", "id", "attributes"}.
+"""
+
+from __future__ import annotations
+
+from integrations.scenarios.templates.systems import DATAVERSE, FINOPS
+
+LINK = "Sales-SE01@F&O"
+RETRY = {"max_attempts": 10, "backoff": {"1": 5, "3": 30, "5": 300}, "jitter": 0.2}
+WEBHOOK = {"auth_type": "header", "credential_name": "x-icbridge-key", "secret": "icbridge-sandbox-webhook-key"}
+
+# Quotes and orders name their account by id; the account flow's RecordLink gives its F&O customer.
+CUSTOMER_LINK = {
+    "follows": "p2c-accounts-sales-to-fo",
+    "match": "source_key",
+    "key": ["attributes.customerid"],
+    "as": "customer",
+}
+
+ACCOUNT_TO_CUSTOMER = {
+    "fields": {
+        "dataAreaId": {"context": "target_company", "required": True},
+        "CustomerAccount": {"path": "attributes.accountnumber", "required": True},
+        "OrganizationName": {"path": "attributes.name", "required": True, "max_length": 100},
+        "CustomerGroupId": {"path": "attributes.msdyn_customergroupid.Name", "default": "30"},
+        "SalesCurrencyCode": {"path": "attributes.transactioncurrencyid.Name", "default": "SEK"},
+        "PrimaryContactEmail": "attributes.emailaddress1",
+        "PrimaryContactPhone": "attributes.telephone1",
+        "AddressCity": "attributes.address1_city",
+        "AddressZipCode": "attributes.address1_postalcode",
+        "AddressStreet": "attributes.address1_line1",
+        "AddressCountryRegionISOCode": {"path": "attributes.address1_country", "default": "SE"},
+        "CreditLimit": {"path": "attributes.creditlimit", "type": "decimal", "as": "number", "precision": 2},
+    },
+    "omit_nulls": True,
+}
+
+# F&O owns the credit side of a customer (dual-write maps these both ways); only those fields come back.
+CUSTOMER_CREDIT_TO_ACCOUNT = {
+    "fields": {
+        "accountnumber": {"path": "CustomerAccount", "required": True},
+        "creditlimit": {"path": "CreditLimit", "type": "decimal", "as": "number"},
+        "msdyn_creditrating": "CreditRating",
+        "msdyn_onholdstatus": "OnHoldStatus",
+    },
+    "omit_nulls": True,
+}
+
+CONTACT_TO_CONTACT_PERSON = {
+    "fields": {
+        "dataAreaId": {"context": "target_company", "required": True},
+        # ContactPersonId is 20 characters in F&O: a stable id derived from the Dataverse contact id.
+        "ContactPersonId": {"expr": "concat('CP-', upper(substr(replace(id, '-', ''), 0, 17)))", "required": True},
+        "FirstName": "attributes.firstname",
+        "LastName": {"path": "attributes.lastname", "required": True},
+        "ContactPersonName": {"paths": ["attributes.firstname", "attributes.lastname"], "join": " "},
+        # The contact's account, as the account flow delivered it to F&O (absent for a contact without one).
+        "AssociatedContactType": {"expr": "$ctx.chain.customer.target.CustomerAccount ? 'Customer' : null"},
+        "AssociatedContactNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount"},
+        "PrimaryEmailAddress": "attributes.emailaddress1",
+        "PrimaryPhoneNumber": "attributes.telephone1",
+        "JobTitle": "attributes.jobtitle",
+    },
+    "omit_nulls": True,
+}
+
+PRODUCT_TO_SALES = {
+    "fields": {
+        "productnumber": {"path": "ItemNumber", "required": True},
+        "name": {"expr": "coalesce(ProductName, SearchName, ItemNumber)", "max_length": 100},
+        "description": "ProductDescription",
+        "price": {"path": "SalesPrice", "type": "decimal", "as": "number", "precision": 2},
+        "defaultuomid": {"path": "SalesUnitSymbol", "default": "ea"},
+        "quantitydecimal": {"const": 2},
+    },
+    "omit_nulls": True,
+}
+
+
+def sales_lines(quantity_field: str) -> dict:
+    """The order or quote lines the sandbox's Sales plugin serialises into icb_lines, as F&O lines."""
+    return {
+        "each": "attributes.icb_lines",
+        "fields": {
+            "LineCreationSequenceNumber": {"expr": "$index + 1", "type": "integer"},
+            "ItemNumber": {"path": "productnumber", "required": True},
+            quantity_field: {"path": "quantity", "type": "decimal", "as": "number", "required": True},
+            "SalesUnitSymbol": {"path": "uomid", "default": "ea"},
+            "SalesPrice": {"path": "priceperunit", "type": "decimal", "as": "number", "precision": 2},
+        },
+    }
+
+
+ORDER_LINES = sales_lines("OrderedSalesQuantity")
+QUOTE_LINES = sales_lines("RequestedSalesQuantity")
+
+QUOTE_TO_FO = {
+    "fields": {
+        "dataAreaId": {"context": "target_company", "required": True},
+        "SalesQuotationNumber": {"path": "attributes.quotenumber", "required": True},
+        "RequestingCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount", "required": True},
+        "QuotationName": {"path": "attributes.name", "max_length": 60},
+        "CurrencyCode": {"path": "attributes.transactioncurrencyid.Name", "default": "SEK"},
+        "QuotationExpiryDate": {"path": "attributes.expireson", "type": "date"},
+        "SalesQuotationLines": QUOTE_LINES,
+    },
+    "omit_nulls": True,
+}
+
+ORDER_TO_FO = {
+    "fields": {
+        "dataAreaId": {"context": "target_company", "required": True},
+        "SalesOrderNumber": {"path": "attributes.ordernumber", "required": True},
+        # The order's account, as the account flow delivered it to F&O (its RecordLink).
+        "OrderingCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount", "required": True},
+        "InvoiceCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount"},
+        "CustomersOrderReference": "attributes.name",
+        "CurrencyCode": {"path": "attributes.transactioncurrencyid.Name", "default": "SEK"},
+        "RequestedReceiptDate": {"path": "attributes.requestdeliveryby", "type": "date"},
+        "SalesOrderLines": ORDER_LINES,
+    },
+    "omit_nulls": True,
+}
+
+INVOICE_TO_SALES = {
+    "fields": {
+        "invoicenumber": {"path": "InvoiceNumber", "required": True},
+        "name": {"expr": "concat('F&O invoice ', InvoiceNumber)"},
+        "description": {
+            "expr": "concat('Read-only copy of F&O ', LegalEntity, ' invoice for order ', SalesOrderNumber)"
+        },
+        "totalamount": {"path": "InvoiceAmount", "type": "decimal", "as": "number", "precision": 2},
+        "datedelivered": {"path": "InvoiceDate", "type": "date"},
+        "icb_salesordernumber": "SalesOrderNumber",
+        "icb_customeraccount": "CustomerAccount",
+        "icb_readonly": {"const": True},
+    },
+    "omit_nulls": True,
+}
+
+HOLD_TO_TASK = {
+    "fields": {
+        "icb_externalkey": {"expr": "concat(LegalEntity, '|', SalesOrderNumber, '|', HoldCode)", "required": True},
+        "subject": {"expr": "concat('Order ', SalesOrderNumber, ' on hold: ', coalesce(HoldReason, HoldCode))"},
+        "description": {"expr": "concat('F&O ', LegalEntity, ' placed order ', SalesOrderNumber, ' on hold.')"},
+        "scheduledend": {"path": "EventTime", "type": "datetime"},
+        "prioritycode": {"const": 2},
+        # A hold placed again after it was cleared reopens its task.
+        "statecode": {"const": 0},
+        "statuscode": {"const": 2},
+    },
+}
+
+# The custom service's parameters, as F&O custom services name them (_dataAreaId, …).
+TASK_TO_CLEAR_HOLD = {
+    "fields": {
+        "_dataAreaId": {"expr": "split(attributes.icb_externalkey, '|', 0)", "required": True},
+        "_salesOrderNumber": {"expr": "split(attributes.icb_externalkey, '|', 1)", "required": True},
+        "_holdCode": {"expr": "split(attributes.icb_externalkey, '|', 2)", "required": True},
+        "_clearedBy": {"const": "icbridge (Sales task completed)"},
+    },
+}
+
+TEMPLATE = {
+    "title": "Prospect to cash: D365 Sales ↔ F&O SE01",
+    "description": (
+        "Accounts and contacts from Sales to F&O by webhook; products from F&O to Sales incrementally; "
+        "quotes and orders to F&O; invoices back as read-only copies; order holds as Sales tasks."
+    ),
+    "systems": [DATAVERSE, FINOPS],
+    "company_links": [
+        {
+            "name": LINK,
+            "system_a": DATAVERSE["slug"],
+            "company_a": "SALES",
+            "system_b": FINOPS["slug"],
+            "company_b": "SE01",
+            "currency": "SEK",
+            "defaults": {"customer_group": "30"},
+        }
+    ],
+    "value_maps": [],
+    "flows": [
+        {
+            "slug": "p2c-accounts-sales-to-fo",
+            "name": "P2C: Sales account → F&O customer",
+            "entity": "account",
+            "source": DATAVERSE["slug"],
+            "target": FINOPS["slug"],
+            "company_link": LINK,
+            "trigger": "webhook",
+            "target_entity": "CustomersV3",
+            "target_operation": "upsert",
+            "target_key_fields": ["dataAreaId", "CustomerAccount"],
+            "mapping_spec": ACCOUNT_TO_CUSTOMER,
+            # Sales owns accounts: a customer edited in F&O since our last write is parked for an operator.
+            "master": "source",
+            "conflict_policy": "park",
+            "retry_policy": RETRY,
+            # Our writes of F&O's credit fields into Sales accounts fire account webhooks too: those are echoes.
+            "options": {"deep_link": {"entity": "account"}, "echo_of": ["p2c-customers-fo-to-sales"]},
+            "inbound": WEBHOOK,
+        },
+        {
+            "slug": "p2c-customers-fo-to-sales",
+            "name": "P2C: F&O customer credit → Sales account",
+            "entity": "customer",
+            "source": FINOPS["slug"],
+            "target": DATAVERSE["slug"],
+            "company_link": LINK,
+            "trigger": "poll",
+            "target_entity": "accounts",
+            "target_operation": "update",
+            "target_key_fields": ["accountnumber"],
+            "mapping_spec": CUSTOMER_CREDIT_TO_ACCOUNT,
+            "master": "source",
+            "conflict_policy": "master_wins",
+            "retry_policy": RETRY,
+            # Our own writes of accounts into F&O come back through F&O's change feed: skip those.
+            "options": {
+                # The intercompany customer lives in F&O only (the intercompany template): no Sales account.
+                "only_when": {"CustomerAccount": {"not": ["IC-DK01"]}},
+                "echo_of": ["p2c-accounts-sales-to-fo"],
+                # Read by integrations.systems.finops.poll (modified since the cursor).
+                "poll": {"entity": "CustomersV3", "key": ["CustomerAccount"], "company": "SE01"},
+            },
+        },
+        {
+            "slug": "p2c-contacts-sales-to-fo",
+            "name": "P2C: Sales contact → F&O contact person",
+            "entity": "contact",
+            "source": DATAVERSE["slug"],
+            "target": FINOPS["slug"],
+            "company_link": LINK,
+            "trigger": "webhook",
+            "target_entity": "ContactPersonsV2",
+            "target_operation": "upsert",
+            "target_key_fields": ["dataAreaId", "ContactPersonId"],
+            "mapping_spec": CONTACT_TO_CONTACT_PERSON,
+            "master": "source",
+            "conflict_policy": "master_wins",
+            "retry_policy": RETRY,
+            "options": {
+                "links": [{**CUSTOMER_LINK, "key": ["attributes.parentcustomerid"], "optional": True}],
+            },
+            "inbound": WEBHOOK,
+        },
+        {
+            "slug": "p2c-products-fo-to-sales",
+            "name": "P2C: F&O released product → Sales product",
+            "entity": "product",
+            "source": FINOPS["slug"],
+            "target": DATAVERSE["slug"],
+            "company_link": LINK,
+            "trigger": "poll",
+            "target_entity": "products",
+            "target_operation": "upsert",
+            "target_key_fields": ["productnumber"],
+            "mapping_spec": PRODUCT_TO_SALES,
+            # F&O owns the catalogue: a product changed in Sales keeps F&O's version on the next sync.
+            "master": "source",
+            "conflict_policy": "master_wins",
+            "retry_policy": RETRY,
+            "options": {"poll": {"entity": "ReleasedProductsV2", "key": ["ItemNumber"], "company": "SE01"}},
+        },
+        {
+            "slug": "p2c-quotes-sales-to-fo",
+            "name": "P2C: Sales quote → F&O sales quotation",
+            "entity": "quote",
+            "source": DATAVERSE["slug"],
+            "target": FINOPS["slug"],
+            "company_link": LINK,
+            "trigger": "webhook",
+            "target_entity": "SalesQuotationHeadersV2",
+            "target_operation": "upsert",
+            "target_key_fields": ["dataAreaId", "SalesQuotationNumber"],
+            "mapping_spec": QUOTE_TO_FO,
+            "master": "source",
+            "conflict_policy": "park",
+            "retry_policy": RETRY,
+            "options": {
+                "lines": {"field": "SalesQuotationLines", "entity": "SalesQuotationLines"},
+                "links": [CUSTOMER_LINK],
+            },
+            "inbound": WEBHOOK,
+        },
+        {
+            "slug": "p2c-orders-sales-to-fo",
+            "name": "P2C: Sales order → F&O sales order",
+            "entity": "salesorder",
+            "source": DATAVERSE["slug"],
+            "target": FINOPS["slug"],
+            "company_link": LINK,
+            "trigger": "webhook",
+            "target_entity": "SalesOrderHeadersV2",
+            "target_operation": "upsert",
+            "target_key_fields": ["dataAreaId", "SalesOrderNumber"],
+            "mapping_spec": ORDER_TO_FO,
+            "master": "source",
+            "conflict_policy": "park",
+            "retry_policy": RETRY,
+            "options": {"lines": {"field": "SalesOrderLines", "entity": "SalesOrderLines"}, "links": [CUSTOMER_LINK]},
+            "inbound": WEBHOOK,
+        },
+        {
+            "slug": "p2c-invoices-fo-to-sales",
+            "name": "P2C: F&O customer invoice → Sales invoice (read-only copy)",
+            "entity": "invoice",
+            "source": FINOPS["slug"],
+            "target": DATAVERSE["slug"],
+            "company_link": LINK,
+            "trigger": "business_event",
+            "target_entity": "invoices",
+            "target_operation": "upsert",
+            "target_key_fields": ["invoicenumber"],
+            "mapping_spec": INVOICE_TO_SALES,
+            "master": "source",
+            "conflict_policy": "master_wins",
+            "retry_policy": RETRY,
+            "options": {
+                "event_types": ["SalesOrderInvoicedBusinessEvent"],
+                # Intercompany invoices go to DK01's books (the intercompany template), not to Sales.
+                "only_when": {"CustomerAccount": {"not": ["IC-DK01"]}},
+            },
+            "inbound": {"auth_type": "none", "record_key_pointer": "/InvoiceNumber"},
+        },
+        {
+            "slug": "p2c-holds-fo-to-sales-tasks",
+            "name": "P2C: F&O order hold → Sales task",
+            "entity": "orderhold",
+            "source": FINOPS["slug"],
+            "target": DATAVERSE["slug"],
+            "company_link": LINK,
+            "trigger": "business_event",
+            "target_entity": "tasks",
+            "target_operation": "upsert",
+            "target_key_fields": ["icb_externalkey"],
+            "mapping_spec": HOLD_TO_TASK,
+            "master": "source",
+            "conflict_policy": "master_wins",
+            "retry_policy": RETRY,
+            "options": {"event_types": ["SalesOrderHoldPlacedBusinessEvent"]},
+            "inbound": {"auth_type": "none", "record_key_pointer": "/SalesOrderNumber"},
+        },
+        {
+            "slug": "p2c-tasks-sales-to-fo-holds",
+            "name": "P2C: completed Sales task → F&O hold cleared",
+            "entity": "task",
+            "source": DATAVERSE["slug"],
+            "target": FINOPS["slug"],
+            "company_link": LINK,
+            "trigger": "webhook",
+            "target_entity": "IcbOrderHoldServices/IcbOrderHoldService/clearHold",
+            "target_operation": "action",
+            "target_key_fields": [],
+            "mapping_spec": TASK_TO_CLEAR_HOLD,
+            "master": "source",
+            "conflict_policy": "master_wins",
+            "retry_policy": RETRY,
+            # A completed task is an Update: the webhook step takes only those. A hold placed again updates
+            # its task too: that one is our own echo (and not completed).
+            "options": {
+                "webhook_messages": ["Update"],
+                "echo_of": ["p2c-holds-fo-to-sales-tasks"],
+                "only_when": {"statecode": 1},
+                # The hold's task (its RecordLink) puts the clearing into the hold's chain.
+                "chain": {"follows": "p2c-holds-fo-to-sales-tasks", "match": "target_key", "key": ["id"], "as": "hold"},
+            },
+            "inbound": WEBHOOK,
+        },
+    ],
+}

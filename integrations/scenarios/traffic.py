@@ -1,0 +1,317 @@
+"""Realistic demo traffic against the sandbox, so an operator sees the scenario flows move.
+
+Everything goes through the systems' own APIs (our connectors against the emulators), the
+way users of those systems would cause it: AX users enter intercompany purchase orders (the
+poller picks them up), Sales users create accounts and orders in Dataverse, whose webhook steps
+(registered by templates_install in the emulator) tell the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from integrations import errors
+from integrations.models import CompanyLink, Flow, System
+from integrations.protocols.transport import Connector, DeliveryRequest
+from integrations.systems import get_connector
+from integrations.systems.dataverse.connector import DataverseConnector
+
+logger = logging.getLogger(__name__)
+
+ITEMS = [
+    ("A0001", "Pcs", "12.50"),
+    ("A0002", "Pcs", "7.90"),
+    ("B0110", "Box", "64.00"),
+    ("C0420", "kg", "3.35"),
+    ("D1000", "m", "1.20"),
+]
+
+
+@dataclass
+class TrafficReport:
+    created: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{len(self.created)} document(s) created"
+        return text + (f", {len(self.failed)} failed: {'; '.join(self.failed[:3])}" if self.failed else "")
+
+
+def _ensure(connector: Any, request: DeliveryRequest, report: TrafficReport, label: str) -> None:
+    """Upsert one piece of master data; a failure is reported, not raised (the demo goes on)."""
+    try:
+        connector.deliver(request)
+    except errors.DuplicateError:
+        pass  # already there
+    except errors.ConnectorError as exc:
+        report.failed.append(f"{label}: {exc.message}")
+
+
+def intercompany_master_data(*, link: CompanyLink, report: TrafficReport) -> None:
+    """DK01's vendor and customer accounts for SE01 in AX; SE01's customer for DK01 and the items in F&O."""
+    ax, fo = get_connector(link.system_a), get_connector(link.system_b)
+    vendor = link.vendor_in_a_for_b
+    _ensure(
+        ax,
+        DeliveryRequest(
+            entity="VendorService",
+            operation="upsert",
+            payload={"AccountNum": vendor, "Name": f"{link.company_b} (intercompany)", "VendGroup": "IC"},
+            key={"AccountNum": vendor},
+            idempotency_key=f"seed-vendor-{link.company_a}-{vendor}",
+            company=link.company_a,
+        ),
+        report,
+        f"AX vendor {vendor}",
+    )
+    _ensure(
+        ax,
+        DeliveryRequest(
+            entity="CustomerService",
+            operation="upsert",
+            payload={
+                "AccountNum": link.customer_in_a_for_b,
+                "Name": f"{link.company_b} (intercompany)",
+                "CustGroup": "IC",
+                "Currency": link.currency or "EUR",
+            },
+            key={"AccountNum": link.customer_in_a_for_b},
+            idempotency_key=f"seed-customer-{link.company_a}-{link.customer_in_a_for_b}",
+            company=link.company_a,
+        ),
+        report,
+        f"AX customer {link.customer_in_a_for_b}",
+    )
+    customer = link.customer_in_b_for_a
+    _ensure(
+        fo,
+        DeliveryRequest(
+            entity="CustomersV3",
+            operation="upsert",
+            payload={
+                "dataAreaId": link.company_b,
+                "CustomerAccount": customer,
+                "OrganizationName": f"{link.company_a} (intercompany)",
+                "CustomerGroupId": "IC",
+                "SalesCurrencyCode": link.currency or "EUR",
+            },
+            key={"dataAreaId": link.company_b, "CustomerAccount": customer},
+            idempotency_key=f"seed-customer-{link.company_b}-{customer}",
+            company=link.company_b,
+        ),
+        report,
+        f"F&O customer {customer}",
+    )
+    for item, unit, price in ITEMS:
+        _ensure(
+            fo,
+            DeliveryRequest(
+                entity="ReleasedProductsV2",
+                operation="upsert",
+                payload={
+                    "dataAreaId": link.company_b,
+                    "ItemNumber": item,
+                    "ProductName": f"Demo item {item}",
+                    "SalesUnitSymbol": unit,
+                    "SalesPrice": float(price),
+                },
+                key={"dataAreaId": link.company_b, "ItemNumber": item},
+                idempotency_key=f"seed-item-{link.company_b}-{item}",
+                company=link.company_b,
+            ),
+            report,
+            f"F&O item {item}",
+        )
+
+
+def purchase_order_document(*, vendor: str, rng: random.Random, today: date | None = None) -> dict[str, Any]:
+    """One AX purchase order with 1-4 lines, as an AX user would enter it."""
+    today = today or timezone.now().date()
+    lines = []
+    for number, (item, unit, price) in enumerate(rng.sample(ITEMS, rng.randint(1, 4)), start=1):
+        quantity = rng.randint(1, 40)
+        lines.append(
+            {
+                "LineNumber": str(number),
+                "ItemId": item,
+                "PurchQty": str(quantity),
+                "PurchUnit": unit,
+                "PurchPrice": price,
+                "LineAmount": f"{quantity * float(price):.2f}",
+            }
+        )
+    return {
+        "OrderAccount": vendor,
+        "PurchName": "Intercompany replenishment",
+        "CurrencyCode": "EUR",
+        "DeliveryDate": (today + timedelta(days=rng.randint(3, 21))).isoformat(),
+        "PurchLine": lines,
+    }
+
+
+def intercompany_orders(*, count: int, link: CompanyLink, seed: int | None = None) -> TrafficReport:
+    """Enter `count` intercompany purchase orders in AX (company A of the link) through AIF."""
+    report = TrafficReport()
+    intercompany_master_data(link=link, report=report)
+    rng = random.Random(seed)
+    ax = get_connector(link.system_a)
+    for _ in range(count):
+        request = DeliveryRequest(
+            entity="PurchaseOrderService",
+            operation="create",
+            payload=purchase_order_document(vendor=link.vendor_in_a_for_b, rng=rng),
+            key={},
+            idempotency_key=f"demo-po-{uuid.uuid4()}",
+            company=link.company_a,
+        )
+        try:
+            report.created.append(ax.deliver(request).target_key)
+        except errors.ConnectorError as exc:
+            report.failed.append(f"AX purchase order: {exc.message}")
+    return report
+
+
+# --- Dataverse: Sales users ---------------------------------------------------------------------------------------
+
+# The Sales users sign in with an app registration of their own, not the hub's: their changes reach the hub
+# through the webhooks Dataverse sends (the steps templates_install registers), as another user's.
+SALES_USERS_CLIENT_ID = "4f1c6a32-1c2b-4d1e-9d3f-1cb1d9e0a5a1"
+SALES_USERS_SECRET = "icbridge-sandbox-sales-users"  # noqa: S105 - an app of the demo's own emulator
+_sales_users: dict[tuple[Any, ...], Connector] = {}
+
+
+def sales_user(system: System) -> Connector:
+    """A Web API client of this Dataverse that works as the Sales users do.
+
+    Against the sandbox it signs in with the Sales users' own app registration (registered in the Azure
+    AD emulator here); against any other Dataverse it is the hub's own connector.
+    """
+    _, sandbox, rest = system.auth_url.partition("/sandbox/azuread/")
+    if not sandbox or system.kind != System.Kind.DATAVERSE:
+        return get_connector(system)
+    from sandbox.emulators import azuread
+
+    tenant = rest.strip("/").split("/")[0]
+    azuread.register_app(
+        client_id=SALES_USERS_CLIENT_ID,
+        client_secret=SALES_USERS_SECRET,
+        tenant=tenant,
+        display_name="D365 Sales users",
+    )
+    stamp = (system.base_url, system.auth_url, system.scope, system.timeout_seconds, str(system.settings))
+    if stamp not in _sales_users:
+        users = System(
+            name=f"{system.name} (Sales users)",
+            slug=f"{system.slug}-sales-users",
+            kind=system.kind,
+            base_url=system.base_url,
+            auth_type=System.AuthType.CLIENT_CREDENTIALS,
+            auth_url=system.auth_url,
+            client_id=SALES_USERS_CLIENT_ID,
+            secret=SALES_USERS_SECRET,
+            scope=system.scope,
+            settings=system.settings,
+            timeout_seconds=system.timeout_seconds,
+        )
+        _sales_users[stamp] = DataverseConnector(users)
+    return _sales_users[stamp]
+
+
+def dataverse_record(
+    *, system: System, entity_set: str, key: dict[str, Any], values: dict[str, Any], user: Connector | None = None
+) -> str:
+    """A Sales user saves a record in Dataverse (an upsert by alternate key); returns its id.
+
+    Dataverse then sends its webhooks by itself. Lookups are set the Web API way,
+    "customerid_account@odata.bind": "/accounts(<id>)".
+    """
+    result = (user or sales_user(system)).deliver(
+        DeliveryRequest(
+            entity=entity_set,
+            operation="upsert",
+            payload=values,
+            key=key,
+            idempotency_key=f"demo-{entity_set}-{uuid.uuid4()}",
+        )
+    )
+    return result.target_key
+
+
+# Per template: the account flow and the order flow that Sales webhooks feed.
+SALES_FLOWS = {
+    "prospect_to_cash": ("p2c-accounts-sales-to-fo", "p2c-orders-sales-to-fo"),
+    "order_to_cash": ("o2c-accounts-d365-to-s4", "o2c-orders-d365-to-s4"),
+}
+CITIES = [("Malmö", "211 20", "SE"), ("Göteborg", "411 03", "SE"), ("Aarhus", "8000", "DK"), ("Boston", "02110", "US")]
+NAMES = ["Contoso", "Fabrikam", "Northwind", "Litware", "Adventure Works", "Tailspin", "Wingtip", "Proseware"]
+
+
+def sales_orders(*, count: int, template: str, seed: int | None = None) -> TrafficReport:
+    """Create `count` Sales accounts and one order each in Dataverse; Dataverse's webhooks tell the hub."""
+    report = TrafficReport()
+    account_slug, order_slug = SALES_FLOWS[template]
+    accounts = Flow.objects.select_related("source").filter(slug=account_slug).first()
+    orders = Flow.objects.select_related("source").filter(slug=order_slug).first()
+    if accounts is None or orders is None:
+        report.failed.append(f"template {template} is not installed (no flow {account_slug} / {order_slug})")
+        return report
+    rng = random.Random(seed)
+    user = sales_user(accounts.source)
+    for _ in range(count):
+        number = rng.randint(100_000, 999_999)
+        city, postcode, country = rng.choice(CITIES)
+        account_number = f"C-{number}"
+        account_name = f"{rng.choice(NAMES)} {number}"
+        try:
+            account_id = dataverse_record(
+                system=accounts.source,
+                user=user,
+                entity_set="accounts",
+                key={"accountnumber": account_number},
+                values={
+                    "accountnumber": account_number,
+                    "name": account_name,
+                    "address1_city": city,
+                    "address1_postalcode": postcode,
+                    "address1_country": country,
+                    "emailaddress1": f"orders{number}@example.com",
+                },
+            )
+            lines = [
+                {
+                    "productnumber": item,
+                    "quantity": rng.randint(1, 20),
+                    "uomid": unit.lower(),
+                    "priceperunit": float(price),
+                }
+                for item, unit, price in rng.sample(ITEMS, rng.randint(1, 3))
+            ]
+            total = sum(line["quantity"] * line["priceperunit"] for line in lines)
+            order_number = f"ORD-{number}"
+            dataverse_record(
+                system=orders.source,
+                user=user,
+                entity_set="salesorders",
+                key={"ordernumber": order_number},
+                values={
+                    "ordernumber": order_number,
+                    "name": f"Web order {number}",
+                    "totalamount": round(total, 2),
+                    "paymenttermscode": rng.choice([1, 2, 3]),
+                    "requestdeliveryby": (timezone.now().date() + timedelta(days=rng.randint(2, 14))).isoformat(),
+                    "customerid_account@odata.bind": f"/accounts({account_id})",
+                    # Sandbox simplification: the order lines travel with the order (a plugin serialises them).
+                    "icb_lines": lines,
+                },
+            )
+            report.created.append(order_number)
+        except errors.ConnectorError as exc:
+            report.failed.append(f"{template} order {number}: {exc.message}")
+    return report

@@ -1,0 +1,344 @@
+"""Dataverse Web API (OData v4) connector: Dynamics 365 Sales / Customer Engagement.
+
+System: base_url = the environment (https://org.crm4.dynamics.com), auth_url = the Azure AD authority
+(https://login.microsoftonline.com/<tenant>), client_id / secret of the app registration that has an
+application user in the environment, scope = "<base_url>/.default" (the default when empty).
+settings: "ca_bundle" (a private CA), "page_size" (Prefer odata.maxpagesize, default 5000),
+"check_entities" (tables Test connection reads, default ["accounts"]).
+
+DeliveryRequest.entity is the entity set (accounts, salesorders…); key the alternate key values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import requests
+
+from integrations import errors
+from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
+from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult
+
+if TYPE_CHECKING:
+    from integrations.models import System
+
+API_PATH = "/api/data/v9.2"
+MAX_BATCH = 1000  # Dataverse refuses a $batch of more than 1,000 requests
+ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
+# Primary id columns that do not follow "<logical name>id".
+PRIMARY_IDS = {"tasks": "activityid", "emails": "activityid", "phonecalls": "activityid", "appointments": "activityid"}
+
+# Web API error codes we classify by code rather than by status:
+# https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes
+DUPLICATE_CODES = {"0x80040237", "0x80060892"}  # duplicate key / alternate key already in use
+CONCURRENCY_CODES = {"0x80060882"}  # ConcurrencyVersionMismatch: If-Match ETag is stale
+
+
+def primary_id(entity_set: str) -> str:
+    if entity_set in PRIMARY_IDS:
+        return PRIMARY_IDS[entity_set]
+    singular = entity_set[:-3] + "y" if entity_set.endswith("ies") else entity_set.removesuffix("s")
+    return f"{singular}id"
+
+
+def format_key(key: dict[str, Any]) -> str:
+    """Alternate key segment: accountnumber='A1' (quotes doubled, numbers bare)."""
+    parts = []
+    for name, value in key.items():
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, int | float):
+            rendered = str(value)
+        else:
+            rendered = "'" + str(value).replace("'", "''") + "'"
+        parts.append(f"{name}={quote(rendered, safe=chr(39) + '=,')}")
+    return ",".join(parts)
+
+
+def is_deleted(record: dict[str, Any]) -> bool:
+    """True for a change-tracking entry that says the row was deleted ($deletedEntity)."""
+    return record.get("reason") == "deleted" or "$deletedEntity" in str(record.get("@odata.context", ""))
+
+
+def classify(
+    system_name: str, status: int, headers: dict[str, str], text: str, summary: str
+) -> errors.ConnectorError | None:
+    """Our taxonomy for one Web API answer (also used for each $batch part); None when it succeeded.
+
+    Error shape: https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
+    Service protection (429, Retry-After): https://learn.microsoft.com/power-apps/developer/data-platform/api-limits
+    """
+    if status < 400:
+        return None
+    code, message = "", text[:300]
+    try:
+        body = json.loads(text) if text.strip() else {}
+        code = str(body.get("error", {}).get("code", ""))
+        message = str(body.get("error", {}).get("message", "")) or message
+    except (ValueError, AttributeError):
+        pass
+    if not message:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        why = lowered.get("x-ms-diagnostics", "")
+        message = (
+            f"HTTP {status}"
+            + (f": {why}" if why else "")
+            + (f" (challenge: {lowered['www-authenticate']})" if "www-authenticate" in lowered else "")
+        )
+    kwargs = {"status_code": status, "response_excerpt": text[:2000], "request_summary": summary}
+    text_out = f"{system_name}: {message}" + (f" ({code})" if code else "")
+    if status == 429:
+        retry_after = errors.parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"), 5.0)
+        return errors.ThrottledError(text_out, retry_after=retry_after, **kwargs)
+    if status in (401, 403):
+        return errors.AuthError(text_out, **kwargs)
+    if code in DUPLICATE_CODES:
+        return errors.DuplicateError(text_out, **kwargs)
+    if status == 412 or code in CONCURRENCY_CODES:
+        return errors.ConflictError(text_out, **kwargs)
+    if status in (408, 502, 503, 504) or status >= 500:
+        return errors.TransientError(text_out, **kwargs)
+    return errors.RejectedError(text_out, **kwargs)
+
+
+class DataverseConnector(MicrosoftConnector):
+    kind = "dataverse"
+    batch_capable = True  # deliver_many: one $batch, a change set per record
+
+    def __init__(self, system: System) -> None:
+        super().__init__(system)
+        self.api = f"{self.base_url}{API_PATH}"
+        self.page_size = int(system.settings.get("page_size") or 5000)
+
+    # --- classification ---------------------------------------------------------------------------
+
+    classify = staticmethod(classify)
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def _write_part(self, request: DeliveryRequest) -> BatchPart:
+        """The HTTP request that writes one record: PATCH by alternate key (upsert) or POST (create)."""
+        headers = {"Prefer": "return=representation", "MSCRM.SuppressDuplicateDetection": "true"}
+        if request.correlation_id:
+            headers["x-ms-correlation-request-id"] = request.correlation_id
+        operation = request.operation
+        if not request.key:
+            if operation in ("update", "upsert"):
+                raise errors.RejectedError(
+                    f"{self.system.name}: {operation} of {request.entity} needs key values (target_key_fields)"
+                )
+            return BatchPart("POST", f"{self.api}/{request.entity}", request.payload, headers)
+        if request.etag:
+            headers["If-Match"] = request.etag
+        elif operation == "update":
+            headers["If-Match"] = "*"  # update only: 404 instead of creating
+        elif operation == "create" or request.options.get("create_only"):
+            headers["If-None-Match"] = "*"  # create only: 412 instead of overwriting
+        url = f"{self.api}/{request.entity}({format_key(request.key)})"
+        return BatchPart("PATCH", url, request.payload, headers)
+
+    def _result(
+        self, request: DeliveryRequest, status: int, headers: dict[str, str], body: Any, summary: str
+    ) -> DeliveryResult:
+        body = body if isinstance(body, dict) else {}
+        entity_id = next((v for k, v in headers.items() if k.lower() == "odata-entityid"), "")
+        target = str(body.get(primary_id(request.entity), ""))
+        if not target:
+            match = re.search(r"\(([0-9a-fA-F-]{36})\)$", entity_id)
+            target = match.group(1) if match else entity_id
+        etag = next((v for k, v in headers.items() if k.lower() == "etag"), "") or str(body.get("@odata.etag", ""))
+        return DeliveryResult(
+            target_key=target,
+            etag=etag,
+            created=status == 201,
+            status_code=status,
+            request_summary=summary,
+            response_excerpt=json.dumps(body)[:500] if body else "",
+            body=body or None,
+        )
+
+    def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        part = self._write_part(request)
+        summary = f"{part.method} {part.url}"
+        try:
+            response = self.request(part.method, part.url, json=part.body, headers={**ODATA_HEADERS, **part.headers})
+        except errors.DuplicateError as exc:
+            raise self._with_existing(request, exc) from exc
+        except errors.ConflictError as exc:
+            raise self._with_current(request, exc) from exc
+        return self._result(request, response.status_code, dict(response.headers), _json(response), summary)
+
+    def _with_current(self, request: DeliveryRequest, exc: errors.ConflictError) -> errors.ConflictError:
+        """The conflict with the target's current version attached, for the flow's conflict policy."""
+        return exc.with_current(self.fetch(entity=request.entity, key=request.key) if request.key else None)
+
+    def _with_existing(self, request: DeliveryRequest, exc: errors.DuplicateError) -> errors.DuplicateError:
+        current = self.fetch(entity=request.entity, key=request.key) if request.key else None
+        return errors.DuplicateError(
+            exc.message,
+            existing_key=str((current or {}).get(primary_id(request.entity), "")),
+            status_code=exc.status_code,
+            response_excerpt=exc.response_excerpt,
+            request_summary=exc.request_summary,
+        )
+
+    def deliver_many(
+        self, requests_: Sequence[DeliveryRequest], *, atomic: bool = False
+    ) -> list[DeliveryResult | errors.ConnectorError]:
+        """Write many records through $batch, up to 1,000 per call.
+
+        Each record is its own change set (a bad record fails alone) unless atomic=True, when each
+        chunk is one change set: all of it is written or none.
+        """
+        results: list[DeliveryResult | errors.ConnectorError] = []
+        size = max(1, min(self.system.batch_size or MAX_BATCH, MAX_BATCH))
+        for start in range(0, len(requests_), size):
+            results += self._batch(list(requests_[start : start + size]), atomic)
+        return results
+
+    def _batch(self, chunk: list[DeliveryRequest], atomic: bool) -> list[DeliveryResult | errors.ConnectorError]:
+        parts: list[BatchPart] = []
+        outcome: list[DeliveryResult | errors.ConnectorError | None] = []
+        for request in chunk:
+            try:
+                parts.append(self._write_part(request))
+                outcome.append(None)
+            except errors.ConnectorError as exc:
+                outcome.append(exc)
+        if not parts:
+            return [o for o in outcome if o is not None]
+        try:
+            answers = self.send_batch(
+                f"{self.api}/$batch",
+                [parts] if atomic else [[p] for p in parts],
+                {**ODATA_HEADERS, "Prefer": "odata.continue-on-error"},
+            )
+        except errors.ConnectorError as exc:
+            return [o if o is not None else exc for o in outcome]
+        waiting = [(i, request) for i, request in enumerate(chunk) if outcome[i] is None]
+        pending = [(i, request, part) for (i, request), part in zip(waiting, parts, strict=True)]
+        if atomic and len(answers) == 1 and answers[0].status >= 400 and len(pending) > 1:
+            # A failed change set answers with the failing request alone; its Content-ID says which.
+            failed_at = int(answers[0].content_id or 1) - 1
+            failure = self._part_error(answers[0], pending[failed_at][2])
+            for n, (i, _, _) in enumerate(pending):
+                outcome[i] = (
+                    failure
+                    if n == failed_at
+                    else errors.RejectedError(
+                        f"{self.system.name}: not written, the change set was rolled back "
+                        f"because record {failed_at + 1} failed: {failure.message}"
+                    )
+                )
+            return [o for o in outcome if o is not None]
+        if len(answers) != len(pending):
+            failure = errors.TransientError(
+                f"{self.system.name}: $batch answered {len(answers)} responses for {len(pending)} requests"
+            )
+            return [o if o is not None else failure for o in outcome]
+        for (i, request, part), answer in zip(pending, answers, strict=True):
+            error = self._part_error(answer, part)
+            if error is None:
+                outcome[i] = self._result(
+                    request, answer.status, answer.headers, answer.json(), f"{part.method} {part.url}"
+                )
+            else:
+                outcome[i] = error
+        return [o for o in outcome if o is not None]
+
+    def _part_error(self, answer: Any, part: BatchPart) -> errors.ConnectorError | None:
+        return classify(
+            self.system.name, answer.status, answer.headers, answer.text, f"{part.method} {part.url} ($batch)"
+        )
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
+        """One row by alternate key (or {primary id: guid}); None when it does not exist."""
+        pk = primary_id(entity)
+        segment = str(key[pk]) if set(key) == {pk} else format_key(key)
+        try:
+            response = self.request("GET", f"{self.api}/{entity}({segment})", headers=ODATA_HEADERS)
+        except errors.RejectedError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return response.json()
+
+    def query(
+        self, entity: str, *, filter: str = "", select: str = "", top: int | None = None, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Rows of a table, following @odata.nextLink page by page."""
+        params = {k: v for k, v in (("$filter", filter), ("$select", select)) if v}
+        if top is not None:
+            params["$top"] = str(top)
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={page_size or self.page_size}"}
+        url: str | None = f"{self.api}/{entity}"
+        first = True
+        while url:
+            response = self.request("GET", url, params=params if first else None, headers=headers)
+            first = False
+            body = response.json()
+            yield from body.get("value", [])
+            url = body.get("@odata.nextLink")
+
+    def read_changes(
+        self, entity: str, cursor: str | None = None, *, select: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Rows changed since the cursor (a delta link) and the next cursor.
+
+        With no cursor it is the initial load (every row) and starts change tracking. Deleted rows come as
+        {"@odata.context": "…/$deletedEntity", "id": <guid>, "reason": "deleted"}; see is_deleted().
+        https://learn.microsoft.com/power-apps/developer/data-platform/use-change-tracking-synchronize-data-external-systems
+        """
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.track-changes,odata.maxpagesize={self.page_size}"}
+        url: str | None = cursor or f"{self.api}/{entity}"
+        params = {"$select": select} if select and not cursor else None
+        records: list[dict[str, Any]] = []
+        delta = ""
+        while url:
+            response = self.request("GET", url, params=params, headers=headers)
+            params = None
+            body = response.json()
+            records += body.get("value", [])
+            delta = body.get("@odata.deltaLink", "") or delta
+            url = body.get("@odata.nextLink")
+        if not delta:
+            raise errors.RejectedError(
+                f"{self.system.name}: change tracking is not enabled for {entity} (no delta link)"
+            )
+        return records, delta
+
+    # --- connection check -------------------------------------------------------------------------
+
+    def check_connection(self) -> ConnectionReport:
+        report = ConnectionReport()
+        if not self.check_token(report):
+            return report
+        try:
+            who = self.request("GET", f"{self.api}/WhoAmI", headers=ODATA_HEADERS).json()
+        except errors.ConnectorError as exc:
+            report.add("reachability", False, f"{self.api} did not answer WhoAmI: {exc.message}")
+            return report
+        report.add("reachability", True, f"{self.api} answers; the application user is {who.get('UserId')}")
+        for entity in self.system.settings.get("check_entities") or ["accounts"]:
+            try:
+                self.request("GET", f"{self.api}/{entity}", params={"$top": "1"}, headers=ODATA_HEADERS)
+            except errors.ConnectorError as exc:
+                report.add(f"permissions ({entity})", False, f"cannot read {entity}: {exc.message}")
+            else:
+                report.add(f"permissions ({entity})", True, f"can read {entity}")
+        return report
+
+
+def _json(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -1,0 +1,540 @@
+"""Dynamics 365 Finance & Operations connector: OData data entities and custom services.
+
+System: base_url = the environment (https://contoso.operations.dynamics.com), auth_url = the Azure AD
+authority (https://login.microsoftonline.com/<tenant>), client_id / secret of an app registered in
+F&O (System administration > Microsoft Entra applications), scope = "<base_url>/.default" (the default).
+settings: "ca_bundle", "page_size" (default 10000), "check_entities" (default ["CustomersV3"]).
+
+DeliveryRequest.entity is the public collection name (CustomersV3, SalesOrderHeadersV2…) or, for
+operation "action", the custom service path <group>/<service>/<operation>; request.company is the
+dataAreaId. Every data call carries cross-company=true so the key's dataAreaId is honoured (without it
+F&O silently reads and writes the app user's default company).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+from integrations import errors
+from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
+from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult
+
+if TYPE_CHECKING:
+    from integrations.models import System
+
+ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
+CROSS_COMPANY = {"cross-company": "true"}
+# Server-side failures that are about the data, not the service: never worth a retry.
+BUSINESS_ERROR_TYPES = ("AxODataWriteException", "XppServicesException", "ODataException")
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """options.lines: a header's lines written through their own entity in the header's change set.
+
+    {"field": "SalesOrderLines", "entity": "SalesOrderLines", "key": ["InventoryLotId"],
+     "match": "LineCreationSequenceNumber"}: field holds the lines in the mapped payload; entity is where
+    they go; key is the line entity's key (besides dataAreaId); match identifies a line across updates.
+    """
+
+    field: str
+    entity: str
+    key: tuple[str, ...] = ("InventoryLotId",)
+    match: str = "LineCreationSequenceNumber"
+
+    @classmethod
+    def of(cls, options: dict[str, Any] | None) -> LineSpec | None:
+        spec = options.get("lines") if isinstance(options, dict) else None
+        if not spec:
+            return None
+        return cls(
+            field=spec["field"],
+            entity=spec.get("entity") or spec["field"],
+            key=tuple(spec.get("key") or cls.key),
+            match=spec.get("match") or cls.match,
+        )
+
+
+@dataclass(frozen=True)
+class HeaderLines:
+    """A header's lines taken out of its payload, and how they are written (options.lines)."""
+
+    spec: LineSpec
+    rows: list[dict[str, Any]]
+
+
+def _literal(value: Any) -> str:
+    """An OData literal for a $filter: numbers bare, strings quoted with quotes doubled."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def format_key(company: str, key: dict[str, Any]) -> str:
+    """dataAreaId='se01',SalesOrderNumber='SO-1' (quotes doubled, numbers bare)."""
+    parts = []
+    for name, value in {"dataAreaId": company, **key}.items():
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, int | float):
+            rendered = str(value)
+        else:
+            rendered = "'" + str(value).replace("'", "''") + "'"
+        parts.append(f"{name}={quote(rendered, safe=chr(39) + '=,')}")
+    return ",".join(parts)
+
+
+def _error_texts(text: str) -> tuple[str, str, str]:
+    """(message, inner message, inner/exception type) from an F&O error body, whatever its shape."""
+    try:
+        body = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text[:300], "", ""
+    if not isinstance(body, dict):
+        return text[:300], "", ""
+    if "error" in body and isinstance(body["error"], dict):
+        inner = body["error"].get("innererror") or {}
+        return str(body["error"].get("message", "")), str(inner.get("message", "")), str(inner.get("type", ""))
+    # Custom services answer {"Message": …, "ExceptionType": …, "ExceptionMessage": …}.
+    return str(body.get("Message", "")), str(body.get("ExceptionMessage", "")), str(body.get("ExceptionType", ""))
+
+
+def classify(
+    system_name: str, status: int, headers: dict[str, str], text: str, summary: str
+) -> errors.ConnectorError | None:
+    """Our taxonomy for one F&O answer; None when it succeeded.
+
+    Service protection (429 + Retry-After):
+    https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/service-protection-api-limits
+    OData errors: https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/odata
+    """
+    if status < 400:
+        return None
+    message, inner, kind = _error_texts(text)
+    detail = inner or message or headers.get("WWW-Authenticate", "") or f"HTTP {status}"
+    kwargs = {"status_code": status, "response_excerpt": text[:2000], "request_summary": summary}
+    text_out = f"{system_name}: {detail}"
+    if status == 429:
+        retry_after = errors.parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"), 5.0)
+        return errors.ThrottledError(text_out, retry_after=retry_after, **kwargs)
+    if status in (401, 403):
+        return errors.AuthError(text_out, **kwargs)
+    if "already exists" in detail.lower():
+        return errors.DuplicateError(text_out, **kwargs)
+    if status == 412:
+        return errors.ConflictError(text_out, **kwargs)
+    if status >= 500 and not any(t in kind for t in BUSINESS_ERROR_TYPES) and "Write failed" not in detail:
+        return errors.TransientError(text_out, **kwargs)
+    if status == 408:
+        return errors.TransientError(text_out, **kwargs)
+    return errors.RejectedError(text_out, **kwargs)
+
+
+class FinOpsConnector(MicrosoftConnector):
+    kind = "finops"
+    batch_capable = True  # deliver_many: one $batch, a change set per record
+
+    def __init__(self, system: System) -> None:
+        super().__init__(system)
+        self.data = f"{self.base_url}/data"
+        self.page_size = int(system.settings.get("page_size") or 10_000)
+
+    classify = staticmethod(classify)
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def _company(self, request: DeliveryRequest) -> str:
+        company = request.company or str(request.payload.get("dataAreaId", ""))
+        if not company:
+            raise errors.RejectedError(
+                f"{self.system.name}: no company (dataAreaId) for {request.entity}; set the flow's company link"
+            )
+        return company
+
+    def _entity_url(self, entity: str, company: str, key: dict[str, Any]) -> str:
+        return f"{self.data}/{entity}({format_key(company, key)})?cross-company=true"
+
+    def _result(
+        self, request: DeliveryRequest, company: str, status: int, headers: dict[str, str], body: Any, summary: str
+    ) -> DeliveryResult:
+        body = body if isinstance(body, dict) else {}
+        key = {name: body.get(name, value) for name, value in request.key.items()}
+        target = format_key(str(body.get("dataAreaId", company)).lower(), key)
+        location = next((v for k, v in headers.items() if k.lower() == "location"), "")
+        if not request.key and (match := re.search(r"\((.*)\)$", location)):
+            target = unquote(match.group(1))  # F&O numbered the record: its key is in the Location
+        etag = next((v for k, v in headers.items() if k.lower() == "etag"), "") or str(body.get("@odata.etag", ""))
+        return DeliveryResult(
+            target_key=target,
+            etag=etag,
+            created=status == 201,
+            status_code=status,
+            request_summary=summary,
+            response_excerpt=json.dumps(body)[:500] if body else "",
+            body=body or None,
+        )
+
+    def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        if request.operation == "action":
+            body = self.call_service(request.entity, request.payload)
+            return DeliveryResult(target_key=request.idempotency_key, created=False, status_code=200, body=body)
+        company = self._company(request)
+        payload, lines = self._split_lines(request)
+        if lines is not None:
+            return self._deliver_with_lines(request, company, payload, lines)
+        if request.operation == "create" or not request.key:
+            return self._post(request, company, payload)
+        if request.operation == "upsert" and request.exists is False:
+            # Never written by us: create first, one round trip in the usual case.
+            try:
+                return self._post(request, company, payload)
+            except errors.DuplicateError:
+                pass  # there after all (our own lost response, or made in F&O): update it
+        url = self._entity_url(request.entity, company, request.key)
+        headers = {**ODATA_HEADERS, "If-Match": request.etag or "*"}
+        try:
+            response = self.request("PATCH", url, json=payload, headers=headers)
+        except errors.RejectedError as exc:
+            if exc.status_code != 404:
+                raise
+            if request.etag:
+                # We held an ETag, so the record existed: someone deleted it since.
+                raise errors.ConflictError(
+                    f"{self.system.name}: {request.entity} {format_key(company, request.key)} was deleted",
+                    current=None,
+                    status_code=404,
+                    request_summary=f"PATCH {url}",
+                ) from exc
+            if request.operation == "update":
+                raise
+            return self._post(request, company, payload)  # upsert: F&O PATCH does not create
+        except errors.ConflictError as exc:
+            raise self._with_current(exc, request, company) from exc
+        return self._result(request, company, response.status_code, dict(response.headers), None, f"PATCH {url}")
+
+    def _with_current(self, exc: errors.ConflictError, request: DeliveryRequest, company: str) -> errors.ConflictError:
+        """The 412 with the record as F&O holds it now, for the operator's side-by-side view."""
+        return exc.with_current(self.fetch(entity=request.entity, key=request.key, company=company))
+
+    # --- headers with lines -------------------------------------------------------------------------
+
+    def _split_lines(self, request: DeliveryRequest) -> tuple[dict[str, Any], HeaderLines | None]:
+        """The header's fields, and its lines when the flow says lines travel separately (options.lines)."""
+        payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
+        spec = LineSpec.of(request.options)
+        if spec is None or spec.field not in payload:
+            return payload, None
+        lines = payload.pop(spec.field)
+        if not isinstance(lines, list) or not all(isinstance(line, dict) for line in lines):
+            raise errors.RejectedError(f"{self.system.name}: {spec.field} must be a list of line records")
+        if not request.key:
+            raise errors.RejectedError(
+                f"{self.system.name}: {request.entity} with separate lines needs the header's key "
+                "(the flow's target key fields), so the lines can name their header"
+            )
+        for number, line in enumerate(lines, 1):
+            if line.get(spec.match) in (None, ""):
+                raise errors.RejectedError(
+                    f"{self.system.name}: {spec.field} line {number} has no {spec.match}, which identifies a line "
+                    "across updates (options.lines.match)"
+                )
+        return payload, HeaderLines(spec, lines)
+
+    def _deliver_with_lines(
+        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: HeaderLines
+    ) -> DeliveryResult:
+        """Header and lines in one change set: all written or none, header first (F&O has no deep insert).
+
+        A new header gets POSTs only; an existing one a PATCH, and its lines are matched on
+        options.lines.match (LineCreationSequenceNumber): changed lines PATCHed, new ones POSTed, lines
+        no longer sent DELETEd.
+        """
+        if request.operation == "create" or self._create_first(request):
+            try:
+                return self._write_changeset(request, company, self._create_parts(request, company, payload, lines))
+            except errors.DuplicateError:
+                if request.operation == "create":
+                    raise
+        existing = self._existing_lines(lines.spec, company, request.key)
+        header = BatchPart("PATCH", self._entity_url(request.entity, company, request.key), payload)
+        header.headers["If-Match"] = request.etag or "*"
+        parts = [header, *self._line_parts(lines, company, request.key, existing)]
+        try:
+            return self._write_changeset(request, company, parts)
+        except errors.ConflictError as exc:
+            raise self._with_current(exc, request, company) from exc
+        except errors.RejectedError as exc:
+            if exc.status_code != 404 or request.operation != "upsert" or request.etag:
+                raise
+        return self._write_changeset(request, company, self._create_parts(request, company, payload, lines))
+
+    def _create_parts(
+        self, request: DeliveryRequest, company: str, payload: dict[str, Any], lines: HeaderLines
+    ) -> list[BatchPart]:
+        return [self._post_part(request, company, payload), *self._line_parts(lines, company, request.key, {})]
+
+    def _post_part(self, request: DeliveryRequest, company: str, payload: dict[str, Any]) -> BatchPart:
+        """The POST that creates the record, as a $batch part."""
+        body = {**payload, **request.key, "dataAreaId": company}
+        return BatchPart("POST", f"{self.data}/{request.entity}?cross-company=true", body)
+
+    def _line_parts(
+        self, lines: HeaderLines, company: str, header_key: dict[str, Any], existing: dict[str, dict[str, Any]]
+    ) -> list[BatchPart]:
+        spec = lines.spec
+        parent = {name: value for name, value in header_key.items() if name != "dataAreaId"}
+        parts = []
+        for line in lines.rows:
+            values = {**line, **parent, "dataAreaId": company}
+            current = existing.pop(str(line[spec.match]), None)
+            if current is None:
+                parts.append(BatchPart("POST", f"{self.data}/{spec.entity}?cross-company=true", values))
+            else:
+                url = self._entity_url(spec.entity, company, {k: current[k] for k in spec.key})
+                parts.append(BatchPart("PATCH", url, values, {"If-Match": "*"}))
+        for gone in existing.values():  # lines the source no longer has
+            url = self._entity_url(spec.entity, company, {k: gone[k] for k in spec.key})
+            parts.append(BatchPart("DELETE", url, None, {"If-Match": "*"}))
+        return parts
+
+    def _existing_lines(self, spec: LineSpec, company: str, header_key: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        clauses = [f"dataAreaId eq {_literal(company)}"]
+        clauses += [f"{name} eq {_literal(value)}" for name, value in header_key.items() if name != "dataAreaId"]
+        rows = self.query(spec.entity, filter=" and ".join(clauses), select=",".join([*spec.key, spec.match]))
+        return {str(row.get(spec.match)): row for row in rows}
+
+    def _write_changeset(self, request: DeliveryRequest, company: str, parts: list[BatchPart]) -> DeliveryResult:
+        """Send one change set; the header's answer is the record's result, the first failure its error."""
+        [(_, answer)] = self._send([parts], [None])
+        summary = f"{parts[0].method} {parts[0].url} + {len(parts) - 1} line request(s) in one change set"
+        if isinstance(answer, errors.ConnectorError):
+            raise answer
+        failure = classify(self.system.name, answer[0].status, answer[0].headers, answer[0].text, summary)
+        if failure:
+            raise failure
+        return self._result(request, company, answer[0].status, answer[0].headers, answer[0].json(), summary)
+
+    def _post(self, request: DeliveryRequest, company: str, payload: dict[str, Any]) -> DeliveryResult:
+        part = self._post_part(request, company, payload)
+        url = part.url
+        try:
+            response = self.request("POST", url, json=part.body, headers=ODATA_HEADERS)
+        except errors.DuplicateError as exc:
+            raise errors.DuplicateError(
+                exc.message,
+                existing_key=format_key(company.lower(), request.key) if request.key else "",
+                status_code=exc.status_code,
+                response_excerpt=exc.response_excerpt,
+                request_summary=exc.request_summary,
+            ) from exc
+        return self._result(
+            request, company, response.status_code, dict(response.headers), response.json(), f"POST {url}"
+        )
+
+    def deliver_many(self, requests_: Sequence[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
+        """Creates and updates through $batch (one change set per record); upserts fall back to POST on 404."""
+        results: list[DeliveryResult | errors.ConnectorError] = []
+        size = max(1, self.system.batch_size or 100)
+        for start in range(0, len(requests_), size):
+            results += self._batch(list(requests_[start : start + size]))
+        return results
+
+    def _batch(self, chunk: list[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
+        outcome: list[DeliveryResult | errors.ConnectorError | None] = [None] * len(chunk)
+        first: list[tuple[int, list[BatchPart], str]] = []
+        for i, request in enumerate(chunk):
+            try:
+                company = self._company(request)
+                payload, lines = self._split_lines(request)
+            except errors.ConnectorError as exc:
+                outcome[i] = exc
+                continue
+            new = request.operation == "create" or self._create_first(request)
+            if request.operation == "action" or (lines is not None and not new):
+                # Actions, and lines of a header that exists: their own calls (the lines must be read first).
+                outcome[i] = self._safe(lambda r=request: self.deliver(r))
+            elif lines is not None:
+                first.append((i, self._create_parts(request, company, payload, lines), company))
+            elif new or not request.key:
+                first.append((i, [self._post_part(request, company, payload)], company))
+            else:
+                part = BatchPart(
+                    "PATCH",
+                    self._entity_url(request.entity, company, request.key),
+                    payload,
+                    {"If-Match": request.etag or "*"},
+                )
+                first.append((i, [part], company))
+        second: list[tuple[int, list[BatchPart], str]] = []  # upserts that guessed wrong: the other write
+        for (i, parts, company), answer in self._send([p for _, p, _ in first], first):
+            request, part = chunk[i], parts[0]
+            if isinstance(answer, errors.ConnectorError):
+                outcome[i] = answer
+                continue
+            summary = f"{part.method} {part.url}"
+            failure = classify(self.system.name, answer[0].status, answer[0].headers, answer[0].text, summary)
+            if isinstance(failure, errors.DuplicateError) and len(parts) > 1 and self._create_first(request):
+                # The header exists after all: update it and match its lines, on its own.
+                outcome[i] = self._safe(lambda r=request: self.deliver(replace(r, exists=True)))
+                continue
+            payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
+            if (
+                failure
+                and answer[0].status == 404
+                and part.method == "PATCH"
+                and request.operation == "upsert"
+                and not request.etag
+            ):
+                second.append((i, [self._post_part(request, company, payload)], company))
+                continue
+            if isinstance(failure, errors.DuplicateError) and self._create_first(request):
+                patch = BatchPart("PATCH", self._entity_url(request.entity, company, request.key), payload)
+                patch.headers["If-Match"] = "*"
+                second.append((i, [patch], company))
+                continue
+            outcome[i] = failure or self._result(
+                request, company, answer[0].status, answer[0].headers, answer[0].json(), summary
+            )
+        for (i, [part], company), answer in self._send([p for _, p, _ in second], second):
+            if isinstance(answer, errors.ConnectorError):
+                outcome[i] = answer
+                continue
+            summary = f"{part.method} {part.url}"
+            failure = classify(self.system.name, answer[0].status, answer[0].headers, answer[0].text, summary)
+            outcome[i] = failure or self._result(
+                chunk[i], company, answer[0].status, answer[0].headers, answer[0].json(), summary
+            )
+        return [o if o is not None else errors.TransientError("no answer in the $batch") for o in outcome]
+
+    def _send(self, changesets: list[list[BatchPart]], tags: list[Any]) -> list[tuple[Any, Any]]:
+        """POST one $batch (a change set per entry); pairs each tag with its change set's answers or an error.
+
+        A change set that failed is answered by its one failing request, so the answers are regrouped: a
+        failure (status ≥ 400) stands for its whole change set, else the change set's requests follow in order.
+        """
+        if not changesets:
+            return []
+        try:
+            answers = self.send_batch(f"{self.data}/$batch", changesets, ODATA_HEADERS)
+        except errors.ConnectorError as exc:
+            return [(tag, exc) for tag in tags]
+        grouped: list[tuple[Any, Any]] = []
+        position = 0
+        for changeset, tag in zip(changesets, tags, strict=True):
+            first = answers[position] if position < len(answers) else None
+            taken = 1 if first is not None and first.status >= 400 else len(changeset)
+            group = answers[position : position + taken]
+            position += taken
+            if len(group) != taken:
+                failure = errors.TransientError(
+                    f"{self.system.name}: $batch answered {len(answers)} responses, too few for its change sets"
+                )
+                return [(t, failure) for t in tags]
+            grouped.append((tag, group))
+        return grouped
+
+    @staticmethod
+    def _create_first(request: DeliveryRequest) -> bool:
+        return request.operation == "upsert" and bool(request.key) and request.exists is False
+
+    @staticmethod
+    def _safe(call: Any) -> DeliveryResult | errors.ConnectorError:
+        try:
+            return call()
+        except errors.ConnectorError as exc:
+            return exc
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
+        if not company:
+            raise errors.RejectedError(f"{self.system.name}: fetching {entity} needs the company (dataAreaId)")
+        try:
+            return self.request("GET", self._entity_url(entity, company, key), headers=ODATA_HEADERS).json()
+        except errors.RejectedError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    def query(
+        self, entity: str, *, filter: str = "", select: str = "", orderby: str = "", top: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Rows across companies, following @odata.nextLink."""
+        params = {
+            **CROSS_COMPANY,
+            **{k: v for k, v in (("$filter", filter), ("$select", select), ("$orderby", orderby)) if v},
+        }
+        if top is not None:
+            params["$top"] = str(top)
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={self.page_size}"}
+        url: str | None = f"{self.data}/{entity}"
+        first = True
+        while url:
+            response = self.request("GET", url, params=params if first else None, headers=headers)
+            first = False
+            body = response.json()
+            yield from body.get("value", [])
+            url = body.get("@odata.nextLink")
+
+    def read_changes(
+        self, entity: str, cursor: str | None = None, *, company: str = "", field: str = "ModifiedDateTime"
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Rows modified after the cursor (a timestamp) and the next cursor (the newest timestamp seen).
+
+        F&O has no delta links on OData; entities that carry a modified date/time are read with
+        $filter=<field> gt <cursor>, oldest first. With no cursor it is the initial load.
+        """
+        clauses = []
+        if cursor:
+            clauses.append(f"{field} gt {cursor}")
+        if company:
+            clauses.append(f"dataAreaId eq '{company.replace(chr(39), chr(39) * 2)}'")
+        records = list(self.query(entity, filter=" and ".join(clauses), orderby=field))
+        newest = max((str(r.get(field) or "") for r in records), default="") or (cursor or "")
+        return records, newest
+
+    def call_service(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """POST to a custom service operation /api/services/<group>/<service>/<operation>."""
+        if path.count("/") != 2:
+            raise errors.RejectedError(
+                f"{self.system.name}: service path must be <group>/<service>/<operation>, got {path!r}"
+            )
+        response = self.request(
+            "POST", f"{self.base_url}/api/services/{path}", json=params, headers={"Accept": "application/json"}
+        )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise errors.TransientError(
+                f"{self.system.name}: {path} answered something that is not JSON", status_code=response.status_code
+            ) from exc
+
+    # --- connection check -------------------------------------------------------------------------
+
+    def check_connection(self) -> ConnectionReport:
+        report = ConnectionReport()
+        if not self.check_token(report):
+            return report
+        try:
+            groups = self.request("GET", f"{self.base_url}/api/services", headers={"Accept": "application/json"}).json()
+        except errors.ConnectorError as exc:
+            report.add("reachability", False, f"{self.base_url} did not answer: {exc.message}")
+            return report
+        report.add(
+            "reachability", True, f"{self.base_url} answers; {len(groups.get('ServiceGroups', []))} service group(s)"
+        )
+        for entity in self.system.settings.get("check_entities") or ["CustomersV3"]:
+            try:
+                self.request(
+                    "GET", f"{self.data}/{entity}", params={**CROSS_COMPANY, "$top": "1"}, headers=ODATA_HEADERS
+                )
+            except errors.ConnectorError as exc:
+                report.add(f"permissions ({entity})", False, f"cannot read {entity}: {exc.message}")
+            else:
+                report.add(f"permissions ({entity})", True, f"can read {entity} in every company")
+        return report

@@ -1,0 +1,375 @@
+"""SAP S/4HANA connector: OData v2 APIs (API_SALES_ORDER_SRV, API_BUSINESS_PARTNER, …) through SAP Gateway.
+
+System.base_url is the OData root, e.g. https://host/sap/opu/odata/sap; Flow.target_entity is
+"<SERVICE>/<EntitySet>", e.g. API_SALES_ORDER_SRV/A_SalesOrder. A payload with navigation properties
+(to_Item, to_Partner) is sent as one deep insert.
+
+CSRF (https://help.sap.com/docs/SAP_NETWEAVER_750/68bf513362174d54b58cddec28794093/b35c22518bc72214e10000000a44176d.html):
+a token is fetched once with `x-csrf-token: Fetch` and kept together with the session cookies it belongs to
+(the requests session holds them); a 403 whose x-csrf-token header says "Required" fetches a new one and
+repeats the write once. Errors: SAP's error JSON (error.message.value, innererror.errordetails) is the
+operator's text; 400/404 → rejected, 401/403 → auth, 412 → conflict, 429 → throttled, 5xx → transient.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from integrations import errors
+from integrations.protocols.transport import (
+    ConnectionReport,
+    DeliveryRequest,
+    DeliveryResult,
+    HttpConnector,
+    summary_of,
+)
+
+if TYPE_CHECKING:
+    from integrations.models import System
+
+_KEY_IN_URI = re.compile(r"\(([^()]*)\)$")
+
+
+def sap_error_text(body: Any) -> str:
+    """SAP's own message plus the further details it lists, without repeats."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return ""
+    error = body["error"]
+    message = error.get("message")
+    texts = [message.get("value", "") if isinstance(message, dict) else str(message or "")]
+    for detail in (error.get("innererror") or {}).get("errordetails") or []:
+        text = detail.get("message", "") if isinstance(detail, dict) else ""
+        if text and text not in texts:
+            texts.append(text)
+    code = error.get("code", "")
+    joined = "; ".join(t for t in texts if t)
+    return f"{joined} [{code}]" if code else joined
+
+
+def _key_predicate(key: dict[str, Any]) -> str:
+    def literal(value: Any) -> str:
+        return "'" + str(value).replace("'", "''") + "'" if isinstance(value, str) else str(value)
+
+    if len(key) == 1:
+        return f"({literal(next(iter(key.values())))})"
+    return "(" + ",".join(f"{name}={literal(value)}" for name, value in key.items()) + ")"
+
+
+def _target_key(entity: dict[str, Any]) -> str:
+    """The key an entity's URI carries: '1' for A_SalesOrder('1'), the predicate text for compound keys."""
+    match = _KEY_IN_URI.search(entity.get("__metadata", {}).get("uri", ""))
+    if not match:
+        return ""
+    text = match.group(1)
+    return text[1:-1].replace("''", "'") if text.startswith("'") and text.endswith("'") and "=" not in text else text
+
+
+def _plain(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity without OData bookkeeping: __metadata and unexpanded navigation links go."""
+    out = {}
+    for name, value in entity.items():
+        if name == "__metadata" or (isinstance(value, dict) and "__deferred" in value):
+            continue
+        if isinstance(value, dict) and "results" in value:
+            value = [_plain(v) for v in value["results"]]
+        out[name] = value
+    return out
+
+
+class S4HanaConnector(HttpConnector):
+    kind = "s4hana"
+
+    def __init__(self, system: System) -> None:
+        super().__init__(system)
+        if system.auth_type == "basic":
+            self.session.auth = (system.client_id, system.secret or "")
+        self._csrf_token = ""
+        self._oauth_token = ""
+        self._oauth_expires = 0.0
+        self._lock = threading.Lock()
+        self.csrf_fetches = 0  # how often a token was fetched; read by check_connection and tests
+        self._last_response_csrf = ""
+
+    # --- transport -----------------------------------------------------------------------------
+
+    def raise_for_response(self, response: requests.Response, summary: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        try:
+            text = sap_error_text(response.json())
+        except ValueError:
+            text = ""
+        text = text or response.text[:300] or response.reason
+        kwargs = {"status_code": status, "response_excerpt": response.text[:2000], "request_summary": summary}
+        message = f"S/4HANA: {text}"
+        if status == 429:
+            raise errors.ThrottledError(
+                message, retry_after=errors.parse_retry_after(response.headers.get("Retry-After")), **kwargs
+            )
+        if status in (401, 403):
+            raise errors.AuthError(message, **kwargs)
+        if status == 412:
+            raise errors.ConflictError(message, **kwargs)
+        if status == 409:
+            raise errors.DuplicateError(message, **kwargs)
+        if status in (408, 502, 503, 504) or status >= 500:
+            raise errors.TransientError(message, **kwargs)
+        raise errors.RejectedError(message, **kwargs)
+
+    def _auth_headers(self, *, refresh: bool = False) -> dict[str, str]:
+        if self.system.auth_type != "client_credentials":
+            return {}
+        with self._lock:
+            if refresh or not self._oauth_token or time.time() > self._oauth_expires - 60:
+                self._oauth_token, self._oauth_expires = self._fetch_oauth_token()
+            return {"Authorization": f"Bearer {self._oauth_token}"}
+
+    def _fetch_oauth_token(self) -> tuple[str, float]:
+        data = {"grant_type": "client_credentials"}
+        if self.system.scope:
+            data["scope"] = self.system.scope
+        try:
+            response = self.session.post(
+                self.system.auth_url,
+                data=data,
+                auth=(self.system.client_id, self.system.secret or ""),
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise errors.TransientError(
+                f"{self.system.name}: token endpoint unreachable ({type(exc).__name__})"
+            ) from exc
+        if response.status_code in (400, 401):
+            raise errors.AuthError(
+                f"{self.system.name}: token refused: {response.text[:200]}", status_code=response.status_code
+            )
+        self.raise_for_response(response, f"POST {self.system.auth_url}")
+        body = response.json()
+        return body["access_token"], time.time() + float(body.get("expires_in", 300))
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request with auth; an expired OAuth token is refreshed once."""
+        headers = {"Accept": "application/json", **kwargs.pop("headers", {})}
+        try:
+            return self.request(method, url, headers={**headers, **self._auth_headers()}, **kwargs)
+        except errors.AuthError as exc:
+            if self.system.auth_type != "client_credentials" or exc.status_code != 401:
+                raise
+            return self.request(method, url, headers={**headers, **self._auth_headers(refresh=True)}, **kwargs)
+
+    def fetch_csrf_token(self, service: str) -> str:
+        """GET the service document with `x-csrf-token: Fetch`; the session keeps the cookies that go with it."""
+        response = self._send("GET", f"{self.base_url}/{service}/", headers={"x-csrf-token": "Fetch"})
+        token = response.headers.get("x-csrf-token", "")
+        if not token:
+            raise errors.AuthError(f"{self.system.name}: no CSRF token in the answer of {service}")
+        self._csrf_token = token
+        self.csrf_fetches += 1
+        return token
+
+    def _write(self, method: str, service: str, path: str, **kwargs: Any) -> requests.Response:
+        """A modifying request with the CSRF token; a refused token is fetched again and the write repeated once."""
+        url = f"{self.base_url}/{service}/{path}"
+        if not self._csrf_token:
+            self.fetch_csrf_token(service)
+        headers = kwargs.pop("headers", {})
+        try:
+            return self._send(method, url, headers={**headers, "x-csrf-token": self._csrf_token}, **kwargs)
+        except errors.AuthError as exc:
+            if exc.status_code != 403 or self._last_response_csrf.lower() != "required":
+                raise
+        self.fetch_csrf_token(service)
+        return self._send(method, url, headers={**headers, "x-csrf-token": self._csrf_token}, **kwargs)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        response = self.send(method, url, **kwargs)
+        summary = summary_of(method, url)
+        # SAP marks a refused CSRF token only in a header; remember it for _write's one retry.
+        self._last_response_csrf = response.headers.get("x-csrf-token", "") if response.status_code == 403 else ""
+        self.raise_for_response(response, summary)
+        return response
+
+    # --- OData ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _split_entity(entity: str) -> tuple[str, str]:
+        service, sep, entity_set = entity.partition("/")
+        if not sep or not service or not entity_set:
+            raise errors.RejectedError(f"S/4HANA target entity must be '<SERVICE>/<EntitySet>', got '{entity}'")
+        return service, entity_set
+
+    def find(self, service: str, entity_set: str, key: dict[str, Any]) -> list[dict[str, Any]]:
+        """Entities whose fields equal the given values ($filter), with their __metadata (etag)."""
+        clauses = " and ".join(
+            f"{name} eq '{str(value).replace(chr(39), chr(39) * 2)}'"
+            if isinstance(value, str)
+            else f"{name} eq {value}"
+            for name, value in key.items()
+        )
+        response = self._send(
+            "GET", f"{self.base_url}/{service}/{entity_set}", params={"$filter": clauses, "$top": "2"}
+        )
+        return response.json()["d"]["results"]
+
+    def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        service, entity_set = self._split_entity(request.entity)
+        existing = self.find(service, entity_set, request.key) if request.key else []
+        if len(existing) > 1:
+            raise errors.RejectedError(f"S/4HANA: more than one {entity_set} matches {request.key}")
+        if existing and request.operation == "create":
+            # A redelivered create whose first answer was lost: the record is there already.
+            raise errors.DuplicateError(
+                f"S/4HANA: {entity_set} matching {request.key} exists", existing_key=_target_key(existing[0])
+            )
+        if existing:
+            return self._update(service, entity_set, request, existing[0])
+        if request.operation == "update":
+            raise errors.RejectedError(f"S/4HANA: no {entity_set} matches {request.key}")
+        response = self._write(
+            "POST", service, entity_set, json=request.payload, headers={"Content-Type": "application/json"}
+        )
+        entity = response.json()["d"]
+        return DeliveryResult(
+            target_key=_target_key(entity),
+            etag=response.headers.get("ETag", entity.get("__metadata", {}).get("etag", "")),
+            created=True,
+            status_code=response.status_code,
+            request_summary=f"POST {service}/{entity_set}",
+            response_excerpt=response.text[:500],
+            body=_plain(entity),
+        )
+
+    def _update(
+        self, service: str, entity_set: str, request: DeliveryRequest, current: dict[str, Any]
+    ) -> DeliveryResult:
+        key = _target_key(current)
+        predicate = current["__metadata"]["uri"].rsplit("/", 1)[-1]
+        current_etag = current.get("__metadata", {}).get("etag", "")
+        headers = {"Content-Type": "application/json"}
+        if request.etag or current_etag:
+            headers["If-Match"] = "*" if request.options.get("force") else (request.etag or current_etag)
+        payload = {k: v for k, v in request.payload.items() if not (isinstance(v, list | dict))}  # no deep update in v2
+        try:
+            response = self._write("PATCH", service, predicate, json=payload, headers=headers)
+        except errors.ConflictError as exc:
+            fresh = self.find(service, entity_set, request.key)
+            exc.current = _plain(fresh[0]) if fresh else None
+            exc.current_etag = fresh[0].get("__metadata", {}).get("etag", "") if fresh else ""
+            raise
+        return DeliveryResult(
+            target_key=key,
+            etag=response.headers.get("ETag", ""),
+            created=False,
+            status_code=response.status_code,
+            request_summary=f"PATCH {service}/{predicate}",
+        )
+
+    def deliver_many(self, requests_: Sequence[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
+        """Creates into one service go as one $batch, one change set each (one bad record fails alone)."""
+        services = {self._split_entity(r.entity)[0] for r in requests_}
+        if len(requests_) < 2 or len(services) != 1 or any(r.operation != "create" or r.key for r in requests_):
+            return super().deliver_many(requests_)
+        service = services.pop()
+        boundary = f"batch_{uuid.uuid4()}"
+        lines = []
+        for number, request in enumerate(requests_, start=1):
+            changeset = f"changeset_{uuid.uuid4()}"
+            body = json.dumps(request.payload)
+            lines += [
+                f"--{boundary}",
+                f"Content-Type: multipart/mixed; boundary={changeset}",
+                "",
+                f"--{changeset}",
+                "Content-Type: application/http",
+                "Content-Transfer-Encoding: binary",
+                f"Content-ID: {number}",
+                "",
+                f"POST {self._split_entity(request.entity)[1]} HTTP/1.1",
+                "Content-Type: application/json",
+                "Accept: application/json",
+                f"Content-Length: {len(body.encode())}",
+                "",
+                body,
+                f"--{changeset}--",
+            ]
+        lines += [f"--{boundary}--", ""]
+        response = self._write(
+            "POST",
+            service,
+            "$batch",
+            data="\r\n".join(lines).encode(),
+            headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+        )
+        answers = _parse_batch_response(response)
+        if len(answers) != len(requests_):
+            raise errors.TransientError(f"S/4HANA: $batch answered {len(answers)} parts for {len(requests_)} requests")
+        results: list[DeliveryResult | errors.ConnectorError] = []
+        for request, (status, body) in zip(requests_, answers, strict=True):
+            if status >= 400:
+                fake = requests.Response()
+                fake.status_code, fake._content = status, body.encode()
+                try:
+                    self.raise_for_response(fake, f"$batch POST {request.entity}")
+                except errors.ConnectorError as exc:
+                    results.append(exc)
+                continue
+            entity = json.loads(body)["d"]
+            results.append(
+                DeliveryResult(
+                    target_key=_target_key(entity),
+                    etag=entity.get("__metadata", {}).get("etag", ""),
+                    status_code=status,
+                    request_summary=f"$batch POST {request.entity}",
+                    body=_plain(entity),
+                )
+            )
+        return results
+
+    def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
+        service, entity_set = self._split_entity(entity)
+        try:
+            response = self._send("GET", f"{self.base_url}/{service}/{entity_set}{_key_predicate(key)}")
+        except errors.RejectedError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return _plain(response.json()["d"])
+
+    def check_connection(self) -> ConnectionReport:
+        report = ConnectionReport()
+        for service in self.system.settings.get("s4_services") or ["API_SALES_ORDER_SRV"]:
+            try:
+                self.fetch_csrf_token(service)
+            except errors.ConnectorError as exc:
+                report.add(f"{service} CSRF token", False, exc.message)
+                continue
+            report.add(f"{service} CSRF token", True, "fetched with the session cookie")
+            try:
+                self._send("GET", f"{self.base_url}/{service}/$metadata", headers={"Accept": "application/xml"})
+            except errors.ConnectorError as exc:
+                report.add(f"{service} $metadata", False, exc.message)
+            else:
+                report.add(f"{service} $metadata", True, "readable")
+        return report
+
+
+def _parse_batch_response(response: requests.Response) -> list[tuple[int, str]]:
+    """(status, body) of each operation in a $batch answer, in order; a failed change set gives one."""
+    match = re.search(r'boundary="?([^";]+)"?', response.headers.get("Content-Type", ""))
+    if not match:
+        raise errors.TransientError("S/4HANA: $batch answer without a multipart boundary")
+    out = []
+    for status, body in re.findall(
+        r"HTTP/1\.1 (\d{3})[^\n]*\n(?:[^\n]*\S[^\n]*\n)*?\r?\n(.*?)(?=\r?\n--)", response.text, re.S
+    ):
+        out.append((int(status), body.strip()))
+    return out
