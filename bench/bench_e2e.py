@@ -68,7 +68,7 @@ def main() -> None:
     from django.db import connection
 
     from integrations.models import Flow, InboundEndpoint, Message, RecordLink
-    from integrations.pipeline.deliver import mapping_context
+    from integrations.pipeline.prepare import mapping_context
     from integrations.protocols.transport import DeliveryRequest
     from integrations.scenarios.install import templates_install
     from integrations.systems import get_connector

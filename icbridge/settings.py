@@ -69,6 +69,8 @@ def _positive(name: str, value: float) -> float:
 
 DEBUG = _read("DEBUG", _strict_bool, False)
 SECRET_KEY = _read("SECRET_KEY", env.str, _DEV_SECRET_KEY)
+# Former keys, still accepted (sessions, and decrypting System secrets) while rotating: docs/security.md.
+SECRET_KEY_FALLBACKS = _read("SECRET_KEY_FALLBACKS", env.list, [])
 ALLOWED_HOSTS = _read("ALLOWED_HOSTS", env.list, ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", env.list, [])
 DATA_DIR = Path(_read("ICBRIDGE_DATA_DIR", env.str, str(BASE_DIR / "var")))
@@ -79,6 +81,29 @@ PUBLIC_URL = _read("ICBRIDGE_PUBLIC_URL", env.str, f"http://127.0.0.1:{PORT}").r
 # Field encryption (System secrets): a Fernet key derived from SECRET_KEY and this salt.
 SALT_KEY = _read("FIELD_ENCRYPTION_SALT", env.str, _DEV_ENCRYPTION_SALT)
 USING_DEV_SECRETS = SECRET_KEY == _DEV_SECRET_KEY or SALT_KEY == _DEV_ENCRYPTION_SALT
+# A hub on the embedded development secrets is the demo (`make run`, the test suite): plain HTTP on
+# localhost, the sandbox mounted. Any deployment with real secrets gets the production defaults below.
+DEMO = DEBUG or USING_DEV_SECRETS
+# The emulators and their control API under /sandbox/ (anonymous writes by design): demo only by default.
+ICBRIDGE_SANDBOX = _read("ICBRIDGE_SANDBOX", _strict_bool, DEMO)
+
+# --- HTTPS (manage.py check --deploy is clean with the production defaults) -----------------------
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto, trust it (else the redirect loops).
+if _read("ICBRIDGE_BEHIND_TLS_PROXY", _strict_bool, False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = _read("SECURE_SSL_REDIRECT", _strict_bool, not DEMO)
+# Probes and scrapers inside the network may speak plain HTTP to these.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^monitoring/health$"]
+SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", env.int, 0 if DEMO else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _read("SECURE_HSTS_INCLUDE_SUBDOMAINS", _strict_bool, not DEMO)
+SECURE_HSTS_PRELOAD = _read("SECURE_HSTS_PRELOAD", _strict_bool, False)
+SESSION_COOKIE_SECURE = _read("SESSION_COOKIE_SECURE", _strict_bool, not DEMO)
+CSRF_COOKIE_SECURE = _read("CSRF_COOKIE_SECURE", _strict_bool, not DEMO)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+# Preloading is a choice the domain's owner makes at hstspreload.org, not a default; HSTS itself is on.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -182,6 +207,24 @@ else:
         "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
+# Throttle counters must be shared by every web process: Redis when configured, else files under
+# ICBRIDGE_DATA_DIR (the single-machine demo runs several gunicorn workers too).
+CACHE_URL = _read("ICBRIDGE_CACHE_URL", env.str, REDIS_URL)
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "icb",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -245,8 +288,11 @@ ICBRIDGE_ALERTS_SECONDS = _positive("ICBRIDGE_ALERTS_SECONDS", _read("ICBRIDGE_A
 ICBRIDGE_METRICS_WINDOW_SECONDS = _positive(
     "ICBRIDGE_METRICS_WINDOW_SECONDS", _read("ICBRIDGE_METRICS_WINDOW_SECONDS", env.int, 300)
 )
-# When set, /metrics requires "Authorization: Bearer <token>".
+# When set, /metrics requires "Authorization: Bearer <token>"; unset, /metrics is open only in the demo.
 ICBRIDGE_METRICS_TOKEN = _read("ICBRIDGE_METRICS_TOKEN", env.str, "")
+ICBRIDGE_METRICS_PUBLIC = _read("ICBRIDGE_METRICS_PUBLIC", _strict_bool, DEMO)
+# /api/health details (which check failed) for anonymous callers; else only {"status": …} and the code.
+ICBRIDGE_HEALTH_DETAILS_PUBLIC = _read("ICBRIDGE_HEALTH_DETAILS_PUBLIC", _strict_bool, DEMO)
 CELERY_BEAT_SCHEDULE.update(
     {
         "icbridge-heartbeat": {"task": "monitoring.tasks.heartbeat", "schedule": ICBRIDGE_HEARTBEAT_SECONDS},
@@ -265,6 +311,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # Client address for throttles: REMOTE_ADDR unless this many proxies sit in front (their
+    # X-Forwarded-For is trusted); DRF's default would trust a sender's own X-Forwarded-For.
+    "NUM_PROXIES": _read("ICBRIDGE_NUM_PROXIES", env.int, 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "icbridge API",
@@ -280,6 +329,16 @@ ICBRIDGE_INGRESS_MAX_BODY_BYTES = int(
 )
 ICBRIDGE_INGRESS_THROTTLE_RATE = _read("ICBRIDGE_INGRESS_THROTTLE_RATE", env.str, "200/s")
 ICBRIDGE_OPERATOR_THROTTLE_RATE = _read("ICBRIDGE_OPERATOR_THROTTLE_RATE", env.str, "20/s")
+# Failed webhook authentications allowed per client address; past it the address hears 429.
+ICBRIDGE_AUTH_FAILURE_RATE = _read("ICBRIDGE_AUTH_FAILURE_RATE", env.str, "20/min")
+# Synchronous calls to an ERP made for a user (/api/sync/…): per-user rate and the longest wait allowed.
+ICBRIDGE_SYNC_THROTTLE_RATE = _read("ICBRIDGE_SYNC_THROTTLE_RATE", env.str, "30/min")
+ICBRIDGE_SYNC_MAX_TIMEOUT_SECONDS = _positive(
+    "ICBRIDGE_SYNC_MAX_TIMEOUT_SECONDS", _read("ICBRIDGE_SYNC_MAX_TIMEOUT_SECONDS", env.float, 15.0)
+)
+# Hosts (fnmatch patterns, e.g. *.dynamics.com) and networks (10.0.0.0/8) the hub may connect to;
+# empty: any, except link-local (cloud metadata) addresses, which are always refused (integrations.egress).
+ICBRIDGE_EGRESS_ALLOW = _read("ICBRIDGE_EGRESS_ALLOW", env.list, [])
 # How long a web process reuses a flow's inbound settings before reading them again (a change made
 # in another process — credentials, enabled — takes effect within this time).
 ICBRIDGE_INGRESS_CONFIG_TTL = _read("ICBRIDGE_INGRESS_CONFIG_TTL", env.float, 5.0)
@@ -302,6 +361,10 @@ LOGGING = {
         # urllib3 logs full URLs at DEBUG, which may carry keys.
         "urllib3": {"level": "WARNING"},
         "zeep": {"level": "WARNING"},
+        # Django's own handlers (console in DEBUG, runserver's request lines, mail_admins with the full
+        # request) bypass the redaction: route them through ours only.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
 # Filters sit on the handler: logger-level filters would miss records propagated from child loggers.

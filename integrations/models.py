@@ -5,12 +5,17 @@ Model methods are small and make no network calls; the logic lives in services.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from encrypted_fields.fields import EncryptedTextField
+
+from integrations.flow_options import FlowOptions, options_problems, parse_options_json
+from integrations.kinds import KINDS
 
 
 class TimeStampedModel(models.Model):
@@ -24,12 +29,8 @@ class TimeStampedModel(models.Model):
 class System(TimeStampedModel):
     """One external endpoint that icbridge reads from or writes to."""
 
-    class Kind(models.TextChoices):
-        AX2012 = "ax2012", "Dynamics AX 2012 (AIF)"
-        FINOPS = "finops", "Dynamics 365 Finance & Operations"
-        DATAVERSE = "dataverse", "Dynamics 365 Sales / Dataverse"
-        S4HANA = "s4hana", "SAP S/4HANA"
-        RECORDER = "recorder", "Recorder (sandbox test target)"
+    # One member per registered kind (integrations.kinds): System.Kind.FINOPS == "finops".
+    Kind = models.TextChoices("Kind", [(kind.upper(), (kind, label)) for kind, label in KINDS.items()])
 
     class AuthType(models.TextChoices):
         NONE = "none", "None"
@@ -153,7 +154,9 @@ class Flow(TimeStampedModel):
         max_length=20, choices=ConflictPolicy.choices, default=ConflictPolicy.MASTER_WINS
     )
     retry_policy = models.JSONField(default=default_retry_policy, blank=True)
-    options = models.JSONField(default=dict, blank=True, help_text="Connector options for this flow.")
+    options = models.JSONField(
+        default=dict, blank=True, help_text="The flow's options (docs/flow-options.md); validated on save."
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -161,6 +164,27 @@ class Flow(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.source} → {self.target} {self.entity}"
+
+    @property
+    def opts(self) -> FlowOptions:
+        """The options, typed (integrations.flow_options); FlowOptionsError naming the key if they do not fit.
+
+        Parsed once per value (and per process, see parse_options_json): the parse is kept with the JSON
+        it read, so assigning or editing options in place is seen on the next read.
+        """
+        # Compared as JSON text, not ==: 1 == True, yet they are different options.
+        seen = json.dumps(self.options, default=str)
+        cached = self.__dict__.get("_opts_cache")
+        if cached is not None and cached[0] == seen:
+            return cached[1]
+        parsed = parse_options_json(seen, f"flow {self.slug}")
+        self.__dict__["_opts_cache"] = (seen, parsed)
+        return parsed
+
+    def clean(self) -> None:
+        super().clean()
+        if problems := options_problems(self.options):
+            raise ValidationError({"options": problems})
 
 
 class MappingVersion(models.Model):
@@ -232,7 +256,12 @@ class Message(TimeStampedModel):
     flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="messages")
     idempotency_key = models.CharField(max_length=255)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RECEIVED)
-    payload_in = models.JSONField()
+    payload_in = models.JSONField(help_text="The event as received; never changed after ingest.")
+    payload_fetched = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="What the source or a read-back added before mapping (top-level keys over payload_in).",
+    )
     payload_out = models.JSONField(null=True, blank=True)
     headers = models.JSONField(default=dict, blank=True, help_text="Event metadata from the sender.")
     mapping_version = models.PositiveIntegerField(null=True, blank=True)

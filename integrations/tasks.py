@@ -21,9 +21,9 @@ def drain_flow(flow_id: int) -> None:
 
 @shared_task(acks_late=True, ignore_result=True)
 def sweep_messages() -> None:
-    from integrations.pipeline import deliver as pipeline
+    from integrations.pipeline import sweep
 
-    pipeline.messages_sweep()
+    sweep.messages_sweep()
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -10,9 +10,9 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
 
-from integrations.scenarios import chains
 from integrations.scenarios.install import templates_install
 from integrations.scenarios.templates import TEMPLATES, TemplateError, raw
+from integrations.selectors import chains
 
 
 @staff_member_required

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from monitoring.models import (
     Alert,
@@ -140,21 +140,25 @@ class ReconciliationRunAdmin(ReadOnly):
         rows = (obj.totals or {}).get("rows") or []
         if not rows:
             return "—"
-        body = "".join(
-            format_html(
-                "<tr class='{}'><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                "bad" if r["difference"] != "0" else "",
-                r["day"],
-                r["company"],
-                r["source"],
-                r["target"],
-                r["difference"],
-            )
-            for r in rows
+        # Values come from the ERPs: escaped as arguments, never used as a format string (braces, markup).
+        body = format_html_join(
+            "",
+            "<tr class='{}'><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    "bad" if str(r.get("difference")) != "0" else "",
+                    r.get("day"),
+                    r.get("company"),
+                    r.get("source"),
+                    r.get("target"),
+                    r.get("difference"),
+                )
+                for r in rows
+            ),
         )
         return format_html(
             "<table><tr><th>Day</th><th>Company</th><th>Source</th><th>Target</th><th>Difference</th></tr>{}</table>",
-            format_html(body),
+            body,
         )
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:

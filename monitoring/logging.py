@@ -15,6 +15,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from django.http import HttpRequest
+
 CONTEXT_FIELDS = ("message_id", "correlation_id", "flow")
 MASK = "***"
 
@@ -105,7 +107,16 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = _json_value(value)
         if record.exc_text or record.exc_info:
-            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            entry["exception"] = redact(record.exc_text or self.formatException(record.exc_info))
+        return json.dumps(entry, default=lambda value: redact(str(value)))
+
+
+def _json_value(value: Any) -> Any:
+    """An extra as JSON: a request (django.request passes one on every 4xx/5xx) as its method and path only."""
+    if isinstance(value, HttpRequest):
+        return f"{value.method} {value.path}"
+    if isinstance(value, (str, int, float, bool, type(None), dict, list, tuple)):
+        return value
+    return redact(str(value))  # its str() may hold a URL with its query (a WSGIRequest repr does)

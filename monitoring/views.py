@@ -23,21 +23,32 @@ _registry = CollectorRegistry(auto_describe=False)
 _registry.register(DatabaseCollector())
 
 
+def _has_metrics_token(request: HttpRequest) -> bool:
+    token = settings.ICBRIDGE_METRICS_TOKEN
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+
+
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
+    """Status and code for any probe; which check failed only for staff, the metrics token, or the demo."""
     report = health_service.health_report()
-    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+    code = 200 if report["status"] == "ok" else 503
+    user = getattr(request, "user", None)
+    detailed = settings.ICBRIDGE_HEALTH_DETAILS_PUBLIC or _has_metrics_token(request) or (user and user.is_staff)
+    return JsonResponse(report if detailed else {"status": report["status"]}, status=code)
 
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    token = settings.ICBRIDGE_METRICS_TOKEN
-    if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+    """Prometheus text: with the bearer token, or without one only where ICBRIDGE_METRICS_PUBLIC (the demo)."""
+    if settings.ICBRIDGE_METRICS_TOKEN:
+        if not _has_metrics_token(request):
             response = HttpResponse("metrics need 'Authorization: Bearer <ICBRIDGE_METRICS_TOKEN>'\n", status=401)
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
+    elif not settings.ICBRIDGE_METRICS_PUBLIC:
+        return HttpResponse("metrics are off: set ICBRIDGE_METRICS_TOKEN and scrape with it\n", status=403)
     return HttpResponse(generate_latest(_registry), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,11 +1,11 @@
-"""Control API of the emulators: set faults, reset data. Staff only."""
+"""Control API of the emulators: set faults, reset data. Needs the FaultSettings model permissions."""
 
 from __future__ import annotations
 
 from importlib import import_module
 
 from rest_framework import serializers
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +28,16 @@ class FaultsSerializer(serializers.ModelSerializer):
         return attrs
 
 
+class FaultSettingsPerms(BasePermission):
+    """Model permissions on FaultSettings (view to read, change to set or clear, delete to reset), not mere staff."""
+
+    needed = {"GET": "view", "HEAD": "view", "OPTIONS": "view", "PUT": "change", "PATCH": "change", "DELETE": "change"}
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        action = self.needed.get(request.method, "delete")
+        return bool(request.user and request.user.has_perm(f"sandbox.{action}_faultsettings"))
+
+
 def _unknown(emulator: str) -> Response | None:
     if emulator not in EMULATORS:
         return Response({"error": f"unknown emulator '{emulator}'", "field": "emulator"}, status=404)
@@ -35,7 +45,7 @@ def _unknown(emulator: str) -> Response | None:
 
 
 class FaultsApi(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [FaultSettingsPerms]
 
     def get(self, request: Request, emulator: str) -> Response:
         return _unknown(emulator) or Response(FaultsSerializer(faults_for(emulator)).data)
@@ -57,7 +67,7 @@ class FaultsApi(APIView):
 class ResetApi(APIView):
     """Delete the emulator's data and faults; each emulator module has a reset() of its own."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [FaultSettingsPerms]
 
     def post(self, request: Request, emulator: str) -> Response:
         if unknown := _unknown(emulator):

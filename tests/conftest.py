@@ -186,7 +186,7 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.2, sweep: bool = False) -> None:
     """Poll until predicate() holds; with sweep=True run the beat sweeper each round, as beat would."""
-    from integrations.pipeline.deliver import messages_sweep
+    from integrations.pipeline.sweep import messages_sweep
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,10 +21,13 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from integrations import mapping
+from integrations.admin.audit import ConfigAuditMixin
+from integrations.flow_options import options_problems
 from integrations.models import Flow, MappingVersion, Message, ValueMap, ValueMapEntry
-from integrations.pipeline.operator import audit_record
 from integrations.retry import RetryPolicy
+from integrations.scenarios.payloads import message_payload
 from integrations.services import mappings
+from integrations.services.audit import audit_record
 
 CODE = {"style": "font-family: monospace; width: 100%;", "spellcheck": "false"}
 
@@ -51,6 +54,11 @@ class FlowForm(forms.ModelForm):
         required=False,
         widget=forms.Textarea(attrs={**CODE, "rows": 4}),
         help_text='e.g. {"max_attempts": 8, "backoff": {"1": 10, "3": 60, "5": 600}, "jitter": 0.2}',
+    )
+    options = PrettyJSONField(
+        required=False,
+        widget=forms.Textarea(attrs={**CODE, "rows": 8}),
+        help_text="The flow's options (docs/flow-options.md): unknown keys and ill-typed values are refused.",
     )
 
     class Meta:
@@ -83,6 +91,15 @@ class FlowForm(forms.ModelForm):
             raise ValidationError(problems)
         return spec
 
+    def clean_options(self) -> dict[str, Any]:
+        options = self.cleaned_data.get("options")
+        if options is None:  # an emptied box: no options
+            return {}
+        problems = options_problems(options)  # each names its key path and what is allowed
+        if problems:
+            raise ValidationError(problems)
+        return options
+
     def clean_retry_policy(self) -> dict[str, Any]:
         policy = self.cleaned_data.get("retry_policy") or {}
         if not isinstance(policy, dict):
@@ -92,7 +109,7 @@ class FlowForm(forms.ModelForm):
 
 
 @admin.register(Flow)
-class FlowAdmin(admin.ModelAdmin):
+class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
     form = FlowForm
     list_display = ("name", "entity", "source", "target", "trigger", "mapping_version", "enabled")
     list_filter = ("enabled", "trigger", "source__kind", "target__kind")
@@ -160,7 +177,9 @@ class FlowAdmin(admin.ModelAdmin):
         else:
             chosen = request.GET.get("message") or (recent[0]["pk"] if recent else None)
             if chosen:
-                sample = Message.objects.filter(flow=flow, pk=chosen).values_list("payload_in", flat=True).first()
+                picked = Message.objects.filter(flow=flow, pk=chosen).only("payload_in", "payload_fetched").first()
+                # What the mapping read: the event with what was fetched for it.
+                sample = message_payload(picked) if picked is not None else None
                 if sample is not None:
                     payload_text = json.dumps(sample, indent=2, ensure_ascii=False)
             spec_text = json.dumps(flow.mapping_spec, indent=2, ensure_ascii=False)

@@ -20,13 +20,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from integrations.models import Attempt, AuditEntry, MappingVersion, Message, RecordLink
 from integrations.pipeline import operator
-from integrations.scenarios import chains
+from integrations.selectors import chains
 
 Status = Message.Status
 BULK_BATCH = 500
@@ -196,6 +196,7 @@ class MessageAdmin(admin.ModelAdmin):
         "replay_of_link",
         "replays_links",
         "payload_in_pretty",
+        "payload_fetched_pretty",
         "payload_out_pretty",
         "headers_pretty",
     )
@@ -214,7 +215,10 @@ class MessageAdmin(admin.ModelAdmin):
             },
         ),
         ("Last error", {"fields": ("last_error_class", "last_error")}),
-        ("Payloads", {"fields": ("payload_in_pretty", "payload_out_pretty", "headers_pretty")}),
+        (
+            "Payloads",
+            {"fields": (("payload_in_pretty", "payload_fetched_pretty"), "payload_out_pretty", "headers_pretty")},
+        ),
     )
     actions = ["retry_selected", "discard_selected"]
 
@@ -240,7 +244,10 @@ class MessageAdmin(admin.ModelAdmin):
     def correlation_link(self, obj: Message) -> str:
         if not obj.correlation_id:
             return "—"
-        url = reverse("scenario-chain", args=[obj.correlation_id])
+        try:
+            url = reverse("scenario-chain", args=[obj.correlation_id])
+        except NoReverseMatch:  # a sender's id may hold "/", which the chain page's URL cannot carry
+            return format_html("<code>{}</code>", obj.correlation_id)
         return format_html("<code>{}</code> (<a href='{}'>business chain</a>)", obj.correlation_id, url)
 
     @admin.display(description="mapping version")
@@ -278,6 +285,12 @@ class MessageAdmin(admin.ModelAdmin):
     def payload_in_pretty(self, obj: Message) -> str:
         return _payload(obj.payload_in, "payload in (from the source)", open_=True)
 
+    @admin.display(description="payload fetched")
+    def payload_fetched_pretty(self, obj: Message) -> str:
+        if obj.payload_fetched is None:
+            return format_html("<em>{}</em>", "nothing read from the source for this event")
+        return _payload(obj.payload_fetched, "payload fetched (read from the source before mapping)", open_=True)
+
     @admin.display(description="payload out")
     def payload_out_pretty(self, obj: Message) -> str:
         return _payload(obj.payload_out, "payload out (mapped, sent to the target)")
@@ -297,6 +310,14 @@ class MessageAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # discard keeps the row and the audit trail
+
+    def save_model(self, request: HttpRequest, obj: Message, form: Any, change: bool) -> None:
+        # Every field is read-only: a save would only write this page's stale copy of the row over
+        # what the pipeline changed since. Changes go through the action buttons (audited services).
+        return
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        return
 
     def _require_change(self, request: HttpRequest, obj: Message | None = None) -> None:
         if not self.has_change_permission(request, obj):

@@ -7,6 +7,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from integrations.admin.audit import ConfigAuditMixin, HiddenSecretMixin
+from integrations.egress import egress_refusal
 from integrations.models import CompanyLink, InboundEndpoint, System
 from integrations.services.systems import system_test_connection
 
@@ -22,6 +24,21 @@ class WriteOnlySecretForm(forms.ModelForm):
 
     def clean_secret(self) -> str:
         return self.cleaned_data["secret"] or (self.instance.secret if self.instance.pk else "")
+
+    def _egress_checked(self, name: str) -> str:
+        url = self.cleaned_data.get(name) or ""
+        if url and (refusal := egress_refusal(url)):
+            raise forms.ValidationError(f"The hub may not connect there: {refusal}.")
+        return url
+
+    def clean_base_url(self) -> str:
+        return self._egress_checked("base_url")
+
+    def clean_auth_url(self) -> str:
+        return self._egress_checked("auth_url")
+
+    def clean_jwks_url(self) -> str:
+        return self._egress_checked("jwks_url")
 
 
 class SystemForm(WriteOnlySecretForm):
@@ -46,7 +63,7 @@ class SystemForm(WriteOnlySecretForm):
 
 
 @admin.register(System)
-class SystemAdmin(admin.ModelAdmin):
+class SystemAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin):
     form = SystemForm
     list_display = ("name", "kind", "base_url", "auth_type", "secret_hint", "enabled")
     list_filter = ("kind", "enabled")
@@ -54,7 +71,8 @@ class SystemAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     actions = ["test_connection"]
 
-    @admin.action(description="Test connection (token, reachability, permissions)", permissions=["view"])
+    # It signs in with the System's own credentials: for who may configure it, not for every viewer.
+    @admin.action(description="Test connection (token, reachability, permissions)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[System]) -> None:
         for system in queryset:
             report = system_test_connection(system=system, actor=request.user)
@@ -63,7 +81,7 @@ class SystemAdmin(admin.ModelAdmin):
 
 
 @admin.register(CompanyLink)
-class CompanyLinkAdmin(admin.ModelAdmin):
+class CompanyLinkAdmin(ConfigAuditMixin, admin.ModelAdmin):
     list_display = ("name", "company_a", "system_a", "company_b", "system_b", "currency")
     list_select_related = ("system_a", "system_b")
 
@@ -93,7 +111,7 @@ class InboundEndpointForm(WriteOnlySecretForm):
 
 
 @admin.register(InboundEndpoint)
-class InboundEndpointAdmin(admin.ModelAdmin):
+class InboundEndpointAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin):
     """Who may send events to a flow or system, and where an event's id is (webhook ingress)."""
 
     form = InboundEndpointForm

@@ -20,6 +20,7 @@ from typing import Any
 
 import jwt
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest
@@ -28,8 +29,9 @@ from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
+from integrations.egress import egress_refusal
 from integrations.models import Flow, InboundEndpoint, System
 
 logger = logging.getLogger(__name__)
@@ -146,7 +148,7 @@ def target_resolve(kwargs: dict[str, Any]) -> InboundTarget:
 def _read_body(request: HttpRequest, limit: int) -> bytes:
     """The body, refusing it before reading when the declared length is over the limit."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise InputError(f"the body is {int(declared)} bytes; the limit is {limit}", status_code=413)
     try:
         body = request.body
@@ -182,6 +184,8 @@ def challenge_for(endpoint: InboundEndpoint | None) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _jwks_client(url: str) -> jwt.PyJWKClient:
+    if refusal := egress_refusal(url):  # set before the allow-list was; not cached, so refused every time
+        raise jwt.PyJWKClientError(refusal)
     # One client per JWKS URL per process: it caches the keys, so a token is not a fetch per request.
     return jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=5)
 
@@ -280,7 +284,8 @@ def _hmac_check(
         raise fail(f"header '{HMAC_TIMESTAMP_HEADER}' is missing")
     if not signature:
         raise fail(f"header '{name}' is missing")
-    if not stamp.isdigit():
+    # isdigit() alone takes "²" and other Unicode digits that int() refuses or reads otherwise.
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
         raise fail(f"header '{HMAC_TIMESTAMP_HEADER}' must be Unix seconds")
     # A captured request replayed later is refused: the timestamp is signed, and must be recent.
     skew = abs(time.time() - int(stamp))
@@ -320,7 +325,12 @@ class InboundAuthentication(BaseAuthentication):
             settings.ICBRIDGE_INGRESS_MAX_BODY_BYTES
         )
         target.body = _read_body(django_request, limit)
-        credentials_check(endpoint=target.endpoint, request=django_request, body=target.body, label=target.label)
+        auth_failures_guard(django_request)
+        try:
+            credentials_check(endpoint=target.endpoint, request=django_request, body=target.body, label=target.label)
+        except InboundAuthFailed:
+            auth_failure_count(django_request)  # raises Throttled once the address is over its limit
+            raise
         return InboundSender(auth_type=target.endpoint.auth_type), target
 
     def authenticate_header(self, request: Request) -> str:
@@ -351,15 +361,30 @@ def parse_rate(rate: str) -> tuple[int, int] | None:
     return (number, seconds) if number > 0 else None
 
 
-class IngressThrottle(SimpleRateThrottle):
-    """Per endpoint (flow or system), at the endpoint's rate or the global one."""
+def _window(name: str, period: int) -> tuple[str, float]:
+    """The cache key of the current fixed window of `period` seconds, and the seconds left in it."""
+    now = time.time()
+    return f"{name}:{int(now // period)}", period - now % period
 
-    scope = "ingress"
 
-    def __init__(self) -> None:  # the rate depends on the endpoint, known only per request
-        pass
+def _count(key: str, period: int) -> int:
+    """Add one to a shared counter (atomic INCR in Redis), created for one window."""
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=period + 1)
+        return 1
 
-    def get_rate(self) -> str | None:
+
+class IngressThrottle(BaseThrottle):
+    """Per endpoint (flow or system), at the endpoint's rate or the global one.
+
+    A fixed window counted in the shared cache, so every gunicorn worker (and host) counts the same
+    requests; DRF's history list is read-modify-write and lets concurrent workers overshoot.
+    """
+
+    def get_rate(self) -> str:
         return settings.ICBRIDGE_INGRESS_THROTTLE_RATE
 
     def allow_request(self, request: Request, view: Any) -> bool:
@@ -370,13 +395,33 @@ class IngressThrottle(SimpleRateThrottle):
         parsed = parse_rate(own) if own else None
         if own and parsed is None:
             logger.warning("%s has an unreadable throttle rate; using the global rate", target.label)
-        parsed = parsed or parse_rate(settings.ICBRIDGE_INGRESS_THROTTLE_RATE) or (200, 1)
-        self.num_requests, self.duration = parsed
-        self.rate = f"{self.num_requests}/{self.duration}s"
-        return super().allow_request(request, view)
+        limit, period = parsed or parse_rate(settings.ICBRIDGE_INGRESS_THROTTLE_RATE) or (200, 1)
+        key, self._wait = _window(f"throttle_ingress:{target.throttle_key}", period)
+        return _count(key, period) <= limit
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        return f"throttle_ingress_{request.auth.throttle_key}"
+    def wait(self) -> float | None:
+        return self._wait
+
+
+def _auth_failure_window(request: HttpRequest) -> tuple[str, int, int, float]:
+    limit, period = parse_rate(settings.ICBRIDGE_AUTH_FAILURE_RATE) or (20, 60)
+    # get_ident: REMOTE_ADDR, or X-Forwarded-For only through ICBRIDGE_NUM_PROXIES trusted proxies.
+    key, left = _window(f"auth_failures:{BaseThrottle().get_ident(request)}", period)
+    return key, limit, period, left
+
+
+def auth_failures_guard(request: HttpRequest) -> None:
+    """429 for an address that failed authentication too often in this window: no more key guessing."""
+    key, limit, _, left = _auth_failure_window(request)
+    if (cache.get(key) or 0) >= limit:
+        raise exceptions.Throttled(wait=left)
+
+
+def auth_failure_count(request: HttpRequest) -> None:
+    """Count a failure; past the limit it is answered 429 too, so concurrent guesses cannot overshoot it."""
+    key, limit, period, left = _auth_failure_window(request)
+    if _count(key, period) > limit:
+        raise exceptions.Throttled(wait=left)
 
 
 class InboundAuthenticationScheme(OpenApiAuthenticationExtension):

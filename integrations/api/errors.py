@@ -10,7 +10,7 @@ from django.http import Http404
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
-from integrations.ingress.events import EventError
+from integrations.protocols.events import EventError
 
 
 class ErrorSerializer(serializers.Serializer):

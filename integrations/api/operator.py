@@ -37,6 +37,7 @@ from integrations.api.serializers import (
 )
 from integrations.models import AuditEntry, Flow, Message, System
 from integrations.pipeline import operator
+from integrations.selectors.messages import messages_filter
 
 ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="Not signed in."),
@@ -93,7 +94,7 @@ class MessageListApi(OperatorApi, generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Message]:
         filters = MessageFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        return MessageFilterSerializer.apply(_messages(), filters.validated_data).order_by("-created_at", "-id")
+        return messages_filter(queryset=_messages(), filters=filters.validated_data).order_by("-created_at", "-id")
 
 
 @extend_schema(tags=["messages"], responses={200: MessageDetailSerializer, **ERRORS, 404: ErrorSerializer})
@@ -149,7 +150,7 @@ class MessagesBulkRetryApi(OperatorApi, APIView):
         data = BulkRetrySerializer(data=request.data)
         data.is_valid(raise_exception=True)
         filters = data.validated_data
-        matching = MessageFilterSerializer.apply(_messages(), filters).filter(status__in=operator.RETRYABLE)
+        matching = messages_filter(queryset=_messages(), filters=filters).filter(status__in=operator.RETRYABLE)
         ids = list(matching.order_by("created_at").values_list("pk", flat=True)[: filters["limit"]])
         count = operator.messages_retry(
             messages=Message.objects.filter(pk__in=ids), actor=request.user, reason=filters["reason"]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.http import HttpResponseRedirect
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import BasePermission, IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from integrations.scenarios import chains, deeplinks, sync_calls
+from integrations.api.auth import parse_rate
+from integrations.scenarios import deeplinks, sync_calls
+from integrations.selectors import chains
 
 
 def error(text: str, *, status: int, field: str | None = None) -> Response:
@@ -58,10 +64,33 @@ class ChainApi(APIView):
         return Response(chains.chain_as_dict(chain))
 
 
+class MayCallErp(BasePermission):
+    """A synchronous call signs in to an ERP with the hub's credentials: operators and engineers only."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(
+            user
+            and user.is_authenticated
+            and any(user.has_perm(perm) for perm in ("integrations.change_message", "integrations.change_companylink"))
+        )
+
+
+class SyncCallThrottle(UserRateThrottle):
+    """Per user: each call costs an ERP request made with the hub's own credentials."""
+
+    scope = "sync"
+
+    def get_rate(self) -> str:
+        rate = settings.ICBRIDGE_SYNC_THROTTLE_RATE.replace(" ", "").lower()
+        return rate if parse_rate(rate) else "30/min"
+
+
 class SyncAvailabilityApi(APIView):
     """Ask the other company, now, whether it can deliver an item and at what price."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [MayCallErp]
+    throttle_classes = [SyncCallThrottle]
 
     class InputSerializer(serializers.Serializer):
         company_link = serializers.CharField(help_text="CompanyLink name or id.")
@@ -82,6 +111,9 @@ class SyncAvailabilityApi(APIView):
             field, problems = next(iter(serializer.errors.items()))
             return error(f"field '{field}': {problems[0]}", status=400, field=field)
         data = serializer.validated_data
+        limit = settings.ICBRIDGE_SYNC_MAX_TIMEOUT_SECONDS
+        if data.get("timeout_seconds") and data["timeout_seconds"] > limit:
+            return error(f"field 'timeout_seconds': at most {limit:g}", status=400, field="timeout_seconds")
         try:
             answer = sync_calls.availability_check(**data, actor=request.user)
         except sync_calls.SyncCallError as exc:

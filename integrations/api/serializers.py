@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from integrations.flow_options import options_problems
 from integrations.models import Attempt, AuditEntry, Flow, InboundEndpoint, Message, System
 
 
@@ -72,11 +72,19 @@ class FlowSerializer(serializers.ModelSerializer):
             "master",
             "conflict_policy",
             "retry_policy",
+            "options",
             "enabled",
             "inbound",
             "created_at",
             "updated_at",
         ]
+
+    def validate_options(self, value: Any) -> dict[str, Any]:
+        """The schema of integrations.flow_options: each problem names its key path and what is allowed."""
+        problems = options_problems({} if value is None else value)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return {} if value is None else value
 
     @extend_schema_field(InboundEndpointSerializer(allow_null=True))
     def get_inbound(self, flow: Flow) -> dict[str, Any] | None:
@@ -137,6 +145,7 @@ class MessageDetailSerializer(MessageSerializer):
         fields = [
             *MessageSerializer.Meta.fields,
             "payload_in",
+            "payload_fetched",
             "payload_out",
             "headers",
             "mapping_version",
@@ -154,7 +163,7 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 
 
 class MessageFilterSerializer(serializers.Serializer):
-    """Query parameters of the message list, also the body of a bulk retry."""
+    """Query parameters of the message list, also the body of a bulk retry (applied by selectors.messages)."""
 
     status = serializers.CharField(required=False, help_text="One status or several, comma-separated.")
     flow = serializers.SlugField(required=False, help_text="Flow slug.")
@@ -180,34 +189,6 @@ class MessageFilterSerializer(serializers.Serializer):
         if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
             raise serializers.ValidationError({"until": "must be later than since"})
         return attrs
-
-    @staticmethod
-    def apply(queryset: QuerySet[Message], filters: dict[str, Any]) -> QuerySet[Message]:
-        if filters.get("status"):
-            queryset = queryset.filter(status__in=filters["status"])
-        if filters.get("flow"):
-            queryset = queryset.filter(flow__slug=filters["flow"])
-        if filters.get("system"):
-            queryset = queryset.filter(
-                Q(flow__source__slug=filters["system"]) | Q(flow__target__slug=filters["system"])
-            )
-        if filters.get("since"):
-            queryset = queryset.filter(created_at__gte=filters["since"])
-        if filters.get("until"):
-            queryset = queryset.filter(created_at__lt=filters["until"])
-        if filters.get("correlation_id"):
-            queryset = queryset.filter(correlation_id=filters["correlation_id"])
-        if filters.get("source_record_key"):
-            queryset = queryset.filter(source_record_key=filters["source_record_key"])
-        if filters.get("q"):
-            term = filters["q"]
-            queryset = queryset.filter(
-                Q(idempotency_key__icontains=term)
-                | Q(source_record_key__icontains=term)
-                | Q(target_record_key__icontains=term)
-                | Q(correlation_id=term)
-            )
-        return queryset
 
 
 class BulkRetrySerializer(MessageFilterSerializer):

@@ -9,20 +9,7 @@ from monitoring.views import health
 urlpatterns = [
     path("health", health, name="api-health"),
     path("", include("integrations.api.scenarios")),  # deep links, business chains, synchronous calls
-    # Webhook ingress: per flow, or per source system (routed to its flows by entity / event type).
-    path("webhooks/dataverse/<slug:flow_slug>", webhooks.DataverseWebhookApi.as_view(), name="webhook-dataverse"),
-    path(
-        "webhooks/dataverse/systems/<slug:system_slug>",
-        webhooks.DataverseSystemWebhookApi.as_view(),
-        name="webhook-dataverse-system",
-    ),
-    path("events/finops/<slug:flow_slug>", webhooks.FinOpsEventApi.as_view(), name="events-finops"),
-    path(
-        "events/finops/systems/<slug:system_slug>", webhooks.FinOpsSystemEventApi.as_view(), name="events-finops-system"
-    ),
-    path("events/sap/<slug:flow_slug>", webhooks.SapEventApi.as_view(), name="events-sap"),
-    path("events/sap/systems/<slug:system_slug>", webhooks.SapSystemEventApi.as_view(), name="events-sap-system"),
-    path("ingest/<slug:flow_slug>", webhooks.GenericIngestApi.as_view(), name="ingest-generic"),
+    *webhooks.ingress_routes(),
     # Operator API.
     path("messages", operator.MessageListApi.as_view(), name="api-messages"),
     path("messages/retry", operator.MessagesBulkRetryApi.as_view(), name="api-messages-retry"),

@@ -1,17 +1,16 @@
-"""Webhook ingress: one DRF view per sender format, each for one flow or for one system.
+"""Webhook ingress: one DRF view per sender format (a system's InboundFormat), for one flow or one system.
 
 A request is resolved, bounded and authenticated (auth.InboundAuthentication), throttled per
-endpoint, parsed (services.events) and stored with message_ingest in one commit; the work runs
-in Celery. A system-level endpoint routes the event to every enabled flow of that source system
-whose entity (or options["event_types"]) matches the event.
+endpoint, parsed by its system's parser and stored (integrations.ingress.routing) in one commit;
+the work runs in Celery. A system-level endpoint routes the event to every enabled flow of that
+source system whose entity (or options["event_types"]) matches the event.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, ClassVar
 
-from django.db import transaction
+from django.urls import URLPattern, path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -19,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from integrations import systems
 from integrations.api.auth import (
     InboundAuthentication,
     InboundTarget,
@@ -28,9 +28,8 @@ from integrations.api.auth import (
     parse_rate,
 )
 from integrations.api.errors import ErrorSerializer, api_exception_handler, error_response
-from integrations.ingress import events
-from integrations.models import Flow
-from integrations.pipeline.ingest import message_ingest
+from integrations.ingress import routing
+from integrations.protocols.events import GENERIC, InboundFormat, body_parse
 
 
 class IngestResultSerializer(serializers.Serializer):
@@ -59,97 +58,45 @@ ERRORS = {
 }
 
 
-def _event_types(flow: Flow) -> list[str]:
-    """The event types a flow lists in options["event_types"]; anything malformed lists none."""
-    listed = flow.options.get("event_types") if isinstance(flow.options, dict) else None
-    return [item for item in listed if isinstance(item, str)] if isinstance(listed, list) else []
-
-
 class InboundApi(APIView):
-    """Base of the ingress views: auth, throttle and one error shape; subclasses parse one format."""
+    """An ingress view of one sender format (`fmt`): auth, throttle, parse, route, store; 202 fast."""
 
     authentication_classes = [InboundAuthentication]
     permission_classes = [InboundTargetEnabled]
     throttle_classes = [IngressThrottle]
     parser_classes: ClassVar[list[Any]] = []  # the body is read raw, once, by the authenticator
-    # The field of the event that names what it is about, for a system endpoint's routing error.
-    entity_field: ClassVar[str] = ""
-    # True where that field is the flow's own entity (a Dataverse table's logical name), so a flow's
-    # endpoint can refuse another entity's events; elsewhere only a flow listing event_types can.
-    entity_is_flow_entity: ClassVar[bool] = False
+    fmt: ClassVar[InboundFormat]
 
     def get_exception_handler(self) -> Any:
         return api_exception_handler
 
-    def parse(self, request: Request, document: Any, target: InboundTarget) -> events.InboundEvent:
-        """Each sender's view reads its own format; this base view is never routed."""
-        raise NotImplementedError(f"{type(self).__name__} must say how to parse its events")
-
-    def document(self, target: InboundTarget) -> Any:
-        return events.body_parse(target.body)
-
     def post(self, request: Request, **kwargs: Any) -> Response:
         target: InboundTarget = request.auth
-        event = self.parse(request, self.document(target), target)
-        if target.flow:
-            self.check_takes(target.flow, event)
-        flows = [target.flow] if target.flow else self.routed_flows(target, event)
-        # One commit for all: a system event routed to two flows is stored for both or for neither.
-        # (message_ingest is atomic itself: one flow needs no outer transaction, and saves two round trips.)
-        with transaction.atomic() if len(flows) > 1 else nullcontext():
-            results = [
-                (
-                    flow,
-                    *message_ingest(
-                        flow=flow,
-                        payload=event.payload,
-                        idempotency_key=events.key_fit(event.idempotency_key),
-                        source_record_key=event.source_record_key,
-                        source_version=event.source_version,
-                        correlation_id=event.correlation_id,
-                        headers=event.headers,
-                    ),
-                )
-                for flow in flows
-            ]
-        duplicate = not any(created for _, _, created in results)
+        # An empty body is refused by the parser ("the body is empty"), whatever it claims to be.
+        if target.body.strip() and not self.fmt.takes_content_type(target.headers):
+            given = target.headers.get("content-type", "") or "none"
+            raise InputError(
+                f"Content-Type must be application/json, got {given}", field="Content-Type", status_code=415
+            )
+        read = self.fmt.document or (lambda body, headers: body_parse(body))
+        document = read(target.body, target.headers)
+        try:
+            if target.flow:
+                said = document.get(self.fmt.entity_field) if isinstance(document, dict) else None
+                routing.check_takes(target.flow, said if isinstance(said, str) else "", self.fmt)
+            event = self.fmt.parse(document, headers=target.headers, endpoint=target.endpoint)
+            if target.flow:
+                routing.check_takes(target.flow, event.entity, self.fmt)
+            flows = [target.flow] if target.flow else routing.routed_flows(target.system, target.label, event, self.fmt)
+        except routing.RoutingError as exc:
+            raise InputError(exc.text, field=exc.field, status_code=422) from None
+        stored = routing.event_ingest(event=event, flows=flows)
+        duplicate = not any(item.created for item in stored)
         code = status.HTTP_200_OK if duplicate else status.HTTP_202_ACCEPTED
         if target.flow:
-            _, message, created = results[0]
-            return Response({"message_id": message.pk, "duplicate": not created}, status=code)
-        routed = [
-            {"flow": flow.slug, "message_id": message.pk, "duplicate": not created}
-            for flow, message, created in results
-        ]
+            return Response({"message_id": stored[0].message.pk, "duplicate": not stored[0].created}, status=code)
+        routed = [{"flow": i.flow.slug, "message_id": i.message.pk, "duplicate": not i.created} for i in stored]
         return Response({"messages": routed, "duplicate": duplicate}, status=code)
-
-    def check_takes(self, flow: Flow, event: events.InboundEvent) -> None:
-        """A flow's endpoint refuses events about something else (a step registered on the wrong URL)."""
-        types = _event_types(flow)
-        if not event.entity or event.entity.lower() == flow.entity.lower() or event.entity in types:
-            return
-        if self.entity_is_flow_entity or types:
-            takes = ", ".join(repr(t) for t in types) if types else repr(flow.entity)
-            raise InputError(
-                f"flow {flow.slug} takes {takes} events, not {event.entity!r}",
-                field=self.entity_field or None,
-                status_code=422,
-            )
-
-    def routed_flows(self, target: InboundTarget, event: events.InboundEvent) -> list[Flow]:
-        wanted = event.entity.lower()
-        flows = [
-            flow
-            for flow in Flow.objects.select_related("source", "target").filter(source=target.system, enabled=True)
-            if flow.entity.lower() == wanted or event.entity in _event_types(flow)
-        ]
-        if not flows:
-            raise InputError(
-                f"no enabled flow from {target.label} takes {event.entity!r}",
-                field=self.entity_field or None,
-                status_code=422,
-            )
-        return flows
 
     def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """CloudEvents webhook validation handshake (HTTP 1.1 Web Hooks, §4 abuse protection).
@@ -202,70 +149,21 @@ def _schema(*, tag: str, summary: str, system: bool, request: Any = OpenApiTypes
     )
 
 
-class DataverseWebhookApi(InboundApi):
-    entity_field = "PrimaryEntityName"
-    entity_is_flow_entity = True
-
-    def parse(self, request: Request, document: Any, target: InboundTarget) -> events.InboundEvent:
-        return events.dataverse_event(document, headers=target.headers)
-
-    @_schema(tag="webhooks", summary="Dataverse webhook (RemoteExecutionContext)", system=False)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return super().post(request, **kwargs)
+def view_for(fmt: InboundFormat, *, system: bool) -> type[InboundApi]:
+    """The view class of one sender format, per flow or per source system, with its OpenAPI schema."""
+    summary = fmt.system_summary if system else fmt.summary
+    schema = _schema(tag="webhooks", summary=summary, system=system)
+    post = schema(lambda self, request, **kwargs: InboundApi.post(self, request, **kwargs))
+    name = "".join(part.capitalize() for part in fmt.url_name.split("-")) + ("SystemApi" if system else "Api")
+    return type(name, (InboundApi,), {"fmt": fmt, "post": post, "__doc__": summary})
 
 
-class DataverseSystemWebhookApi(DataverseWebhookApi):
-    @_schema(tag="webhooks", summary="Dataverse webhook for every entity of one system", system=True)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return InboundApi.post(self, request, **kwargs)
-
-
-class FinOpsEventApi(InboundApi):
-    entity_field = "BusinessEventId"
-
-    def parse(self, request: Request, document: Any, target: InboundTarget) -> events.InboundEvent:
-        return events.finops_event(document, endpoint=target.endpoint)
-
-    @_schema(tag="webhooks", summary="D365 F&O business event", system=False)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return super().post(request, **kwargs)
-
-
-class FinOpsSystemEventApi(FinOpsEventApi):
-    @_schema(tag="webhooks", summary="D365 F&O business event routed by BusinessEventId", system=True)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return InboundApi.post(self, request, **kwargs)
-
-
-class SapEventApi(InboundApi):
-    entity_field = "type"
-
-    def document(self, target: InboundTarget) -> Any:
-        # Structured mode (application/cloudevents+json) carries the envelope in the body; binary
-        # mode carries it in ce-* headers with the data as the body.
-        content_type = target.headers.get("content-type", "")
-        if "ce-specversion" in target.headers and "cloudevents" not in content_type:
-            return events.cloudevent_from_binary(target.body, target.headers)
-        return events.body_parse(target.body)
-
-    def parse(self, request: Request, document: Any, target: InboundTarget) -> events.InboundEvent:
-        return events.sap_event(document, endpoint=target.endpoint)
-
-    @_schema(tag="webhooks", summary="SAP Event Mesh CloudEvent (structured or binary mode)", system=False)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return super().post(request, **kwargs)
-
-
-class SapSystemEventApi(SapEventApi):
-    @_schema(tag="webhooks", summary="SAP Event Mesh CloudEvent routed by type", system=True)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return InboundApi.post(self, request, **kwargs)
-
-
-class GenericIngestApi(InboundApi):
-    def parse(self, request: Request, document: Any, target: InboundTarget) -> events.InboundEvent:
-        return events.generic_event(document, headers=target.headers, endpoint=target.endpoint)
-
-    @_schema(tag="webhooks", summary="Any JSON object; id from a header or JSON pointer", system=False)
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        return super().post(request, **kwargs)
+def ingress_routes() -> list[URLPattern]:
+    """/api/<prefix>/<flow_slug> and /api/<prefix>/systems/<system_slug> for every registered sender format."""
+    routes = []
+    for fmt in [*systems.inbound_formats(), GENERIC]:
+        routes.append(path(f"{fmt.prefix}/<slug:flow_slug>", view_for(fmt, system=False).as_view(), name=fmt.url_name))
+        if not fmt.per_flow_only:
+            view = view_for(fmt, system=True).as_view()
+            routes.append(path(f"{fmt.prefix}/systems/<slug:system_slug>", view, name=f"{fmt.url_name}-system"))
+    return routes

@@ -14,7 +14,7 @@ from typing import Any
 
 from integrations.errors import MappingError
 from integrations.mapping.compiler import CompiledSpec, FieldFailure, SpecError, compile_spec
-from integrations.mapping.expressions import Failure
+from integrations.mapping.syntax import Failure
 
 __all__ = ["CompiledSpec", "SpecError", "apply", "compiled", "describe_value", "validate_spec"]
 

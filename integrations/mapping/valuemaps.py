@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from integrations.mapping.expressions import Failure
+from integrations.mapping.syntax import Failure
 from integrations.models import ValueMap, ValueMapEntry
 
 _lock = threading.Lock()

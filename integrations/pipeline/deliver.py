@@ -1,14 +1,22 @@
-"""The pipeline: transform and deliver one message, and sweep for due and stuck ones."""
+"""Deliver: claim a message, send it to the target, and write its outcome.
+
+A Delivery is one claimed message on its way: it holds the lease (the claim's fencing token),
+when and how long the try ran, the record's link and the payload's hash. Every outcome it writes
+is fenced: the row changes only while status=DELIVERING and lease_expires_at=lease, so a worker
+whose claim the sweeper has released writes nothing.
+
+An attempt is counted when its Attempt row is written (attempts + 1 in the same fenced UPDATE).
+What writes no row counts none: a mapping error, a skip, a record busy with another worker.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,13 +25,11 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from integrations import errors, mapping, tasks
-from integrations.ingress import events
+from integrations import errors
 from integrations.models import Attempt, Flow, Message, RecordLink
-from integrations.pipeline import dispatch
+from integrations.pipeline import dispatch, prepare
 from integrations.protocols.transport import DeliveryRequest, DeliveryResult
 from integrations.retry import RetryPolicy
-from integrations.scenarios import chains
 from integrations.systems import get_connector
 
 logger = logging.getLogger(__name__)
@@ -33,22 +39,274 @@ Status = Message.Status
 RECORD_BUSY_DELAY = timedelta(seconds=1)
 
 
-def content_hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def mapping_context(flow: Flow) -> dict[str, Any]:
-    return flow.company_link.context_for(flow.source) if flow.company_link else {}
-
-
-@dataclass
-class Claimed:
-    """A message this worker holds for delivery; the lease end is its claim token."""
+@dataclass(eq=False)
+class Delivery:
+    """One message this worker holds for delivery; every write is fenced by its lease."""
 
     message: Message
     lease: datetime
+    started: datetime = field(default_factory=timezone.now)
+    clock: float = field(default_factory=time.monotonic)
     link: RecordLink | None = None
     payload_hash: str = ""
+
+    @classmethod
+    def claim(cls, message: Message) -> Delivery | None:
+        """Take the message with one conditional UPDATE; None when another worker has it or it is not due."""
+        now = timezone.now()
+        lease = now + timedelta(seconds=message.flow.target.timeout_seconds + settings.ICBRIDGE_LEASE_MARGIN_SECONDS)
+        claimed = (
+            # attempts as read: the attempt number this claim writes is attempts + 1, so a row another
+            # worker moved on meanwhile (finished a try, or an operator reset) is not taken on stale data.
+            Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE, attempts=message.attempts)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .update(status=Status.DELIVERING, lease_expires_at=lease, queued_at=None)
+        )
+        if claimed != 1:
+            return None
+        message.status = Status.DELIVERING
+        message.lease_expires_at = lease
+        return cls(message, lease)
+
+    @property
+    def number(self) -> int:
+        """The number of the attempt this delivery writes."""
+        return self.message.attempts + 1
+
+    @property
+    def duration_ms(self) -> int:
+        return int((time.monotonic() - self.clock) * 1000)
+
+    def start(self) -> None:
+        """Start the clock of the try (the prepare stage, then the call to the target)."""
+        self.started = timezone.now()
+        self.clock = time.monotonic()
+
+    # --- the stages ---------------------------------------------------------------------------
+
+    def prepare(self) -> bool:
+        """Complete, screen and transform the message; False when it is finished here."""
+        message = self.message
+        self.start()
+        message.mapping_version = message.flow.mapping_version
+        try:
+            prepared = prepare.message_prepare(message=message)
+            if prepared.skip_reason:
+                self.skip(prepared.skip_reason)
+                return False
+            message.payload_out = prepare.map_payload(message, context=prepared.context)
+        except errors.MappingError as exc:  # not a delivery try: no attempt row, so none is counted
+            self._write(status=Status.FAILED, error=exc)
+            return False
+        except errors.ConnectorError as exc:  # the source could not give what the event names
+            self.fail(exc)
+            return False
+        return True
+
+    def skip_reason(self) -> str:
+        """Why this delivery needs no write: an older version, or content the target already holds."""
+        message, link = self.message, self.link
+        if link is None or message.force_overwrite:
+            return ""
+        if message.source_version is not None and link.source_version is not None:
+            if message.source_version < link.source_version:
+                return (
+                    f"Stale: source version {message.source_version} is older than "
+                    f"version {link.source_version} already delivered"
+                )
+        if message.replay_of_id is None and link.content_hash == self.payload_hash and link.target_key:
+            return f"Unchanged: target record {link.target_key} already holds this content"
+        return ""
+
+    def request(self) -> DeliveryRequest:
+        message, flow = self.message, self.message.flow
+        overwrite = message.force_overwrite or (
+            flow.master == Flow.Master.SOURCE and flow.conflict_policy == Flow.ConflictPolicy.MASTER_WINS
+        )
+        return DeliveryRequest(
+            entity=flow.target_entity,
+            operation=flow.target_operation,
+            payload=message.payload_out,
+            key={name: message.payload_out.get(name) for name in flow.target_key_fields},
+            idempotency_key=message.idempotency_key,
+            correlation_id=message.correlation_id,
+            company=prepare.mapping_context(flow).get("target_company", ""),
+            etag="" if overwrite or self.link is None else self.link.target_etag,
+            options=flow.opts,
+            exists=bool(self.link and self.link.target_key),
+        )
+
+    # --- outcomes ----------------------------------------------------------------------------
+
+    def skip(self, reason: str) -> bool:
+        """Finish without a write at the target and without an attempt: filtered, echo, stale or unchanged."""
+        return self._write(status=Status.SKIPPED, error_text=reason)
+
+    def release_busy(self) -> None:
+        """Give the claim back without an attempt: another worker is delivering the same record."""
+        message = self.message
+        Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=self.lease).update(
+            status=Status.TRANSFORMED,
+            payload_out=message.payload_out,
+            mapping_version=message.mapping_version,
+            lease_expires_at=None,
+            next_attempt_at=timezone.now() + RECORD_BUSY_DELAY,
+        )
+
+    def finish_delivered(self, result: DeliveryResult, *, outcome: str = Attempt.Outcome.DELIVERED) -> None:
+        """Record the delivery, its attempt and the record's cross-reference in one fenced transaction."""
+        message = self.message
+        now = timezone.now()
+        if not self.payload_hash:
+            self.payload_hash = prepare.content_hash(message.payload_out)
+
+        def link_record() -> None:
+            if message.source_record_key:
+                self._link_record(result.target_key, result.etag, now)
+
+        written = self._write(
+            status=Status.DELIVERED,
+            outcome=outcome,
+            result=result,
+            on_written=link_record,
+            target_record_key=result.target_key[:255],
+            delivered_at=now,
+            force_overwrite=False,
+        )
+        if written:
+            logger.info(
+                "message %s delivered to %s as %s in %d ms",
+                message.pk,
+                message.flow.target.name,
+                result.target_key,
+                self.duration_ms,
+                extra={"message_id": message.pk, "correlation_id": message.correlation_id},
+            )
+
+    def fail(self, exc: BaseException) -> None:
+        """Turn a classified error into the message's next state, per the flow's policies."""
+        flow = self.message.flow
+        if isinstance(exc, errors.DuplicateError):
+            result = DeliveryResult(
+                target_key=exc.existing_key or self.message.idempotency_key,
+                status_code=exc.status_code,
+                request_summary=exc.request_summary,
+                response_excerpt=exc.response_excerpt,
+            )
+            self.finish_delivered(result, outcome=Attempt.Outcome.DUPLICATE)
+            return
+        if isinstance(exc, errors.ConflictError):
+            if flow.conflict_policy == Flow.ConflictPolicy.MASTER_WINS and flow.master == Flow.Master.TARGET:
+                self._write(
+                    status=Status.SKIPPED,
+                    outcome=Attempt.Outcome.CONFLICT,
+                    error=exc,
+                    error_text=(
+                        f"Target changed since the last sync and owns the record; kept its version ({exc.message})"
+                    ),
+                )
+                return
+            self._write(
+                status=Status.CONFLICT, outcome=Attempt.Outcome.CONFLICT, error=exc, target_snapshot=exc.current
+            )
+            return
+        if isinstance(exc, (errors.RejectedError, errors.AuthError)):
+            self._write(status=Status.FAILED, outcome=Attempt.Outcome.FAILED, error=exc)
+            return
+        # Transient, throttled, or an unexpected crash: retry per the flow's policy.
+        policy = RetryPolicy.from_data(flow.retry_policy)
+        if policy.exhausted(self.number):
+            self._write(status=Status.DEAD, outcome=Attempt.Outcome.DEAD, error=exc)
+            return
+        retry_after = exc.retry_after if isinstance(exc, errors.ThrottledError) else None
+        delay = policy.delay_after(self.number, retry_after)
+        self._write(
+            status=Status.RETRYING,
+            outcome=Attempt.Outcome.RETRY,
+            error=exc,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        )
+
+    def _write(
+        self,
+        *,
+        status: str,
+        outcome: str | None = None,
+        error: BaseException | None = None,
+        error_text: str = "",
+        result: DeliveryResult | None = None,
+        next_attempt_at: datetime | None = None,
+        on_written: Callable[[], None] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Write the outcome while this claim still holds; with an outcome, its Attempt row, counted.
+
+        False (and nothing written) when the claim was lost: the sweeper released it, or it moved on.
+        """
+        message = self.message
+        error_class = errors.error_class_name(error) if error else ""
+        error_text = error_text or (getattr(error, "message", None) or str(error) if error else "")
+        counted = {"attempts": F("attempts") + 1} if outcome else {}
+        with transaction.atomic():
+            updated = Message.objects.filter(
+                pk=message.pk, status=Status.DELIVERING, lease_expires_at=self.lease
+            ).update(
+                status=status,
+                payload_out=message.payload_out,
+                mapping_version=message.mapping_version,
+                lease_expires_at=None,
+                next_attempt_at=next_attempt_at,
+                last_error_class=error_class,
+                last_error=error_text,
+                **counted,
+                **fields,
+            )
+            if updated != 1:
+                logger.warning("message %s: claim lost before the outcome was written", message.pk)
+                return False
+            if outcome:
+                answer: Any = result or error
+                Attempt.objects.create(
+                    message=message,
+                    number=self.number,
+                    started_at=self.started,
+                    duration_ms=self.duration_ms,
+                    outcome=outcome,
+                    request_summary=getattr(answer, "request_summary", ""),
+                    response_status=getattr(answer, "status_code", None),
+                    response_excerpt=(getattr(answer, "response_excerpt", "") or "")[:2000],
+                    error_class=error_class,
+                    error_text=error_text,
+                )
+            if on_written is not None:
+                on_written()
+        if outcome:
+            message.attempts += 1
+        message.status = status
+        return True
+
+    def _link_record(self, target_key: str, etag: str, now: datetime) -> None:
+        """Insert or update the cross-reference in one statement; the record lock makes `link` current."""
+        message, link = self.message, self.link
+        versions = [v for v in (message.source_version, link.source_version if link else None) if v is not None]
+        values = {
+            "target_key": target_key[:255],
+            "target_etag": etag[:200],
+            "source_version": max(versions) if versions else None,
+            "content_hash": self.payload_hash,
+            "correlation_id": message.correlation_id,
+            "last_message": message,
+            "synced_at": now,
+        }
+        RecordLink.objects.bulk_create(
+            [RecordLink(flow=message.flow, source_key=message.source_record_key, **values)],
+            update_conflicts=True,
+            unique_fields=["flow", "source_key"],
+            update_fields=[*values, "updated_at"],
+        )
+
+
+# --- the services -----------------------------------------------------------------------------
 
 
 def message_process(*, message_id: int) -> int:
@@ -57,8 +315,8 @@ def message_process(*, message_id: int) -> int:
     1. Claim it with one conditional UPDATE, so only one worker handles it, and only when due.
        A target that takes batches gets up to batch_size due messages of the same flow in
        one call; their own tasks then find nothing left to do.
-    2. Prepare each: complete a truncated event from the source, transform payload_in through
-       the flow's mapping, skip filtered events and echoes of our own writes.
+    2. Prepare each (integrations.pipeline.prepare): complete a truncated event, screen filtered
+       events and echoes, fetch what key-only events name, map through the flow's mapping.
     3. Deliver under per-record locks and record each attempt and its outcome.
 
     Returns how many messages this call claimed.
@@ -68,14 +326,14 @@ def message_process(*, message_id: int) -> int:
         return 0  # done, claimed elsewhere, or purged by retention
     if not message.flow.enabled:
         return 0  # paused: the sweeper picks it up again once the flow is enabled
-    claimed = [item for item in map(_claim, _with_companions(message)) if item]
-    ready = [item for item in claimed if _prepare(item)]
+    claimed = [delivery for delivery in map(Delivery.claim, _with_companions(message)) if delivery]
+    ready = [delivery for delivery in claimed if delivery.prepare()]
     if ready:
         with _record_locks(ready) as (free, busy):
-            for item in busy:
-                _release_busy(item)
+            for delivery in busy:
+                delivery.release_busy()
             if free:
-                _deliver(free)
+                _send(free)
     return len(claimed)
 
 
@@ -104,8 +362,8 @@ def flow_drain(*, flow_id: int, max_batches: int = 20) -> int:
         count = message_process(message_id=oldest)
         claimed += count
         if batch == 0 and count >= flow.target.batch_size:
-            tasks.drain_flow.delay(flow_id)
-    tasks.drain_flow.delay(flow_id)
+            dispatch.queue_drain_task(flow_id=flow_id)
+    dispatch.queue_drain_task(flow_id=flow_id)
     return claimed
 
 
@@ -127,53 +385,6 @@ def _with_companions(message: Message) -> list[Message]:
     return [message, *companions]
 
 
-def _claim(message: Message) -> Claimed | None:
-    """Take the message; the lease end doubles as this worker's claim token."""
-    now = timezone.now()
-    lease = now + timedelta(seconds=message.flow.target.timeout_seconds + settings.ICBRIDGE_LEASE_MARGIN_SECONDS)
-    claimed = (
-        Message.objects.filter(pk=message.pk, status__in=Message.DELIVERABLE)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(status=Status.DELIVERING, lease_expires_at=lease, queued_at=None, attempts=F("attempts") + 1)
-    )
-    if claimed != 1:
-        return None
-    message.status = Status.DELIVERING
-    message.attempts += 1
-    return Claimed(message, lease)
-
-
-def _prepare(item: Claimed) -> bool:
-    """Complete, transform and screen a claimed message; False when it is finished here."""
-    message = item.message
-    started = timezone.now()
-    clock = time.monotonic()
-    message.mapping_version = message.flow.mapping_version
-    try:
-        events.complete_truncated(message=message)
-        prepared = chains.message_prepare(message=message)
-        if prepared.skip_reason:
-            _finish(message, item.lease, started, status=Status.SKIPPED, outcome=None, error_text=prepared.skip_reason)
-            return False
-        message.payload_out = map_payload(message, context=prepared.context)
-    except errors.MappingError as exc:  # not a delivery try: no attempt is counted or recorded
-        message.attempts -= 1
-        _finish(message, item.lease, started, status=Status.FAILED, outcome=None, error=exc, attempts=message.attempts)
-        return False
-    except errors.ConnectorError as exc:  # the source could not give the full record of a truncated event
-        _handle_error(message, item.lease, started, clock, exc, None)
-        return False
-    return True
-
-
-def map_payload(message: Message, context: dict[str, Any] | None = None) -> dict[str, Any]:
-    """payload_in through the flow's current mapping; raises MappingError naming field, path and value."""
-    flow = message.flow
-    return mapping.apply(
-        spec=flow.mapping_spec, payload=message.payload_in, context={**mapping_context(flow), **(context or {})}
-    )
-
-
 def _lock_key(message: Message) -> int | None:
     if connection.vendor != "postgresql" or not message.source_record_key:
         return None  # SQLite runs one writer at a time anyway
@@ -182,31 +393,31 @@ def _lock_key(message: Message) -> int | None:
 
 
 @contextmanager
-def _record_locks(items: list[Claimed]) -> Iterator[tuple[list[Claimed], list[Claimed]]]:
+def _record_locks(deliveries: list[Delivery]) -> Iterator[tuple[list[Delivery], list[Delivery]]]:
     """Serialise deliveries of one source record, so an older event can't overtake a newer one.
 
     PostgreSQL session advisory locks, taken and released for the whole batch in one query each;
     they die with the worker's connection, so a killed worker never leaves one behind. Two
     messages of one record in one batch: the first goes, the second waits its turn.
     """
-    keys = {id(item): _lock_key(item.message) for item in items}
+    keys = {id(delivery): _lock_key(delivery.message) for delivery in deliveries}
     wanted = sorted({key for key in keys.values() if key is not None})
     acquired: set[int] = set()
     if wanted:
         with connection.cursor() as cursor:
             cursor.execute("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k)", [wanted])
             acquired = {row[0] for row in cursor.fetchall()}
-    free: list[Claimed] = []
-    busy: list[Claimed] = []
+    free: list[Delivery] = []
+    busy: list[Delivery] = []
     taken: set[int] = set()
-    for item in items:
-        key = keys[id(item)]
+    for delivery in deliveries:
+        key = keys[id(delivery)]
         if key is None or (key in acquired and key not in taken):
-            free.append(item)
+            free.append(delivery)
             if key is not None:
                 taken.add(key)
         else:
-            busy.append(item)
+            busy.append(delivery)
     try:
         yield free, busy
     finally:
@@ -215,57 +426,25 @@ def _record_locks(items: list[Claimed]) -> Iterator[tuple[list[Claimed], list[Cl
                 cursor.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", [sorted(acquired)])
 
 
-def _release_busy(item: Claimed) -> None:
-    """Give the claim back without counting an attempt: the record is being delivered by another worker."""
-    Message.objects.filter(pk=item.message.pk, status=Status.DELIVERING, lease_expires_at=item.lease).update(
-        status=Status.TRANSFORMED,
-        payload_out=item.message.payload_out,
-        mapping_version=item.message.mapping_version,
-        attempts=F("attempts") - 1,
-        lease_expires_at=None,
-        next_attempt_at=timezone.now() + RECORD_BUSY_DELAY,
-    )
-
-
-def _delivery_request(item: Claimed) -> DeliveryRequest:
-    message, flow = item.message, item.message.flow
-    overwrite = message.force_overwrite or (
-        flow.master == Flow.Master.SOURCE and flow.conflict_policy == Flow.ConflictPolicy.MASTER_WINS
-    )
-    return DeliveryRequest(
-        entity=flow.target_entity,
-        operation=flow.target_operation,
-        payload=message.payload_out,
-        key={field: message.payload_out.get(field) for field in flow.target_key_fields},
-        idempotency_key=message.idempotency_key,
-        correlation_id=message.correlation_id,
-        company=mapping_context(flow).get("target_company", ""),
-        etag="" if overwrite or item.link is None else item.link.target_etag,
-        options=flow.options,
-        exists=bool(item.link and item.link.target_key),
-    )
-
-
-def _deliver(items: list[Claimed]) -> None:
+def _send(deliveries: list[Delivery]) -> None:
     """Skip what needs no write, send the rest in one call (one record, or a batch), record each outcome."""
-    flow = items[0].message.flow
-    started = timezone.now()
-    source_keys = [item.message.source_record_key for item in items if item.message.source_record_key]
+    flow = deliveries[0].message.flow
+    source_keys = [d.message.source_record_key for d in deliveries if d.message.source_record_key]
     links = {link.source_key: link for link in RecordLink.objects.filter(flow=flow, source_key__in=source_keys)}
-    to_send: list[Claimed] = []
-    for item in items:
-        item.link = links.get(item.message.source_record_key)
-        item.payload_hash = content_hash(item.message.payload_out)
-        reason = _skip_reason(item.message, item.link, item.payload_hash)
-        if reason:
-            _finish(item.message, item.lease, started, status=Status.SKIPPED, outcome=None, error_text=reason)
+    to_send: list[Delivery] = []
+    for delivery in deliveries:
+        delivery.link = links.get(delivery.message.source_record_key)
+        delivery.payload_hash = prepare.content_hash(delivery.message.payload_out)
+        if reason := delivery.skip_reason():
+            delivery.skip(reason)
         else:
-            to_send.append(item)
+            to_send.append(delivery)
     if not to_send:
         return
-    requests = [_delivery_request(item) for item in to_send]
+    requests = [delivery.request() for delivery in to_send]
     connector = get_connector(flow.target)
-    clock = time.monotonic()
+    for delivery in to_send:
+        delivery.start()  # the attempt is the call to the target
     try:
         outcomes = [connector.deliver(requests[0])] if len(requests) == 1 else connector.deliver_many(requests)
         if len(outcomes) != len(requests):
@@ -276,11 +455,11 @@ def _deliver(items: list[Claimed]) -> None:
         logger.exception("crash delivering %d message(s) of flow %s", len(requests), flow.slug)
         # One poison record must not take its batch down with it: try them one by one.
         outcomes = [exc] if len(requests) == 1 else [_deliver_alone(connector, r, flow) for r in requests]
-    for item, outcome in zip(to_send, outcomes, strict=True):
+    for delivery, outcome in zip(to_send, outcomes, strict=True):
         if isinstance(outcome, BaseException):
-            _handle_error(item.message, item.lease, started, clock, outcome, item.link)
+            delivery.fail(outcome)
         else:
-            _finish_delivered(item.message, item.lease, started, clock, outcome, item.link, item.payload_hash)
+            delivery.finish_delivered(outcome)
 
 
 def _deliver_alone(connector: Any, request: DeliveryRequest, flow: Flow) -> DeliveryResult | BaseException:
@@ -291,259 +470,3 @@ def _deliver_alone(connector: Any, request: DeliveryRequest, flow: Flow) -> Deli
     except Exception as exc:  # noqa: BLE001 - classified by the caller like any crash
         logger.exception("crash delivering %s of flow %s on its own", request.idempotency_key, flow.slug)
         return exc
-
-
-def _skip_reason(message: Message, link: RecordLink | None, payload_hash: str) -> str:
-    if link is None or message.force_overwrite:
-        return ""
-    if message.source_version is not None and link.source_version is not None:
-        if message.source_version < link.source_version:
-            return (
-                f"Stale: source version {message.source_version} is older than "
-                f"version {link.source_version} already delivered"
-            )
-    if message.replay_of_id is None and link.content_hash == payload_hash and link.target_key:
-        return f"Unchanged: target record {link.target_key} already holds this content"
-    return ""
-
-
-def _finish(
-    message: Message,
-    lease: datetime,
-    started: datetime,
-    *,
-    status: str,
-    outcome: str | None,
-    duration_ms: int = 0,
-    error: BaseException | None = None,
-    error_text: str = "",
-    next_attempt_at: datetime | None = None,
-    **fields: Any,
-) -> bool:
-    """Write the outcome only if this worker still holds the claim, with its attempt row."""
-    error_class = errors.error_class_name(error) if error else ""
-    error_text = error_text or (getattr(error, "message", None) or str(error) if error else "")
-    with transaction.atomic():
-        updated = Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
-            status=status,
-            payload_out=message.payload_out,
-            mapping_version=message.mapping_version,
-            lease_expires_at=None,
-            next_attempt_at=next_attempt_at,
-            last_error_class=error_class,
-            last_error=error_text,
-            **fields,
-        )
-        if updated != 1:
-            logger.warning("message %s: claim lost before the outcome was written", message.pk)
-            return False
-        if outcome:
-            Attempt.objects.create(
-                message=message,
-                number=message.attempts,
-                started_at=started,
-                duration_ms=duration_ms,
-                outcome=outcome,
-                request_summary=getattr(error, "request_summary", ""),
-                response_status=getattr(error, "status_code", None),
-                response_excerpt=getattr(error, "response_excerpt", "") if error else "",
-                error_class=error_class,
-                error_text=error_text,
-            )
-    return True
-
-
-def _finish_delivered(
-    message: Message,
-    lease: datetime,
-    started: datetime,
-    clock: float,
-    result: DeliveryResult,
-    link: RecordLink | None,
-    payload_hash: str,
-    *,
-    outcome: str = Attempt.Outcome.DELIVERED,
-) -> None:
-    now = timezone.now()
-    duration_ms = int((time.monotonic() - clock) * 1000)
-    with transaction.atomic():
-        updated = Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=lease).update(
-            status=Status.DELIVERED,
-            payload_out=message.payload_out,
-            mapping_version=message.mapping_version,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            target_record_key=result.target_key[:255],
-            delivered_at=now,
-            last_error_class="",
-            last_error="",
-            force_overwrite=False,
-        )
-        if updated != 1:
-            logger.warning("message %s: claim lost before delivery was recorded", message.pk)
-            return
-        Attempt.objects.create(
-            message=message,
-            number=message.attempts,
-            started_at=started,
-            duration_ms=duration_ms,
-            outcome=outcome,
-            request_summary=result.request_summary,
-            response_status=result.status_code,
-            response_excerpt=result.response_excerpt[:2000],
-        )
-        if message.source_record_key:
-            _link_record(message, link, result.target_key, result.etag, payload_hash, now)
-    logger.info(
-        "message %s delivered to %s as %s in %d ms",
-        message.pk,
-        message.flow.target.name,
-        result.target_key,
-        duration_ms,
-        extra={"message_id": message.pk, "correlation_id": message.correlation_id},
-    )
-
-
-def _link_record(
-    message: Message, link: RecordLink | None, target_key: str, etag: str, payload_hash: str, now: datetime
-) -> None:
-    """Insert or update the cross-reference in one statement; the record lock makes `link` current."""
-    versions = [v for v in (message.source_version, link.source_version if link else None) if v is not None]
-    values = {
-        "target_key": target_key[:255],
-        "target_etag": etag[:200],
-        "source_version": max(versions) if versions else None,
-        "content_hash": payload_hash,
-        "correlation_id": message.correlation_id,
-        "last_message": message,
-        "synced_at": now,
-    }
-    RecordLink.objects.bulk_create(
-        [RecordLink(flow=message.flow, source_key=message.source_record_key, **values)],
-        update_conflicts=True,
-        unique_fields=["flow", "source_key"],
-        update_fields=[*values, "updated_at"],
-    )
-
-
-def _handle_error(
-    message: Message,
-    lease: datetime,
-    started: datetime,
-    clock: float,
-    exc: BaseException,
-    link: RecordLink | None,
-) -> None:
-    """Turn a classified error into the message's next state, per the flow's policies."""
-    flow = message.flow
-    duration_ms = int((time.monotonic() - clock) * 1000)
-    common = {"duration_ms": duration_ms, "error": exc}
-    if isinstance(exc, errors.DuplicateError):
-        result = DeliveryResult(
-            target_key=exc.existing_key or message.idempotency_key,
-            status_code=exc.status_code,
-            request_summary=exc.request_summary,
-            response_excerpt=exc.response_excerpt,
-        )
-        _finish_delivered(
-            message,
-            lease,
-            started,
-            clock,
-            result,
-            link,
-            content_hash(message.payload_out),
-            outcome=Attempt.Outcome.DUPLICATE,
-        )
-        return
-    if isinstance(exc, errors.ConflictError):
-        if flow.conflict_policy == Flow.ConflictPolicy.MASTER_WINS and flow.master == Flow.Master.TARGET:
-            _finish(
-                message,
-                lease,
-                started,
-                status=Status.SKIPPED,
-                outcome=Attempt.Outcome.CONFLICT,
-                error_text=f"Target changed since the last sync and owns the record; kept its version ({exc.message})",
-                duration_ms=duration_ms,
-                error=exc,
-            )
-            return
-        _finish(
-            message,
-            lease,
-            started,
-            status=Status.CONFLICT,
-            outcome=Attempt.Outcome.CONFLICT,
-            target_snapshot=exc.current,
-            **common,
-        )
-        return
-    if isinstance(exc, (errors.RejectedError, errors.AuthError)):
-        _finish(message, lease, started, status=Status.FAILED, outcome=Attempt.Outcome.FAILED, **common)
-        return
-    # Transient, throttled, or an unexpected crash: retry per the flow's policy.
-    policy = RetryPolicy.from_data(flow.retry_policy)
-    if policy.exhausted(message.attempts):
-        _finish(message, lease, started, status=Status.DEAD, outcome=Attempt.Outcome.DEAD, **common)
-        return
-    retry_after = exc.retry_after if isinstance(exc, errors.ThrottledError) else None
-    delay = policy.delay_after(message.attempts, retry_after)
-    _finish(
-        message,
-        lease,
-        started,
-        status=Status.RETRYING,
-        outcome=Attempt.Outcome.RETRY,
-        next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        **common,
-    )
-
-
-def messages_sweep(*, batch: int | None = None) -> dict[str, int]:
-    """Re-queue what may have been lost; the database, not the broker, holds the schedule.
-
-    1. Claims past their lease (a killed worker) go back to retrying, with an interrupted attempt.
-    2. Deliverable messages that are due and not queued recently are queued again.
-    3. A full batch queues another sweep, so a large backlog drains without a long task.
-    """
-    batch = batch or settings.ICBRIDGE_SWEEP_BATCH
-    now = timezone.now()
-    stuck = list(
-        Message.objects.filter(status=Status.DELIVERING, lease_expires_at__lt=now).values_list(
-            "pk", "lease_expires_at", "attempts"
-        )[:batch]
-    )
-    for pk, lease, attempts in stuck:
-        with transaction.atomic():
-            if Message.objects.filter(pk=pk, status=Status.DELIVERING, lease_expires_at=lease).update(
-                status=Status.RETRYING,
-                lease_expires_at=None,
-                next_attempt_at=now,
-                last_error_class="pipeline.WorkerLost",
-                last_error="The worker delivering this message stopped before it finished; retrying.",
-            ):
-                Attempt.objects.create(
-                    message_id=pk,
-                    number=attempts,
-                    started_at=lease,
-                    outcome=Attempt.Outcome.INTERRUPTED,
-                    error_class="pipeline.WorkerLost",
-                    error_text="Lease expired: the worker was lost or hung.",
-                )
-    requeue_before = now - timedelta(seconds=settings.ICBRIDGE_REQUEUE_AFTER_SECONDS)
-    due = list(
-        Message.objects.filter(status__in=Message.DELIVERABLE, next_attempt_at__lte=now, flow__enabled=True)
-        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=requeue_before))
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:batch]
-    )
-    if due:
-        Message.objects.filter(pk__in=due).update(queued_at=now)
-        for pk in due:
-            tasks.process_message.delay(pk)
-    if len(due) == batch or len(stuck) == batch:
-        tasks.sweep_messages.delay()
-    if due or stuck:
-        logger.info("sweeper requeued %d due and released %d stuck messages", len(due), len(stuck))
-    return {"requeued": len(due), "released": len(stuck)}

@@ -46,7 +46,7 @@ def drains(flow: Flow) -> bool:
 def message_queue(*, message_id: int, flow: Flow) -> None:
     """Queue processing of a committed message (call after commit)."""
     if not drains(flow):
-        tasks.process_message.delay(message_id)
+        queue_process(message_id=message_id)
         return
     try:
         queue_drain = _redis().set(drain_key(flow.pk), message_id, nx=True, ex=DRAIN_KEY_TTL)
@@ -54,7 +54,23 @@ def message_queue(*, message_id: int, flow: Flow) -> None:
         logger.warning("drain key for flow %s unavailable; queueing message %s alone", flow.slug, message_id)
         queue_drain = True
     if queue_drain:
-        tasks.drain_flow.delay(flow.pk)
+        queue_drain_task(flow_id=flow.pk)
+
+
+# The pipeline's only calls into Celery: one task per message, one drain per flow, one more sweep.
+
+
+def queue_process(*, message_id: int) -> None:
+    """Queue one message's processing task, whatever its flow (a retry, a sweep, a resolved conflict)."""
+    tasks.process_message.delay(message_id)
+
+
+def queue_drain_task(*, flow_id: int) -> None:
+    tasks.drain_flow.delay(flow_id)
+
+
+def queue_sweep() -> None:
+    tasks.sweep_messages.delay()
 
 
 def drain_look(flow_id: int) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from integrations import tasks
-from integrations.models import AuditEntry, Message
+from integrations.models import Message
+from integrations.pipeline import dispatch
 from integrations.pipeline.ingest import message_ingest
+from integrations.protocols.events import TRUNCATED_FLAG
+from integrations.services.audit import audit_record
 
 Status = Message.Status
 RETRYABLE = (Status.FAILED, Status.DEAD, Status.RETRYING, Status.CONFLICT, Status.SKIPPED)
@@ -21,28 +23,6 @@ DISCARDABLE = (Status.RECEIVED, Status.TRANSFORMED, Status.RETRYING, Status.FAIL
 
 class OperatorError(Exception):
     """An action that does not fit the message's state; the text is for the operator."""
-
-
-def audit_record(
-    *,
-    actor: AbstractBaseUser | AnonymousUser | None,
-    action: str,
-    obj: Any,
-    reason: str = "",
-    message: Message | None = None,
-    details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    user = actor if actor is not None and actor.is_authenticated else None
-    return AuditEntry.objects.create(
-        actor=user,
-        actor_name=user.get_username() if user else "system",
-        action=action,
-        object_type=type(obj).__name__.lower(),
-        object_id=str(obj.pk),
-        message=message,
-        reason=reason,
-        details=details or {},
-    )
 
 
 def messages_retry(*, messages: QuerySet[Message] | Iterable[Message], actor: Any, reason: str = "") -> int:
@@ -64,7 +44,7 @@ def messages_retry(*, messages: QuerySet[Message] | Iterable[Message], actor: An
             audit_record(
                 actor=actor, action="retry", obj=message, message=message, reason=reason, details={"from": previous}
             )
-            transaction.on_commit(lambda pk=message.pk: tasks.process_message.delay(pk))
+            transaction.on_commit(partial(dispatch.queue_process, message_id=message.pk))
             count += 1
     return count
 
@@ -88,7 +68,9 @@ def message_discard(*, message: Message, actor: Any, reason: str) -> Message:
 def message_replay(*, message: Message, actor: Any, reason: str = "", payload: dict[str, Any] | None = None) -> Message:
     """Send a copy of the message, its payload optionally edited; the copy links to the original.
 
-    The original, if it still needs attention, is discarded in favour of the copy.
+    The copy starts from the event as received (payload_in, or the operator's edit of it) and reads
+    from the source again what the original fetched (payload_fetched is not copied). The original,
+    if it still needs attention, is discarded in favour of the copy.
     """
     if payload is not None and not isinstance(payload, dict):
         raise OperatorError("The payload must be a JSON object.")
@@ -101,7 +83,7 @@ def message_replay(*, message: Message, actor: Any, reason: str = "", payload: d
             source_record_key=message.source_record_key,
             source_version=message.source_version,
             correlation_id=message.correlation_id,
-            headers=message.headers,
+            headers=_received_headers(message.headers),
             replay_of=message,
         )
         Message.objects.filter(pk=message.pk, status__in=DISCARDABLE).update(
@@ -118,6 +100,14 @@ def message_replay(*, message: Message, actor: Any, reason: str = "", payload: d
     return replay
 
 
+def _received_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """The headers as the event came: a truncated event completed from the source is truncated again."""
+    received = dict(headers or {})
+    if received.pop("completed_from_source", False):
+        received[TRUNCATED_FLAG] = True
+    return received
+
+
 def message_resolve_conflict(*, message: Message, actor: Any, side: str, reason: str = "") -> Message:
     """source: overwrite the target with our version; target: keep the target's version."""
     if message.status != Status.CONFLICT:
@@ -130,7 +120,7 @@ def message_resolve_conflict(*, message: Message, actor: Any, side: str, reason:
             Message.objects.filter(pk=message.pk, status=Status.CONFLICT).update(
                 status=Status.RETRYING, force_overwrite=True, next_attempt_at=now, queued_at=now
             )
-            transaction.on_commit(lambda: tasks.process_message.delay(message.pk))
+            transaction.on_commit(partial(dispatch.queue_process, message_id=message.pk))
         else:
             Message.objects.filter(pk=message.pk, status=Status.CONFLICT).update(
                 status=Status.SKIPPED, last_error="Conflict resolved: kept the target's version", next_attempt_at=None

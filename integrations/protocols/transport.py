@@ -8,7 +8,7 @@ integrations.errors. It is built once per System per process and reused.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,6 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from integrations import errors
+from integrations.flow_options import FlowOptions
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -31,10 +32,15 @@ class DeliveryRequest:
     correlation_id: str = ""
     company: str = ""  # dataAreaId / AIF Company / SAP company code
     etag: str = ""  # If-Match for optimistic concurrency; "" sends none
-    options: dict[str, Any] = field(default_factory=dict)
+    options: FlowOptions = field(default_factory=FlowOptions)  # the flow's, typed (integrations.flow_options)
     # What our RecordLink says: True, we wrote this record before; False, never; None, unknown.
     # An upsert may then try the likely write first (create or update) and fall back to the other.
     exists: bool | None = None
+
+    def __post_init__(self) -> None:
+        # Callers outside the pipeline (traffic, bench, tests) may hand over a flow's options as stored.
+        if not isinstance(self.options, FlowOptions):
+            object.__setattr__(self, "options", FlowOptions.parse(self.options or {}))
 
 
 @dataclass
@@ -69,6 +75,46 @@ class ConnectionReport:
 
     def summary(self) -> str:
         return "; ".join(f"{'OK' if s.ok else 'FAILED'} {s.name}: {s.detail}" for s in self.steps)
+
+
+# The one status ladder: what an HTTP status means when the vendor's own codes say nothing more.
+LADDER: tuple[tuple[Callable[[int], bool], type[errors.ConnectorError]], ...] = (
+    (lambda status: status == 409, errors.DuplicateError),
+    (lambda status: status == 412, errors.ConflictError),
+    (lambda status: status == 408 or status >= 500, errors.TransientError),
+)
+
+
+def classify_status(
+    status: int,
+    message: str,
+    *,
+    summary: str,
+    excerpt: str,
+    retry_after: str | None = None,
+    retry_default: float = 1.0,
+    vendor_class: type[errors.ConnectorError] | None = None,
+    overrides: Mapping[int, type[errors.ConnectorError]] | None = None,
+) -> errors.ConnectorError | None:
+    """Classify one HTTP answer (or one $batch part) into the taxonomy; None when it succeeded.
+
+    429 is throttled (never before Retry-After) and 401/403 auth, whatever else the body says. Then
+    the vendor's own error code (vendor_class), then its per-status differences (overrides), then
+    LADDER; anything else is rejected. A vendor connector passes only what its own codes decide.
+    """
+    if status < 400:
+        return None
+    kwargs = {"status_code": status, "response_excerpt": excerpt[:2000], "request_summary": summary}
+    if status == 429:
+        return errors.ThrottledError(
+            message, retry_after=errors.parse_retry_after(retry_after, retry_default), **kwargs
+        )
+    if status in (401, 403):
+        return errors.AuthError(message, **kwargs)
+    cls = vendor_class or (overrides or {}).get(status)
+    if cls is None:
+        cls = next((found for matches, found in LADDER if matches(status)), errors.RejectedError)
+    return cls(message, **kwargs)
 
 
 def summary_of(method: str, url: str) -> str:
@@ -160,19 +206,7 @@ class HttpConnector(Connector):
 
     def raise_for_status(self, status: int, text: str, summary: str, *, retry_after: str | None) -> None:
         """Classify one HTTP status (also the parts of a batch answer) into the error taxonomy."""
-        if status < 400:
-            return
-        excerpt = text[:2000]
-        kwargs = {"status_code": status, "response_excerpt": excerpt, "request_summary": summary}
-        message = f"{self.system.name} answered {status}: {excerpt[:300]}"
-        if status == 429:
-            raise errors.ThrottledError(message, retry_after=errors.parse_retry_after(retry_after), **kwargs)
-        if status in (401, 403):
-            raise errors.AuthError(message, **kwargs)
-        if status == 409:
-            raise errors.DuplicateError(message, **kwargs)
-        if status == 412:
-            raise errors.ConflictError(message, **kwargs)
-        if status == 408 or status >= 500:
-            raise errors.TransientError(message, **kwargs)
-        raise errors.RejectedError(message, **kwargs)
+        message = f"{self.system.name} answered {status}: {text[:300]}"
+        failure = classify_status(status, message, summary=summary, excerpt=text, retry_after=retry_after)
+        if failure:
+            raise failure

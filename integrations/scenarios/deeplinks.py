@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from integrations import systems
+from integrations.flow_options import FlowOptionsError
 from integrations.models import Flow, RecordLink, System
 from integrations.scenarios.chains import parse_key
 
@@ -48,9 +50,9 @@ class DeepLink:
 
 def _finops_side(flow: Flow) -> tuple[System, bool]:
     """The F&O system of the flow, and whether it is the flow's target."""
-    if flow.target.kind == System.Kind.FINOPS:
+    if systems.has(flow.target.kind, "deeplinks"):
         return flow.target, True
-    if flow.source.kind == System.Kind.FINOPS:
+    if systems.has(flow.source.kind, "deeplinks"):
         return flow.source, False
     raise DeepLinkError(f"flow '{flow.slug}' does not touch a Finance & Operations system", status=400)
 
@@ -91,9 +93,12 @@ def deeplink_for(*, flow_slug: str, record_id: str) -> DeepLink:
         raise DeepLinkError(f"record '{record_id}' has not been synced by flow '{flow.slug}' yet")
 
     settings = finops.settings or {}
-    override = flow.options.get("deep_link", {}) if isinstance(flow.options, dict) else {}
-    entity = override.get("entity") or flow.entity
-    menu_item = override.get("menu_item") or (settings.get("deep_link_menu_items") or {}).get(entity, "")
+    try:
+        override = flow.opts.deep_link
+    except FlowOptionsError as exc:  # misconfigured like a missing setting: say which key
+        raise DeepLinkError(str(exc), status=400) from None
+    entity = override.entity or flow.entity
+    menu_item = override.menu_item or (settings.get("deep_link_menu_items") or {}).get(entity, "")
     if not menu_item:
         raise DeepLinkError(
             f"system '{finops.slug}' has no menu item for entity '{entity}': "
@@ -101,9 +106,7 @@ def deeplink_for(*, flow_slug: str, record_id: str) -> DeepLink:
             status=400,
         )
     param = (
-        override.get("param")
-        or (settings.get("deep_link_params") or {}).get(entity)
-        or settings.get("deep_link_param", "")
+        override.param or (settings.get("deep_link_params") or {}).get(entity) or settings.get("deep_link_param", "")
     )
     if not param:
         raise DeepLinkError(f"system '{finops.slug}' has no settings.deep_link_param", status=400)

@@ -27,7 +27,7 @@ from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from integrations.models import Flow, Message, RecordLink
-from integrations.scenarios.chains import payload_value
+from integrations.scenarios.payloads import message_payload, payload_value
 
 # F&O / Dataverse / SAP OData v2 dates: /Date(1570769681000)/ or /Date(1472796947125+0000)/
 _MS_DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
@@ -38,9 +38,9 @@ ETAG_PATHS = ("@odata.etag", "etag", "ETag", "__metadata.etag", "versionnumber",
 
 def forward_flows(flow: Flow) -> QuerySet[Flow]:
     """The flows whose writes into this flow's source could come back through this flow."""
-    names = flow.options.get("echo_of") if isinstance(flow.options, dict) else None
+    names = flow.opts.echo_of
     if names is not None:  # [] says no flow writes what this one reads: nothing to screen
-        return Flow.objects.filter(slug__in=[names] if isinstance(names, str) else names)
+        return Flow.objects.filter(slug__in=names)
     return Flow.objects.filter(source=flow.target, target=flow.source).exclude(pk=flow.pk)
 
 
@@ -62,7 +62,9 @@ def event_record(payload: Any) -> dict[str, Any]:
     """The record fields an event carries, whatever the envelope (Dataverse context, OData v2, CloudEvent)."""
     if not isinstance(payload, dict):
         return {}
-    if isinstance(payload.get("attributes"), dict):  # a Dataverse webhook as integrations.ingress.events stores it
+    if isinstance(
+        payload.get("attributes"), dict
+    ):  # a Dataverse webhook as integrations.systems.dataverse.inbound stores it
         return payload["attributes"]
     attributes = payload_value(payload, "InputParameters.0.value.Attributes")
     if isinstance(attributes, list):
@@ -104,7 +106,7 @@ def _later_version(theirs: Any, ours: str) -> bool:
     if theirs in (None, "") or not ours:
         return False
     theirs_text, ours_text = normalise_etag(theirs), normalise_etag(ours)
-    return theirs_text.isdigit() and ours_text.isdigit() and int(theirs_text) > int(ours_text)
+    return theirs_text.isdecimal() and ours_text.isdecimal() and int(theirs_text) > int(ours_text)
 
 
 def echo_reason(*, message: Message) -> str:
@@ -120,9 +122,10 @@ def echo_reason(*, message: Message) -> str:
     if not links:
         return ""
     headers = message.headers if isinstance(message.headers, dict) else {}
-    record = event_record(message.payload_in)
-    etag = _first(message.payload_in, ETAG_PATHS, headers) or _first(record, ETAG_PATHS, {})
-    event_time = parse_event_time(_first(message.payload_in, EVENT_TIME_PATHS, headers))
+    payload = message_payload(message)  # a truncated event reads as completed from the source
+    record = event_record(payload)
+    etag = _first(payload, ETAG_PATHS, headers) or _first(record, ETAG_PATHS, {})
+    event_time = parse_event_time(_first(payload, EVENT_TIME_PATHS, headers))
     if event_time is None:
         event_time = parse_event_time(_first(record, EVENT_TIME_PATHS, {}))
     for link in links:
@@ -162,7 +165,7 @@ def forward_write_in_flight(*, message: Message) -> str:
     key = message.source_record_key
     if not key:
         return ""
-    record = event_record(message.payload_in)
+    record = event_record(message_payload(message))
     writing = Q()
     for flow in forward_flows(message.flow).only("pk", "target_key_fields"):
         if len(flow.target_key_fields or []) != 1:
@@ -184,20 +187,17 @@ def filter_reason(*, message: Message) -> str:
     E.g. {"statecode": 1} on the Sales task flow: only a completed task clears an F&O hold;
     {"CustomerAccount": {"not": ["IC-DK01"]}}: every customer but the intercompany one.
     """
-    only_when = message.flow.options.get("only_when") if isinstance(message.flow.options, dict) else None
+    only_when = message.flow.opts.only_when
     if not only_when:
         return ""
-    record = event_record(message.payload_in)
-    for field, wanted in only_when.items():
+    record = event_record(message_payload(message))
+    for field, condition in only_when.items():
         value = record.get(field)
-        if isinstance(wanted, dict) and "not" in wanted:
-            refused = wanted["not"] if isinstance(wanted["not"], list) else [wanted["not"]]
-            if any(_same(other, value) for other in refused):
-                return f"Not for this flow: {field} is {value!r}, which the flow does not carry"
-            continue
-        allowed = wanted if isinstance(wanted, list) else [wanted]
-        if not any(_same(other, value) for other in allowed):
-            return f"Not for this flow: {field} is {value!r}, the flow carries only {allowed!r}"
+        matches = any(_same(other, value) for other in condition.values)
+        if condition.negate and matches:
+            return f"Not for this flow: {field} is {value!r}, which the flow does not carry"
+        if not condition.negate and not matches:
+            return f"Not for this flow: {field} is {value!r}, the flow carries only {list(condition.values)!r}"
     return ""
 
 

@@ -8,14 +8,15 @@ template's values; a changed mapping spec then gets a new MappingVersion.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
+from integrations.flow_options import options_problems
 from integrations.models import (
-    AuditEntry,
     CompanyLink,
     Flow,
     System,
@@ -23,6 +24,7 @@ from integrations.models import (
     ValueMapEntry,
 )
 from integrations.scenarios.templates import TEMPLATES, TemplateError, render
+from integrations.services.audit import audit_record
 from integrations.services.mappings import flow_mapping_save
 
 logger = logging.getLogger(__name__)
@@ -51,11 +53,6 @@ class InstallReport:
             if items:
                 parts.append(f"{len(items)} {label}")
         return " ".join(parts) if len(parts) > 1 else f"template '{self.template}': nothing to install"
-
-
-def _actor_fields(actor: Any) -> dict[str, Any]:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return {"actor": user, "actor_name": user.get_username() if user else "system"}
 
 
 def _differences(obj: models.Model, values: dict[str, Any]) -> list[str]:
@@ -183,14 +180,15 @@ def templates_install(
                     update=update,
                 )
         for spec in data["flows"]:
-            _install_flow(spec, systems, links, actor=actor, report=report, update=update)
+            _install_flow(spec, systems, links, actor=actor, report=report, update=update, sandbox=sandbox)
         if sandbox:
             _install_sandbox_apps(data["systems"], report=report)
             _install_subscriptions(data.get("subscriptions", []), report=report, update=update)
         if report.changed:
-            AuditEntry.objects.create(
-                **_actor_fields(actor),
+            audit_record(
+                actor=actor,
                 action="install_template",
+                obj=None,
                 object_type="template",
                 object_id=name,
                 reason=report.summary(),
@@ -224,8 +222,12 @@ def _install_flow(
     actor: Any,
     report: InstallReport,
     update: bool,
+    sandbox: bool = True,
 ) -> Flow:
     values: dict[str, Any] = {key: spec[key] for key in FLOW_FIELDS if key in spec}
+    # Checked before anything is written, on update too (Flow.clean checks a created flow again).
+    if problems := options_problems(values.get("options", {})):
+        raise TemplateError(f"flow {spec['slug']}: {'; '.join(problems)}")
     values["source"] = systems[spec["source"]]
     values["target"] = systems[spec["target"]]
     values["company_link"] = links[spec["company_link"]] if spec.get("company_link") else None
@@ -245,8 +247,22 @@ def _install_flow(
     elif existing.mapping_spec != mapping_spec:
         report.differs.append(f"flow {spec['slug']} (mapping_spec)")
     if spec.get("inbound"):
-        _install_inbound(flow, spec["inbound"], report=report, update=update)
+        inbound = spec["inbound"] if sandbox else _inbound_for_real_systems(spec["inbound"])
+        _install_inbound(flow, inbound, report=report, update=update)
     return flow
+
+
+def _inbound_for_real_systems(spec: dict[str, Any]) -> dict[str, Any]:
+    """Against real systems no endpoint is open ("none") and none has the templates' published key.
+
+    Each gets a random key nobody knows, so it refuses events until an engineer sets the key
+    they also give the sender (the secret field is write-only).
+    """
+    hardened = dict(spec)
+    if hardened.get("auth_type", "none") == "none":
+        hardened["auth_type"] = "header"
+    hardened["secret"] = secrets.token_urlsafe(32)
+    return hardened
 
 
 def _install_inbound(flow: Flow, spec: dict[str, Any], *, report: InstallReport, update: bool) -> None:

@@ -22,8 +22,9 @@ from typing import Any
 
 import requests
 
-from integrations import errors
-from integrations.models import AuditEntry, CompanyLink, System
+from integrations import errors, systems
+from integrations.models import CompanyLink, System
+from integrations.services.audit import audit_record
 from integrations.systems import get_connector
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class SyncCallError(Exception):
 
 def _company_link(reference: str) -> CompanyLink:
     link = CompanyLink.objects.select_related("system_a", "system_b").filter(name=reference).first()
-    if link is None and str(reference).isdigit():
+    if link is None and str(reference).isdecimal() and len(str(reference)) < 19:
         link = CompanyLink.objects.select_related("system_a", "system_b").filter(pk=int(reference)).first()
     if link is None:
         raise SyncCallError(f"no company link '{reference}'", status=404, field="company_link")
@@ -64,7 +65,7 @@ def _asked_side(link: CompanyLink, ask_company: str) -> tuple[System, str, str]:
             field="ask_company",
         )
     for side in sides[::-1]:  # the F&O side (system_b in the templates) first
-        if side[0].kind == System.Kind.FINOPS and side[0].settings.get("availability_service"):
+        if systems.has(side[0].kind, "sync_calls") and side[0].settings.get("availability_service"):
             return side
     raise SyncCallError(
         f"neither system of link '{link.name}' has settings.availability_service configured",
@@ -74,16 +75,7 @@ def _asked_side(link: CompanyLink, ask_company: str) -> tuple[System, str, str]:
 
 
 def _audit(actor: Any, link: CompanyLink, details: dict[str, Any], reason: str) -> None:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    AuditEntry.objects.create(
-        actor=user,
-        actor_name=user.get_username() if user else "system",
-        action="sync_availability",
-        object_type="companylink",
-        object_id=str(link.pk),
-        reason=reason,
-        details=details,
-    )
+    audit_record(actor=actor, action="sync_availability", obj=link, reason=reason, details=details)
 
 
 def availability_check(
@@ -108,7 +100,7 @@ def availability_check(
     link = _company_link(company_link)
     system, company, asking = _asked_side(link, ask_company)
     config = system.settings.get("availability_service") or {}
-    if system.kind != System.Kind.FINOPS or not config.get("service"):
+    if not systems.has(system.kind, "sync_calls") or not config.get("service"):
         raise SyncCallError(
             f"system '{system.name}' of company {company} offers no availability service "
             "(a Finance & Operations system with settings.availability_service.service)",

@@ -14,7 +14,7 @@ from integrations import mapping
 from integrations.errors import MappingError
 from integrations.mapping import valuemaps  # noqa: F401  (connects the cache-clearing signals)
 from integrations.models import Flow, MappingVersion, ValueMap, ValueMapEntry
-from integrations.pipeline.operator import audit_record
+from integrations.services.audit import audit_record
 
 
 def flow_mapping_save(*, flow: Flow, spec: dict[str, Any], actor: Any, comment: str = "") -> MappingVersion:
@@ -85,7 +85,7 @@ class Preview:
 
 def mapping_preview(*, flow: Flow, payload: Any, spec: dict[str, Any] | None = None) -> Preview:
     """Map a sample payload with the flow's current spec, or a draft; the flow's CompanyLink is the context."""
-    from integrations.pipeline.deliver import mapping_context
+    from integrations.pipeline.prepare import mapping_context
 
     draft = flow.mapping_spec if spec is None else spec
     if not isinstance(payload, dict):

@@ -6,10 +6,11 @@ import logging
 from typing import Any
 
 from integrations.errors import ConnectorError
+from integrations.kinds import KINDS
 from integrations.models import System
-from integrations.pipeline.operator import audit_record
 from integrations.protocols.transport import ConnectionReport
-from integrations.systems import CONNECTORS, get_connector
+from integrations.services.audit import audit_record
+from integrations.systems import get_connector
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def system_test_connection(*, system: System, actor: Any = None) -> ConnectionRe
     3. Anything unexpected becomes a failed step naming the error class; the text goes to the log.
     """
     report = ConnectionReport()
-    if system.kind not in CONNECTORS:
+    if system.kind not in KINDS:
         report.add("connector", False, f"no connector for kind '{system.kind}'")
     elif not system.enabled:
         report.add("enabled", False, f"{system.name} is disabled; enable it to test the connection")

@@ -24,10 +24,10 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from integrations import errors, mapping
 from integrations.models import Flow, Message, RecordLink
-from integrations.pipeline.deliver import content_hash, mapping_context
 from integrations.pipeline.ingest import message_ingest
-from integrations.pipeline.operator import audit_record
-from integrations.scenarios.chains import payload_value
+from integrations.pipeline.prepare import content_hash, mapping_context
+from integrations.scenarios.payloads import payload_value
+from integrations.services.audit import audit_record
 from integrations.systems import get_connector
 from monitoring.models import Discrepancy, ReconciliationRun, ReconciliationSchedule
 

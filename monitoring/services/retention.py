@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def payloads_purge(*, days: int | None = None, batch: int = 1000) -> int:
-    """Blank payload_in/payload_out/target_snapshot of terminal messages older than `days`; returns the count.
+    """Blank the payloads (in, fetched, out, snapshot) of terminal messages older than `days`; returns the count.
 
     Works in primary-key batches so one run never holds a long lock on a large table; rows
     already blanked are skipped, so a second run finds nothing to do.
@@ -31,7 +31,12 @@ def payloads_purge(*, days: int | None = None, batch: int = 1000) -> int:
     purged = 0
     stale = (
         Message.objects.filter(status__in=Message.TERMINAL, created_at__lt=cutoff)
-        .filter(~Q(payload_in={}) | Q(payload_out__isnull=False) | Q(target_snapshot__isnull=False))
+        .filter(
+            ~Q(payload_in={})
+            | Q(payload_fetched__isnull=False)
+            | Q(payload_out__isnull=False)
+            | Q(target_snapshot__isnull=False)
+        )
         .order_by("pk")
     )
     while True:
@@ -39,7 +44,7 @@ def payloads_purge(*, days: int | None = None, batch: int = 1000) -> int:
         if not ids:
             break
         purged += Message.objects.filter(pk__in=ids).update(
-            payload_in={}, payload_out=None, target_snapshot=None, headers={}
+            payload_in={}, payload_fetched=None, payload_out=None, target_snapshot=None, headers={}
         )
     if purged:
         logger.info("retention: blanked the payloads of %d message(s) older than %d days", purged, days)

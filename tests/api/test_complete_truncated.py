@@ -9,9 +9,10 @@ import pytest
 import requests
 
 from integrations import errors
-from integrations.ingress.events import complete_truncated, dataverse_event
 from integrations.models import Flow, Message, System
 from integrations.pipeline.ingest import message_ingest
+from integrations.pipeline.prepare import complete_truncated
+from integrations.systems.dataverse.inbound import dataverse_event
 from sandbox.faults import set_faults
 from tests.api.conftest import CONTACT_ID, dataverse_truncated, dataverse_update
 
@@ -48,7 +49,8 @@ def test_truncated_message_is_filled_from_the_source(source_flow: Flow, recorder
     complete_truncated(message=message)
     # then the stored message has the record's attributes and is no longer flagged
     message.refresh_from_db()
-    assert message.payload_in["attributes"] == {"contactid": CONTACT_ID, "firstname": "James", "lastname": "Glynn"}
+    assert message.payload_fetched["attributes"] == {"contactid": CONTACT_ID, "firstname": "James", "lastname": "Glynn"}
+    assert message.payload_in == dataverse_event(dataverse_truncated(), headers=TRUNCATED_HEADERS).payload
     assert message.headers["truncated"] is False
     assert message.headers["completed_from_source"] is True
 

@@ -6,14 +6,16 @@ from typing import Any
 
 import pytest
 
-from integrations.ingress.events import (
+from integrations.protocols.events import (
     EventError,
-    dataverse_value,
+    body_parse,
     iso_to_micros,
     key_fit,
-    sap_event,
     wcf_date,
 )
+from integrations.systems.dataverse.inbound import dataverse_value
+from integrations.systems.finops.inbound import finops_event
+from integrations.systems.s4hana.inbound import sap_event
 
 XRM = "http://schemas.microsoft.com/xrm/2011/Contracts"
 
@@ -88,3 +90,24 @@ def test_cloudevent_with_a_bad_time_names_it() -> None:
     with pytest.raises(EventError) as caught:
         sap_event({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "time": "noon"})
     assert caught.value.field == "time"
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"id": 1e400}', "too large"),
+        (b'{"id": ' + b"9" * 5000 + b"}", "5000 digits"),
+        (b'{"id": -1e999}', "too large"),
+    ],
+)
+def test_numbers_no_column_can_hold_are_refused_as_bad_input(body, says):
+    with pytest.raises(EventError) as refused:
+        body_parse(body)
+    assert says in refused.value.text
+
+
+def test_a_control_number_beyond_bigint_is_refused_naming_the_field():
+    envelope = {"BusinessEventId": "X", "EventId": "e1", "ControlNumber": 2**63}
+    with pytest.raises(EventError) as refused:
+        finops_event(envelope)
+    assert refused.value.field == "ControlNumber"

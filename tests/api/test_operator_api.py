@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from integrations.api.serializers import FlowSerializer
 from integrations.models import Attempt, AuditEntry, Flow, InboundEndpoint, Message, System
 from integrations.services.roles import AUDITOR, ENGINEER, OPERATOR
 
@@ -315,6 +316,28 @@ def test_flows_and_systems_never_show_secrets(
         "throttle_rate": "",
         "max_body_bytes": None,
     }
+
+
+def test_a_flow_shows_its_options_and_the_serializer_refuses_bad_ones_naming_the_key(
+    client: Client, make_user: Callable[..., User], make_flow: Callable[..., Flow]
+) -> None:
+    # given a flow with options
+    make_flow(slug="tasks", options={"only_when": {"statecode": 1}})
+    _as(client, make_user(ENGINEER))
+    # when read, its options are shown as stored
+    assert client.get("/api/flows/tasks").json()["options"] == {"only_when": {"statecode": 1}}
+    # and written through the serializer, an unknown key or an ill-typed value is refused by path
+    flow = Flow.objects.get(slug="tasks")
+    unknown = FlowSerializer(flow, data={"options": {"only_when": {"statecode": 1}, "fiel": 1}}, partial=True)
+    ill_typed = FlowSerializer(
+        flow, data={"options": {"chain": {"follows": "x", "key": "k", "step": "x"}}}, partial=True
+    )
+    assert not unknown.is_valid()
+    assert str(unknown.errors["options"][0]).startswith("options: unknown key 'fiel'; allowed: chain, links,")
+    assert not ill_typed.is_valid()
+    assert ill_typed.errors["options"] == ["options.chain.step: expected a whole number, got 'x'"]
+    valid = FlowSerializer(flow, data={"options": {"echo_of": "other"}}, partial=True)
+    assert valid.is_valid(), valid.errors
 
 
 def test_operator_api_is_throttled_per_user(

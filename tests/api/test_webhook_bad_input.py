@@ -152,16 +152,16 @@ def test_a_failure_while_storing_leaves_nothing(
     InboundEndpoint.objects.create(system=crm, auth_type="header", secret=SECRET)
     make_flow(source=crm, entity="contact", slug="a-first")
     make_flow(source=crm, entity="contact", slug="b-second")
-    from integrations.api import webhooks
+    from integrations.ingress import routing
 
-    real = webhooks.message_ingest
+    real = routing.message_ingest
 
     def failing(*, flow: Flow, **kwargs: Any) -> Any:
         if flow.slug == "b-second":
             raise RuntimeError("database went away")
         return real(flow=flow, **kwargs)
 
-    monkeypatch.setattr(webhooks, "message_ingest", failing)
+    monkeypatch.setattr(routing, "message_ingest", failing)
     client.raise_request_exception = False
     # when the event arrives
     response = post_json(client, "/api/webhooks/dataverse/systems/crm", dataverse_update(), **key_header())

@@ -67,6 +67,32 @@ def test_finops_custom_event_with_record_key_pointer(client: Client, inbound_flo
     assert message.headers["legal_entity"] == "SE01"
 
 
+def test_finops_event_of_another_type_is_refused_for_its_type_not_a_missing_field(
+    client: Client, inbound_flow: Callable[..., Flow]
+) -> None:
+    # given a flow taking invoice events, keyed by a field only invoice events carry
+    flow = inbound_flow(
+        entity="invoice",
+        record_key_pointer="/InvoiceNumber",
+        options={"event_types": ["IcbInvoicePostedBusinessEvent"]},
+    )
+    # when a custom hold event (no InvoiceNumber) is posted to it
+    event = {
+        **load("finops/event-BatchJobStarted__schema-sample.json"),
+        "BusinessEventId": "SalesOrderHoldPlacedBusinessEvent",
+        "EventId": "7F1E0C55-3E4B-4F0A-9A61-6A2B0E4D1C12",
+    }
+    response = post_json(client, f"/api/events/finops/{flow.slug}", event, **key_header())
+    # then the answer names the event type the flow takes, as docs/api.md promises
+    assert response.status_code == 422, response.content
+    assert response.json() == {
+        "error": f"flow {flow.slug} takes 'IcbInvoicePostedBusinessEvent' events, "
+        "not 'SalesOrderHoldPlacedBusinessEvent'",
+        "field": "BusinessEventId",
+    }
+    assert not Message.objects.exists()
+
+
 def test_finops_schema_sample_without_event_id_is_refused(client: Client, inbound_flow: Callable[..., Flow]) -> None:
     # given the downloaded schema sample, whose BusinessEventId and EventId are empty
     flow = inbound_flow()

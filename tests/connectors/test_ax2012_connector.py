@@ -8,7 +8,7 @@ import pytest
 
 from integrations import errors
 from integrations.models import AxPollCursor, Flow, Message, System
-from integrations.polling.poll import ax2012_poll, poll_flow_ids
+from integrations.polling.poll import flow_poll, poll_flow_ids
 from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import get_connector
 from integrations.systems.ax2012.connector import message_id_for
@@ -197,12 +197,12 @@ def poll_flow(make_flow, ax_system, recorder_system) -> Flow:
 def test_poll_picks_up_exactly_the_documents_changed_since_the_cursor(poll_flow, ax_system, settings):
     settings.ICBRIDGE_POLL_OVERLAP_SECONDS = 0
     first, second = customer(ax_system, "First", "p-1"), customer(ax_system, "Second", "p-2")
-    initial = ax2012_poll(flow=poll_flow)
+    initial = flow_poll(flow=poll_flow)
     connector = get_connector(ax_system)
     connector.deliver(request("CustomerService", {"Name": "Second v2"}, {"AccountNum": second}, "p-2b", "update"))
     third = customer(ax_system, "Third", "p-3")
 
-    later = ax2012_poll(flow=poll_flow)
+    later = flow_poll(flow=poll_flow)
 
     assert (initial.changed_keys, initial.messages_created) == (2, 2)
     assert (later.changed_keys, later.messages_created) == (2, 2)
@@ -215,9 +215,9 @@ def test_poll_picks_up_exactly_the_documents_changed_since_the_cursor(poll_flow,
 
 def test_overlapping_poll_stores_a_change_only_once(poll_flow, ax_system):
     customer(ax_system, "Only", "p-once")
-    ax2012_poll(flow=poll_flow)
+    flow_poll(flow=poll_flow)
 
-    again = ax2012_poll(flow=poll_flow)  # the 5 s overlap re-reads the same change
+    again = flow_poll(flow=poll_flow)  # the 5 s overlap re-reads the same change
 
     assert again.changed_keys == 1
     assert again.messages_created == 0
@@ -226,11 +226,11 @@ def test_overlapping_poll_stores_a_change_only_once(poll_flow, ax_system):
 
 def test_failed_poll_keeps_the_cursor(poll_flow, ax_system):
     customer(ax_system, "Kept", "p-kept")
-    ax2012_poll(flow=poll_flow)
+    flow_poll(flow=poll_flow)
     before = AxPollCursor.objects.get(flow=poll_flow).changed_since
     set_faults("ax2012", down=True)
 
-    result = ax2012_poll(flow=poll_flow)
+    result = flow_poll(flow=poll_flow)
 
     cursor = AxPollCursor.objects.get(flow=poll_flow)
     assert result.messages_created == 0
@@ -333,7 +333,7 @@ def test_document_deleted_between_get_changed_keys_and_read_is_skipped(poll_flow
     # AX deleted C-GONE after getChangedKeys listed it: the batch read of both keys faults.
     monkeypatch.setattr(connector, "changed_keys", lambda *a, **kw: [*real_changed_keys(*a, **kw), "C-GONE"])
 
-    result = ax2012_poll(flow=poll_flow)
+    result = flow_poll(flow=poll_flow)
 
     assert (result.changed_keys, result.messages_created) == (2, 1)
     assert Message.objects.get(flow=poll_flow).source_record_key == kept

@@ -145,7 +145,7 @@ def test_target_outage_for_a_minute_then_recovery(start_worker, flow):
     stop = threading.Event()
 
     def sweep_like_beat() -> None:
-        from integrations.pipeline.deliver import messages_sweep
+        from integrations.pipeline.sweep import messages_sweep
 
         while not stop.is_set():
             messages_sweep()

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from integrations.models import Attempt, Flow, Message, RecordLink
 from integrations.pipeline import deliver as pipeline
+from integrations.pipeline import sweep
 from integrations.pipeline.ingest import message_ingest
 from sandbox.faults import set_faults
 from sandbox.models import RecorderRecord, RecorderWrite
@@ -62,10 +63,10 @@ def test_transient_failure_is_retried_at_the_scheduled_time_then_delivered(recor
     set_faults("recorder", down=False)
     # Not due yet: a task arriving early (a duplicate, a sweep) does nothing.
     assert process(message).status == Status.RETRYING
-    assert pipeline.messages_sweep()["requeued"] == 0
+    assert sweep.messages_sweep()["requeued"] == 0
 
     make_due(message)
-    assert pipeline.messages_sweep()["requeued"] == 1
+    assert sweep.messages_sweep()["requeued"] == 1
     message = process(message)
 
     assert message.status == Status.DELIVERED
@@ -82,7 +83,7 @@ def test_validation_failure_is_not_retried(recorder_flow):
     assert "CustomerAccount 'X' does not exist" in message.last_error
     attempt = message.attempt_set.get()
     assert (attempt.outcome, attempt.response_status) == (Attempt.Outcome.FAILED, 400)
-    assert pipeline.messages_sweep()["requeued"] == 0
+    assert sweep.messages_sweep()["requeued"] == 0
 
 
 def test_throttled_delivery_waits_at_least_retry_after(recorder_flow):
@@ -151,8 +152,8 @@ def test_lost_response_after_target_commit_is_redelivered_without_a_second_write
 def test_a_second_claim_of_the_same_message_gets_nothing(recorder_flow):
     message = ingest(recorder_flow)
 
-    first = pipeline._claim(message)
-    second = pipeline._claim(message)
+    first = pipeline.Delivery.claim(message)
+    second = pipeline.Delivery.claim(message)
 
     assert first is not None
     assert second is None
@@ -228,15 +229,15 @@ def test_disabled_flow_holds_its_messages(recorder_flow):
 
     assert message.status == Status.RECEIVED
     Message.objects.filter(pk=message.pk).update(queued_at=timezone.now() - timedelta(hours=1))
-    assert pipeline.messages_sweep()["requeued"] == 0
+    assert sweep.messages_sweep()["requeued"] == 0
 
 
 def test_sweeper_releases_a_claim_past_its_lease(recorder_flow):
     message = ingest(recorder_flow)
-    pipeline._claim(message)
+    pipeline.Delivery.claim(message)
     Message.objects.filter(pk=message.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
-    result = pipeline.messages_sweep()
+    result = sweep.messages_sweep()
     message.refresh_from_db()
 
     assert result["released"] == 1
@@ -248,12 +249,12 @@ def test_sweeper_releases_a_claim_past_its_lease(recorder_flow):
 def test_sweeper_requeues_a_message_whose_task_was_lost(recorder_flow, settings):
     settings.ICBRIDGE_REQUEUE_AFTER_SECONDS = 60
     message = ingest(recorder_flow)
-    assert pipeline.messages_sweep()["requeued"] == 0  # queued just now: leave it to its task
+    assert sweep.messages_sweep()["requeued"] == 0  # queued just now: leave it to its task
 
     Message.objects.filter(pk=message.pk).update(queued_at=timezone.now() - timedelta(seconds=61))
 
-    assert pipeline.messages_sweep()["requeued"] == 1
-    assert pipeline.messages_sweep()["requeued"] == 0  # queued again just now
+    assert sweep.messages_sweep()["requeued"] == 1
+    assert sweep.messages_sweep()["requeued"] == 0  # queued again just now
 
 
 def test_record_busy_elsewhere_defers_the_message_without_counting_an_attempt(recorder_flow):
@@ -352,8 +353,9 @@ def test_truncated_event_is_completed_from_the_source_before_mapping(recorder_fl
     message = process(message)
 
     assert message.status == Status.DELIVERED
-    assert message.payload_in["attributes"]["Notes"] == "x" * 300
+    assert message.payload_fetched["attributes"]["Notes"] == "x" * 300
     assert message.headers["completed_from_source"] is True
+    assert "attributes" not in message.payload_in  # the event stays as received
 
 
 def test_event_the_flow_does_not_carry_is_skipped_with_the_reason(recorder_flow):
@@ -366,3 +368,15 @@ def test_event_the_flow_does_not_carry_is_skipped_with_the_reason(recorder_flow)
     assert skipped.status == Status.SKIPPED
     assert "Status is 'Draft'" in skipped.last_error
     assert carried.status == Status.DELIVERED
+
+
+def test_a_misspelt_filter_stored_around_the_checks_fails_the_message_instead_of_carrying_it(recorder_flow):
+    # given a typo in only_when written straight to the database (the console and the model refuse it)
+    Flow.objects.filter(pk=recorder_flow.pk).update(options={"only_when": {"Status": {"nto": "Draft"}}})
+    recorder_flow.refresh_from_db()
+
+    failed = process(ingest(recorder_flow, "SO-33", Status="Draft"))
+
+    assert failed.status == Status.FAILED
+    assert "options.only_when.Status: unknown key 'nto'; allowed: not" in failed.last_error
+    assert not RecorderWrite.objects.filter(key="SO-33").exists()

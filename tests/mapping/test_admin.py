@@ -110,6 +110,44 @@ def test_a_bad_retry_policy_is_refused(console, make_flow):
     ]
 
 
+def test_an_unknown_option_is_refused_on_the_form_naming_the_key(console, make_flow):
+    flow = make_flow(options={"only_when": {"statecode": 1}})
+    options = {"only_when": {"statecode": {"nto": [1]}}, "echo_off": []}
+
+    response = console.post(change_url(flow), form_data(flow, options=json.dumps(options)))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["options"]
+    assert errors[0].startswith("options: unknown key 'echo_off'; allowed: chain, links, fetch, only_when, echo_of")
+    assert errors[1] == "options.only_when.statecode: unknown key 'nto'; allowed: not"
+    flow.refresh_from_db()
+    assert flow.options == {"only_when": {"statecode": 1}}
+
+
+def test_an_ill_typed_option_is_refused_on_the_form_naming_the_key(console, make_flow):
+    flow = make_flow()
+    options = {"poll": {"entity": "ReleasedProductsV2", "key": 5}}
+
+    response = console.post(change_url(flow), form_data(flow, options=json.dumps(options)))
+
+    assert response.context["adminform"].form.errors["options"] == [
+        "options.poll.key: expected a string or a non-empty list of strings, got 5"
+    ]
+    flow.refresh_from_db()
+    assert flow.options == {}
+
+
+def test_valid_options_are_saved_as_given(console, make_flow):
+    flow = make_flow()
+    options = {"echo_of": [], "only_when": {"CustomerAccount": {"not": ["IC-DK01"]}}}
+
+    response = console.post(change_url(flow), form_data(flow, options=json.dumps(options)))
+
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert flow.options == options
+
+
 def test_adding_a_flow_records_its_first_mapping_version(console, make_flow, make_system):
     template = make_flow()
     data = form_data(template, name="New flow", slug="new-flow", mapping_spec=json.dumps({"fields": {"X": "x"}}))

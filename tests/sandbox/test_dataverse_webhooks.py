@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from integrations.ingress.events import dataverse_event
+from integrations.systems.dataverse.inbound import dataverse_event
 from sandbox.emulators import dataverse, dataverse_webhooks
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import wait_until

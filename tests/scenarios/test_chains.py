@@ -6,13 +6,9 @@ import pytest
 
 from integrations.errors import MappingError, TransientError
 from integrations.models import Message
-from integrations.scenarios.chains import (
-    ChainNotFound,
-    chain_as_dict,
-    chain_for,
-    message_link_context,
-    message_prepare,
-)
+from integrations.pipeline.prepare import message_prepare
+from integrations.scenarios.chains import message_link_context
+from integrations.selectors.chains import ChainNotFound, chain_as_dict, chain_for
 
 pytestmark = pytest.mark.django_db
 Status = Message.Status

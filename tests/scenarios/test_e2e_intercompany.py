@@ -10,11 +10,11 @@ import requests
 from django.db import transaction
 
 from integrations.models import CompanyLink, Flow, Message, RecordLink
-from integrations.polling.poll import ax2012_poll
+from integrations.polling.poll import flow_poll
 from integrations.scenarios import traffic
-from integrations.scenarios.chains import chain_for
 from integrations.scenarios.install import templates_install
 from integrations.scenarios.templates.intercompany import LINK
+from integrations.selectors.chains import chain_for
 from integrations.systems import get_connector
 from sandbox.faults import clear_faults, set_faults
 from sandbox.models import EmulatorRecord
@@ -49,7 +49,7 @@ def fo_sales_order(number: str) -> dict:
 
 
 def poll_orders() -> None:
-    ax2012_poll(flow=Flow.objects.select_related("source", "company_link").get(slug=PO_FLOW))
+    flow_poll(flow=Flow.objects.select_related("source", "company_link").get(slug=PO_FLOW))
 
 
 def delivered(slug: str, count: int = 1) -> bool:

@@ -16,8 +16,8 @@ import requests
 from integrations.models import Flow, Message, RecordLink
 from integrations.protocols.transport import DeliveryRequest
 from integrations.scenarios import traffic
-from integrations.scenarios.chains import chain_for
 from integrations.scenarios.install import templates_install
+from integrations.selectors.chains import chain_for
 from integrations.systems import get_connector
 from sandbox.emulators import dataverse
 from sandbox.faults import clear_faults, set_faults

@@ -13,7 +13,7 @@ import requests
 
 from integrations.models import Message, RecordLink
 from integrations.protocols.transport import DeliveryRequest
-from integrations.scenarios.chains import chain_for
+from integrations.selectors.chains import chain_for
 from integrations.systems import get_connector
 from sandbox.faults import set_faults
 from sandbox.models import EmulatorRecord

@@ -15,10 +15,10 @@ import requests
 
 from integrations.models import Message, RecordLink
 from integrations.pipeline.operator import message_resolve_conflict
+from integrations.polling.poll import flow_poll
 from integrations.protocols.transport import DeliveryRequest
 from integrations.scenarios import traffic
 from integrations.systems import get_connector
-from integrations.systems.finops.poll import finops_poll
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import fixture_path, wait_until
 
@@ -125,7 +125,7 @@ def test_edit_on_both_sides_parks_a_conflict_with_both_versions(start_worker, fl
 
 def credit_change(flows, number: str) -> Message:
     """F&O's change feed (the poll of CustomersV3, as beat runs it) hands the customer's row to the credit flow."""
-    finops_poll(flow=flows[CREDIT])
+    flow_poll(flow=flows[CREDIT])
     key = f"dataAreaId='se01',CustomerAccount='{number}'"
     return Message.objects.filter(flow__slug=CREDIT, source_record_key=key).latest("pk")
 
@@ -280,7 +280,7 @@ def test_fo_products_reach_sales_incrementally(start_worker, flows):
             )
         )
 
-    finops_poll(flow=flows["p2c-products-fo-to-sales"])
+    flow_poll(flow=flows["p2c-products-fo-to-sales"])
     wait_until(lambda: delivered("p2c-products-fo-to-sales", 2))
 
     products = EmulatorRecord.objects.filter(emulator="dataverse", entity="products")
@@ -288,4 +288,4 @@ def test_fo_products_reach_sales_incrementally(start_worker, flows):
         ("A0001", "Demo A0001", 12.5),
         ("B0110", "Demo B0110", 64.0),
     }
-    assert finops_poll(flow=flows["p2c-products-fo-to-sales"]).messages_created == 0  # nothing new since
+    assert flow_poll(flow=flows["p2c-products-fo-to-sales"]).messages_created == 0  # nothing new since

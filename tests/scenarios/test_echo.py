@@ -150,7 +150,7 @@ def test_flow_filter_skips_events_without_the_wanted_values(make_flow, make_mess
 def test_event_for_a_record_we_are_writing_right_now_waits_for_that_write(make_flow, make_system, make_message):
     from integrations.errors import TransientError
     from integrations.models import Message
-    from integrations.scenarios.chains import message_prepare
+    from integrations.pipeline.prepare import message_prepare
 
     dataverse, s4 = make_system(), make_system()
     forward = make_flow(slug="accounts-out", source=dataverse, target=s4, target_key_fields=["BusinessPartner"])
@@ -165,7 +165,7 @@ def test_event_for_a_record_we_are_writing_right_now_waits_for_that_write(make_f
 def test_webhook_keyed_by_id_waits_for_our_write_by_its_alternate_key(make_flow, make_system, make_message):
     from integrations.errors import TransientError
     from integrations.models import Message
-    from integrations.scenarios.chains import message_prepare
+    from integrations.pipeline.prepare import message_prepare
 
     fo, dataverse = make_system(), make_system()
     credit = make_flow(slug="credit-out", source=fo, target=dataverse, target_key_fields=["accountnumber"])

@@ -7,11 +7,10 @@ import uuid
 import pytest
 
 from integrations.models import AxPollCursor, Flow, Message
-from integrations.polling.poll import poll_by_id, poll_flow_ids
+from integrations.polling.poll import flow_poll, poll_by_id, poll_flow_ids
 from integrations.protocols.transport import DeliveryRequest
 from integrations.scenarios.install import templates_install
 from integrations.systems import get_connector
-from integrations.systems.finops.poll import finops_poll
 from sandbox.faults import clear_faults, set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,10 +41,10 @@ def test_new_and_changed_products_are_ingested_once_each(products):
     fo_product(products, "P-1", 10.0)
     fo_product(products, "P-2", 20.0)
 
-    first = finops_poll(flow=products)
-    again = finops_poll(flow=products)  # the overlap reads the same rows: stored once
+    first = flow_poll(flow=products)
+    again = flow_poll(flow=products)  # the overlap reads the same rows: stored once
     fo_product(products, "P-1", 11.0)
-    changed = finops_poll(flow=products)
+    changed = flow_poll(flow=products)
 
     assert (first.messages_created, again.messages_created, changed.messages_created) == (2, 0, 1)
     keys = list(Message.objects.filter(flow=products).values_list("source_record_key", flat=True))
@@ -57,9 +56,9 @@ def test_fo_outage_leaves_the_cursor_for_the_next_poll(products):
     fo_product(products, "P-3", 5.0)
     set_faults("finops", down=True)
 
-    failed = finops_poll(flow=products)
+    failed = flow_poll(flow=products)
     set_faults("finops", down=False)
-    recovered = finops_poll(flow=products)
+    recovered = flow_poll(flow=products)
 
     assert failed.messages_created == 0
     assert "down" in failed.error or "503" in failed.error
@@ -100,13 +99,13 @@ def test_a_poll_holds_no_transaction_while_its_source_answers_and_one_poll_at_a_
         return read_changes(self, *args, **kwargs)
 
     monkeypatch.setattr(FinOpsConnector, "read_changes", watched)
-    result = finops_poll(flow=products)
+    result = flow_poll(flow=products)
 
     assert seen == [False, None]
     assert result.messages_created == 1
     cursor = AxPollCursor.objects.get(flow=products)
     assert cursor.polling_until is None  # given back
-    assert finops_poll(flow=products).skipped is False
+    assert flow_poll(flow=products).skipped is False
 
 
 def test_a_lease_left_by_a_poll_that_died_runs_out(products):
@@ -116,8 +115,8 @@ def test_a_lease_left_by_a_poll_that_died_runs_out(products):
 
     fo_product(products, "P-5", 9.0)
     AxPollCursor.objects.create(flow=products, polling_until=timezone.now() + timedelta(minutes=5))
-    assert finops_poll(flow=products).skipped is True
+    assert flow_poll(flow=products).skipped is True
 
     AxPollCursor.objects.filter(flow=products).update(polling_until=timezone.now() - timedelta(seconds=1))
 
-    assert finops_poll(flow=products).messages_created == 1
+    assert flow_poll(flow=products).messages_created == 1

@@ -11,9 +11,11 @@ from django.utils import timezone
 
 from integrations.errors import MappingError
 from integrations.models import Flow, Message, RecordLink
+from integrations.pipeline.operator import message_replay
+from integrations.pipeline.prepare import mapping_context, message_fetch, message_prepare
 from integrations.protocols.transport import DeliveryRequest
-from integrations.scenarios.chains import message_fetch, message_prepare
 from integrations.scenarios.install import templates_install
+from integrations.scenarios.payloads import message_payload
 from integrations.systems import get_connector
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until
@@ -80,7 +82,8 @@ def test_delivery_event_reads_delivery_item_and_order_and_finds_the_orders_chain
     prepared = message_prepare(message=message)
 
     message.refresh_from_db()
-    fetched = message.payload_in["fetched"]
+    assert message.payload_in == event  # the event is kept as received; what was read is beside it
+    fetched = message.payload_fetched["fetched"]
     assert fetched["item"]["ReferenceSDDocument"] == sales_order
     assert fetched["order"]["PurchaseOrderByCustomer"] == "ORD-777001"
     assert fetched["delivery"]["DeliveryDocument"] == event["data"]["OutboundDelivery"]
@@ -88,11 +91,39 @@ def test_delivery_event_reads_delivery_item_and_order_and_finds_the_orders_chain
     assert message.correlation_id == "order-chain"
 
 
+def test_a_replay_starts_from_the_event_as_received_and_reads_the_documents_again(o2c, live_server):
+    # given a delivery event whose documents were read from S/4 before mapping
+    orders, deliveries = o2c["o2c-orders-d365-to-s4"], o2c["o2c-deliveries-s4-to-d365"]
+    sales_order = s4_order(orders, "ORD-777002")
+    RecordLink.objects.create(flow=orders, source_key="d365-order-2", target_key=sales_order, correlation_id="c-2")
+    event = delivery_event(live_server, sales_order)
+    original = Message.objects.create(flow=deliveries, idempotency_key="e5", payload_in=event, correlation_id="e5")
+    message_prepare(message=original)
+    original.refresh_from_db()
+    assert original.payload_fetched["fetched"]["item"]["ReferenceSDDocument"] == sales_order
+
+    # when an operator replays it
+    replay = message_replay(message=original, actor=None, reason="resend")
+
+    # then the copy holds the stored original event, nothing fetched, and its prepare reads S/4 again
+    replay.refresh_from_db()
+    assert replay.payload_in == event
+    assert replay.payload_fetched is None
+    prepared = message_prepare(message=replay)
+    replay.refresh_from_db()
+    assert replay.payload_in == event
+    assert replay.payload_fetched == original.payload_fetched
+    assert prepared.context["chain"]["order"]["source_key"] == "d365-order-2"
+
+
 def test_fetched_documents_are_kept_so_a_retry_reads_nothing_again(o2c, live_server):
     deliveries = o2c["o2c-deliveries-s4-to-d365"]
     already = {"delivery": {"DeliveryDocument": "8"}, "item": {"ReferenceSDDocument": "1"}, "order": {"X": 1}}
     message = Message.objects.create(
-        flow=deliveries, idempotency_key="e2", payload_in={"data": {"OutboundDelivery": "8"}, "fetched": already}
+        flow=deliveries,
+        idempotency_key="e2",
+        payload_in={"data": {"OutboundDelivery": "8"}},
+        payload_fetched={"fetched": already},
     )
 
     assert message_fetch(message=message) == already  # no S/4 call: the document does not exist there
@@ -123,11 +154,11 @@ def test_echo_is_skipped_before_anything_is_read(o2c):
     assert prepared.skip_reason.startswith("Echo of our write by flow 'o2c-accounts-d365-to-s4'")
     message.refresh_from_db()
     assert "fetched" not in message.payload_in
+    assert message.payload_fetched is None
 
 
 def test_fo_packing_slip_event_maps_to_an_ax_product_receipt_of_the_po(live_server):
     from integrations import mapping
-    from integrations.pipeline.deliver import mapping_context
 
     templates_install(name="intercompany", base_url=live_server.url)
     po_flow = Flow.objects.get(slug="ic-dk01-po-to-se01-so")
@@ -160,7 +191,9 @@ def test_fo_packing_slip_event_maps_to_an_ax_product_receipt_of_the_po(live_serv
 
     prepared = message_prepare(message=message)
     receipt = mapping.apply(
-        spec=packing.mapping_spec, payload=message.payload_in, context={**mapping_context(packing), **prepared.context}
+        spec=packing.mapping_spec,
+        payload=message_payload(message),
+        context={**mapping_context(packing), **prepared.context},
     )
 
     assert receipt["PurchId"] == "PO000042"

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from integrations.models import Flow, Message
-from integrations.polling.poll import ax2012_poll
+from integrations.polling.poll import flow_poll
 from integrations.scenarios import traffic
 from integrations.scenarios.install import seed_scenarios
 from integrations.scenarios.templates import TEMPLATES
@@ -44,7 +44,7 @@ def test_intercompany_traffic_enters_purchase_orders_in_ax_that_the_poller_picks
     assert orders.count() == 3
     assert {order.data["fields"]["OrderAccount"] for order in orders} == {"IV-SE01"}
     assert "intercompany: 3 document(s) created" in out.getvalue()
-    result = ax2012_poll(flow=Flow.objects.get(slug="ic-dk01-po-to-se01-so"))
+    result = flow_poll(flow=Flow.objects.get(slug="ic-dk01-po-to-se01-so"))
     assert result.messages_created == 3
 
 

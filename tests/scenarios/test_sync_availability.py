@@ -8,6 +8,8 @@ from integrations.models import AuditEntry, CompanyLink
 from integrations.scenarios import traffic
 from integrations.scenarios.install import templates_install
 from integrations.scenarios.templates.intercompany import LINK
+from integrations.services.roles import OPERATOR
+from monitoring.roles import console_roles_ensure
 from sandbox.faults import clear_faults, set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,7 +29,10 @@ def link(live_server):
 
 @pytest.fixture
 def api(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("buyer", password="pw"))
+    # A sync call uses the hub's ERP credentials: it needs a role (issue 15), here the operator's.
+    buyer = django_user_model.objects.create_user("buyer", password="pw")
+    buyer.groups.add(console_roles_ensure()[OPERATOR])
+    client.force_login(buyer)
     return client
 
 

@@ -27,7 +27,8 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import urlencode
 
-from integrations import mapping
+from integrations import mapping, systems
+from integrations.kinds import KINDS
 
 # name → module defining TEMPLATE; kept as dotted paths so listing names imports nothing.
 TEMPLATES: dict[str, str] = {
@@ -70,12 +71,15 @@ def render(name: str, *, base_url: str) -> dict[str, Any]:
     return data
 
 
-# Where each pushing sender's events enter the hub, per flow (integrations/api/urls.py).
-EVENT_INGRESS = {"finops": "{base}/api/events/finops/{slug}", "s4hana": "{base}/api/events/sap/{slug}"}
-WEBHOOK_INGRESS = {"dataverse": "{base}/api/webhooks/dataverse/{slug}"}
 WEBHOOK_MESSAGES = ("Create", "Update", "Delete")  # what a Dataverse webhook step can be registered for
 # The inbound credential's default name per auth type (as integrations.api.auth names it).
 CREDENTIAL_NAMES = {"header": "x-icbridge-key", "query_key": "code"}
+
+
+def ingress_url(kind: str | None, base_url: str, flow_slug: str) -> str:
+    """Where a pushing sender's events for one flow enter the hub ("" for a kind that does not push)."""
+    fmt = systems.inbound_format(kind) if kind in KINDS else None
+    return f"{base_url}/api/{fmt.prefix}/{flow_slug}" if fmt else ""
 
 
 def subscriptions(data: dict[str, Any], base_url: str) -> list[dict[str, Any]]:
@@ -85,12 +89,14 @@ def subscriptions(data: dict[str, Any], base_url: str) -> list[dict[str, Any]]:
     found = []
     for flow in data["flows"]:
         kind = kinds.get(flow["source"])
-        if flow.get("trigger") == "webhook" and kind in WEBHOOK_INGRESS:
-            found += _webhook_steps(flow, kind, WEBHOOK_INGRESS[kind].format(base=base_url, slug=flow["slug"]))
+        url = ingress_url(kind, base_url, flow["slug"])
+        if not url:
             continue
-        if flow.get("trigger") != "business_event" or kind not in EVENT_INGRESS:
+        if flow.get("trigger") == "webhook":
+            found += _webhook_steps(flow, kind, url)
             continue
-        url = EVENT_INGRESS[kind].format(base=base_url, slug=flow["slug"])
+        if flow.get("trigger") != "business_event":
+            continue
         for event_type in flow["options"].get("event_types", []):
             found.append({"emulator": kind, "event_type": event_type, "url": url})
     return found

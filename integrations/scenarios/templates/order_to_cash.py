@@ -31,7 +31,7 @@ ACCOUNT_TO_BP = {
     "omit_nulls": True,
 }
 
-# S/4 events carry only the key; options.fetch reads the business partner (payload_in.fetched.bp).
+# S/4 events carry only the key; options.fetch reads the business partner (payload_fetched, read as fetched.bp).
 BP_TO_ACCOUNT = {
     "fields": {
         "accountnumber": {"path": "fetched.bp.BusinessPartner", "required": True},

@@ -1,0 +1,9 @@
+"""Dynamics AX 2012: AIF document services over SOAP (zeep); no push, so it is polled (getChangedKeys)."""
+
+from integrations.systems.spec import SystemDescriptor
+
+DESCRIPTOR = SystemDescriptor(
+    kind="ax2012",
+    connector="integrations.systems.ax2012.connector.Ax2012Connector",
+    poller="integrations.systems.ax2012.poll.read_changes",
+)

@@ -30,7 +30,13 @@ from zeep.helpers import serialize_object
 from zeep.transports import Transport
 
 from integrations import errors
-from integrations.protocols.transport import ConnectionReport, Connector, DeliveryRequest, DeliveryResult
+from integrations.protocols.transport import (
+    ConnectionReport,
+    Connector,
+    DeliveryRequest,
+    DeliveryResult,
+    classify_status,
+)
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -80,16 +86,19 @@ def _raise_for_http(response: requests.Response, summary: str) -> None:
     is_soap = "xml" in response.headers.get("Content-Type", "") and b"Envelope" in response.content[:500]
     if status == 500 and is_soap:
         return  # a SOAP fault: zeep raises Fault and we classify it there
-    kwargs = {"status_code": status, "response_excerpt": response.text[:2000], "request_summary": summary}
     text = f"AX answered HTTP {status}: {response.text[:200]}"
-    if status == 429:
-        retry_after = errors.parse_retry_after(response.headers.get("Retry-After"))
-        raise errors.ThrottledError(text, retry_after=retry_after, **kwargs)
     if status in (401, 403):
-        raise errors.AuthError(f"AX refused the credentials (HTTP {status})", **kwargs)
-    if status == 408 or status >= 500:
-        raise errors.TransientError(text, **kwargs)
-    raise errors.RejectedError(text, **kwargs)
+        text = f"AX refused the credentials (HTTP {status})"
+    failure = classify_status(
+        status,
+        text,
+        summary=summary,
+        excerpt=response.text,
+        retry_after=response.headers.get("Retry-After"),
+        # IIS answers these for the transport, not for a record: AIF reports duplicates and conflicts as faults.
+        overrides={409: errors.RejectedError, 412: errors.RejectedError},
+    )
+    raise failure
 
 
 class _BearerAuth(requests.auth.AuthBase):

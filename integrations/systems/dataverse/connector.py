@@ -21,7 +21,7 @@ import requests
 
 from integrations import errors
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
-from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult
+from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -89,20 +89,23 @@ def classify(
             + (f": {why}" if why else "")
             + (f" (challenge: {lowered['www-authenticate']})" if "www-authenticate" in lowered else "")
         )
-    kwargs = {"status_code": status, "response_excerpt": text[:2000], "request_summary": summary}
-    text_out = f"{system_name}: {message}" + (f" ({code})" if code else "")
-    if status == 429:
-        retry_after = errors.parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"), 5.0)
-        return errors.ThrottledError(text_out, retry_after=retry_after, **kwargs)
-    if status in (401, 403):
-        return errors.AuthError(text_out, **kwargs)
-    if code in DUPLICATE_CODES:
-        return errors.DuplicateError(text_out, **kwargs)
-    if status == 412 or code in CONCURRENCY_CODES:
-        return errors.ConflictError(text_out, **kwargs)
-    if status in (408, 502, 503, 504) or status >= 500:
-        return errors.TransientError(text_out, **kwargs)
-    return errors.RejectedError(text_out, **kwargs)
+    vendor_class = (
+        errors.DuplicateError
+        if code in DUPLICATE_CODES
+        else errors.ConflictError
+        if code in CONCURRENCY_CODES
+        else None
+    )
+    return classify_status(
+        status,
+        f"{system_name}: {message}" + (f" ({code})" if code else ""),
+        summary=summary,
+        excerpt=text,
+        retry_after=headers.get("Retry-After") or headers.get("retry-after"),
+        retry_default=5.0,
+        vendor_class=vendor_class,
+        overrides={409: errors.RejectedError},  # a 409 without a duplicate code is no duplicate here
+    )
 
 
 class DataverseConnector(MicrosoftConnector):
@@ -136,7 +139,7 @@ class DataverseConnector(MicrosoftConnector):
             headers["If-Match"] = request.etag
         elif operation == "update":
             headers["If-Match"] = "*"  # update only: 404 instead of creating
-        elif operation == "create" or request.options.get("create_only"):
+        elif operation == "create" or request.options.create_only:
             headers["If-None-Match"] = "*"  # create only: 412 instead of overwriting
         url = f"{self.api}/{request.entity}({format_key(request.key)})"
         return BatchPart("PATCH", url, request.payload, headers)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from integrations import errors
+from integrations.flow_options import LinesSpec
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
-from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult
+from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -33,31 +34,10 @@ CROSS_COMPANY = {"cross-company": "true"}
 BUSINESS_ERROR_TYPES = ("AxODataWriteException", "XppServicesException", "ODataException")
 
 
-@dataclass(frozen=True)
-class LineSpec:
-    """options.lines: a header's lines written through their own entity in the header's change set.
-
-    {"field": "SalesOrderLines", "entity": "SalesOrderLines", "key": ["InventoryLotId"],
-     "match": "LineCreationSequenceNumber"}: field holds the lines in the mapped payload; entity is where
-    they go; key is the line entity's key (besides dataAreaId); match identifies a line across updates.
-    """
-
-    field: str
-    entity: str
-    key: tuple[str, ...] = ("InventoryLotId",)
-    match: str = "LineCreationSequenceNumber"
-
-    @classmethod
-    def of(cls, options: dict[str, Any] | None) -> LineSpec | None:
-        spec = options.get("lines") if isinstance(options, dict) else None
-        if not spec:
-            return None
-        return cls(
-            field=spec["field"],
-            entity=spec.get("entity") or spec["field"],
-            key=tuple(spec.get("key") or cls.key),
-            match=spec.get("match") or cls.match,
-        )
+# options.lines: {"field": "SalesOrderLines", "entity": "SalesOrderLines", "key": ["InventoryLotId"],
+# "match": "LineCreationSequenceNumber"}: field holds the lines in the mapped payload; entity is where they go;
+# key is the line entity's key (besides dataAreaId); match identifies a line across updates.
+LineSpec = LinesSpec
 
 
 @dataclass(frozen=True)
@@ -117,22 +97,21 @@ def classify(
         return None
     message, inner, kind = _error_texts(text)
     detail = inner or message or headers.get("WWW-Authenticate", "") or f"HTTP {status}"
-    kwargs = {"status_code": status, "response_excerpt": text[:2000], "request_summary": summary}
-    text_out = f"{system_name}: {detail}"
-    if status == 429:
-        retry_after = errors.parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"), 5.0)
-        return errors.ThrottledError(text_out, retry_after=retry_after, **kwargs)
-    if status in (401, 403):
-        return errors.AuthError(text_out, **kwargs)
+    vendor_class = None
     if "already exists" in detail.lower():
-        return errors.DuplicateError(text_out, **kwargs)
-    if status == 412:
-        return errors.ConflictError(text_out, **kwargs)
-    if status >= 500 and not any(t in kind for t in BUSINESS_ERROR_TYPES) and "Write failed" not in detail:
-        return errors.TransientError(text_out, **kwargs)
-    if status == 408:
-        return errors.TransientError(text_out, **kwargs)
-    return errors.RejectedError(text_out, **kwargs)
+        vendor_class = errors.DuplicateError
+    elif status >= 500 and (any(t in kind for t in BUSINESS_ERROR_TYPES) or "Write failed" in detail):
+        vendor_class = errors.RejectedError  # X++ validation surfaces as a 500: the data, not the service
+    return classify_status(
+        status,
+        f"{system_name}: {detail}",
+        summary=summary,
+        excerpt=text,
+        retry_after=headers.get("Retry-After") or headers.get("retry-after"),
+        retry_default=5.0,
+        vendor_class=vendor_class,
+        overrides={409: errors.RejectedError},
+    )
 
 
 class FinOpsConnector(MicrosoftConnector):
@@ -226,7 +205,7 @@ class FinOpsConnector(MicrosoftConnector):
     def _split_lines(self, request: DeliveryRequest) -> tuple[dict[str, Any], HeaderLines | None]:
         """The header's fields, and its lines when the flow says lines travel separately (options.lines)."""
         payload = {k: v for k, v in request.payload.items() if k != "dataAreaId"}
-        spec = LineSpec.of(request.options)
+        spec = request.options.lines
         if spec is None or spec.field not in payload:
             return payload, None
         lines = payload.pop(spec.field)

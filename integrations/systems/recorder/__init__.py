@@ -1,0 +1,8 @@
+"""The sandbox recorder: a plain JSON target that logs every write (tests and the demo)."""
+
+from integrations.systems.spec import SystemDescriptor
+
+DESCRIPTOR = SystemDescriptor(
+    kind="recorder",
+    connector="integrations.systems.recorder.connector.RecorderConnector",
+)

@@ -29,6 +29,7 @@ from integrations.protocols.transport import (
     DeliveryRequest,
     DeliveryResult,
     HttpConnector,
+    classify_status,
     summary_of,
 )
 
@@ -109,21 +110,15 @@ class S4HanaConnector(HttpConnector):
         except ValueError:
             text = ""
         text = text or response.text[:300] or response.reason
-        kwargs = {"status_code": status, "response_excerpt": response.text[:2000], "request_summary": summary}
-        message = f"S/4HANA: {text}"
-        if status == 429:
-            raise errors.ThrottledError(
-                message, retry_after=errors.parse_retry_after(response.headers.get("Retry-After")), **kwargs
-            )
-        if status in (401, 403):
-            raise errors.AuthError(message, **kwargs)
-        if status == 412:
-            raise errors.ConflictError(message, **kwargs)
-        if status == 409:
-            raise errors.DuplicateError(message, **kwargs)
-        if status in (408, 502, 503, 504) or status >= 500:
-            raise errors.TransientError(message, **kwargs)
-        raise errors.RejectedError(message, **kwargs)
+        failure = classify_status(
+            status,
+            f"S/4HANA: {text}",
+            summary=summary,
+            excerpt=response.text,
+            retry_after=response.headers.get("Retry-After"),
+        )
+        if failure:
+            raise failure
 
     def _auth_headers(self, *, refresh: bool = False) -> dict[str, str]:
         if self.system.auth_type != "client_credentials":
@@ -256,7 +251,7 @@ class S4HanaConnector(HttpConnector):
         current_etag = current.get("__metadata", {}).get("etag", "")
         headers = {"Content-Type": "application/json"}
         if request.etag or current_etag:
-            headers["If-Match"] = "*" if request.options.get("force") else (request.etag or current_etag)
+            headers["If-Match"] = "*" if request.options.force else (request.etag or current_etag)
         payload = {k: v for k, v in request.payload.items() if not (isinstance(v, list | dict))}  # no deep update in v2
         try:
             response = self._write("PATCH", service, predicate, json=payload, headers=headers)
