@@ -6,6 +6,10 @@ ICBRIDGE_PORT ?= 8000
 export ICBRIDGE_PORT
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/icbridge
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# The demo and the tests need the emulators under /sandbox/ (on by default only with the development
+# secrets): said explicitly here, so exporting a real SECRET_KEY does not take them away.
+ICBRIDGE_SANDBOX ?= true
+run test test-faults: export ICBRIDGE_SANDBOX := $(ICBRIDGE_SANDBOX)
 
 .PHONY: run test test-faults lint format bench migrations
 

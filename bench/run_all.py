@@ -32,6 +32,11 @@ BENCHMARKS = [
          ("lost", "lost"), ("duplicated", "duplicated")],
     ),
     (
+        "bench_fuzz.py",
+        "fuzz",
+        [("fuzz requests", "requests"), ("fuzz stored", "stored"), ("fuzz violations", "violations")],
+    ),
+    (
         "bench_throttle.py",
         "throttle",
         [("share of allowed rate", "share_of_allowed_rate"), ("sent before Retry-After", "early_requests"),

@@ -12,6 +12,7 @@ import copy
 import json
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,8 +85,15 @@ class Tally:
         return f"{self.requests} requests, {self.stored} stored, statuses {dict(sorted(self.statuses.items()))}"
 
 
-def seed_document(kind: str) -> Any:
-    return json.loads((FIXTURES / SEEDS[kind]).read_text())
+FRESH_ID = {"dataverse": "PrimaryEntityId", "finops": "EventId", "sap": "id", "generic": "id"}
+
+
+def seed_document(kind: str, rng: random.Random | None = None) -> Any:
+    """The kind's real payload; with rng, under a fresh event id, so it is a new event and not a duplicate."""
+    document = json.loads((FIXTURES / SEEDS[kind]).read_text())
+    if rng is not None:
+        document[FRESH_ID[kind]] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    return document
 
 
 def _paths(document: Any, prefix: tuple = ()) -> list[tuple]:
@@ -145,7 +153,7 @@ def mutate(rng: random.Random, document: Any) -> Any:
 def body_for(rng: random.Random, kind: str) -> bytes:
     roll = rng.random()
     if roll < 0.6:
-        return json.dumps(mutate(rng, seed_document(kind)), ensure_ascii=rng.random() < 0.5).encode()
+        return json.dumps(mutate(rng, seed_document(kind, rng)), ensure_ascii=rng.random() < 0.5).encode()
     if roll < 0.7:
         # A number literal JSON allows and no column can hold, spliced into a real document.
         text = json.dumps(seed_document(kind))
@@ -157,7 +165,7 @@ def body_for(rng: random.Random, kind: str) -> bytes:
         return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
     if roll < 0.93:
         return rng.choice([b"[]", b"null", b'"text"', b"1", b"{}", b'{"\\u0000": 1}', b'{"a": "\\ud800"}'])
-    return json.dumps(seed_document(kind)).encode()  # the real thing, now and then
+    return json.dumps(seed_document(kind, rng)).encode()  # the real thing, now and then
 
 
 def credentials(rng: random.Random, auth: str, secret: str, body: bytes, sign: Callable[..., dict]) -> dict[str, str]:
@@ -194,6 +202,66 @@ def case_for(rng: random.Random, kind: str, auth: str, secret: str, sign: Callab
     if rng.random() < 0.15:
         query += rng.choice(["&x=1", "&code=a&code=b", "&%zz", "&" + "q" * 3000])
     return Case(body=body, headers=headers, query=query.lstrip("&"))
+
+
+def fuzz(client: Any, endpoints: list[tuple[str, str, str]], requests: int, seed: int, secret: str) -> Tally:
+    """Send `requests` cases to the endpoints through a Django test client, checking each answer."""
+    from integrations.api.auth import hmac_sign
+    from integrations.models import Message
+
+    rng = random.Random(seed)
+    tally = Tally()
+    for _ in range(requests):
+        url, kind, auth = rng.choice(endpoints)
+        case = case_for(rng, kind, auth, secret, hmac_sign)
+        before = Message.objects.count()
+        meta = to_wsgi(case.headers)
+        content_type = meta.pop("CONTENT_TYPE", "")
+        response = client.generic(
+            "POST", f"{url}?{case.query}" if case.query else url, case.body, content_type=content_type, **meta
+        )
+        after = Message.objects.count()
+        tally.requests += 1
+        tally.statuses[response.status_code] += 1
+        tally.stored += after - before
+        where = f"{kind} {auth} {response.status_code} body={case.body[:120]!r} headers={case.headers}"
+        if response.status_code >= 500:
+            exc: Any = getattr(response, "exc_info", None)
+            tally.problems.append(f"5xx: {where} {exc[1]!r}" if exc else f"5xx: {where}")
+        elif 200 <= response.status_code < 300:
+            if after == before and not response.json().get("duplicate"):
+                tally.problems.append(f"2xx stored nothing: {where}")
+            media = case.headers.get("content-type", "").split(";")[0].strip()
+            json_type = media in ("application/json", "application/cloudevents+json")
+            if not json_type and "ce-specversion" not in case.headers:
+                tally.problems.append(f"2xx for a body that is not JSON by its content type: {where}")
+        elif after != before:
+            tally.problems.append(f"4xx stored {after - before}: {where}")
+    return tally
+
+
+def make_endpoints(
+    make_flow: Callable[..., Any], make_system: Callable[..., Any], secret: str
+) -> list[tuple[str, str, str]]:
+    """(url, sender kind, auth) for one flow endpoint of each format, plus a system-level one."""
+    from integrations.models import InboundEndpoint, System
+
+    auth = InboundEndpoint.AuthType
+    found = []
+    for kind, entity, mode, prefix in [
+        ("dataverse", "contact", auth.HEADER, "webhooks/dataverse"),
+        ("finops", "BusinessEventsAlertEvent", auth.HMAC, "events/finops"),
+        ("sap", "sap.s4.beh.salesorder.v1.SalesOrder.Created.v1", auth.QUERY_KEY, "events/sap"),
+        ("generic", "salesorder", auth.HEADER, "ingest"),
+    ]:
+        flow = make_flow(entity=entity)
+        InboundEndpoint.objects.create(flow=flow, auth_type=mode, secret=secret)
+        found.append((f"/api/{prefix}/{flow.slug}", kind, mode))
+    source = make_system(kind=System.Kind.DATAVERSE)
+    make_flow(source=source, entity="contact")
+    InboundEndpoint.objects.create(system=source, auth_type=auth.HEADER, secret=secret)
+    found.append((f"/api/webhooks/dataverse/systems/{source.slug}", "dataverse", auth.HEADER))
+    return found
 
 
 def to_wsgi(headers: dict[str, str]) -> dict[str, str]:

@@ -379,4 +379,4 @@ def test_a_misspelt_filter_stored_around_the_checks_fails_the_message_instead_of
 
     assert failed.status == Status.FAILED
     assert "options.only_when.Status: unknown key 'nto'; allowed: not" in failed.last_error
-    assert not RecorderWrite.objects.filter(key="SO-33").exists()
+    assert not RecorderWrite.objects.filter(idempotency_key=failed.idempotency_key).exists()

@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import Client, RequestFactory
 
-from integrations.models import Flow
+from integrations.models import AuditEntry, Flow
 from integrations.services.roles import AUDITOR, ENGINEER, OPERATOR
 from tests.security.conftest import ROLES, Hub, denied
 
@@ -163,3 +163,41 @@ def test_changelists_open_for_viewers_and_posts_refused_for_non_editors(
         assert response.status_code == 403
         flow.refresh_from_db()
         assert flow.name != "x"
+
+
+def test_a_signed_in_user_without_a_role_cannot_make_the_hub_call_an_erp(hub: Hub, settings: Any) -> None:
+    # given a staff user in no role group
+    settings.ICBRIDGE_OPERATOR_THROTTLE_RATE = "10000/s"
+    client = Client()
+    client.force_login(User.objects.create_user("nobody", password="pw", is_staff=True))
+    body = {"company_link": hub.link.name, "item": "A0001", "quantity": "1"}
+    # when they ask for a synchronous availability call, or a system's connection test
+    sync = client.post("/api/sync/availability", body, content_type="application/json")
+    test = client.post(
+        "/admin/integrations/system/",
+        {"action": "test_connection", "_selected_action": [hub.fo.pk], "index": 0},
+    )
+    # then both are refused, and no call was audited
+    assert sync.status_code == 403
+    assert denied(test)
+    assert not AuditEntry.objects.filter(action__in=["sync_availability", "test_connection"]).exists()
+
+
+def test_a_caller_cannot_hold_an_erp_call_open_for_long(client_as: Callable[[str], Client], hub: Hub) -> None:
+    body = {"company_link": hub.link.name, "item": "A0001", "quantity": "1", "timeout_seconds": 60}
+
+    response = client_as(OPERATOR).post("/api/sync/availability", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "timeout_seconds"
+
+
+def test_sync_calls_are_throttled_per_user(client_as: Callable[[str], Client], hub: Hub, settings: Any) -> None:
+    settings.ICBRIDGE_SYNC_THROTTLE_RATE = "2/min"
+    client = client_as(OPERATOR)
+    body = {"company_link": "nowhere", "item": "A0001", "quantity": "1"}
+
+    url = "/api/sync/availability"
+    statuses = [client.post(url, body, content_type="application/json").status_code for _ in range(3)]
+
+    assert statuses[2] == 429
