@@ -146,10 +146,16 @@ def target_resolve(kwargs: dict[str, Any]) -> InboundTarget:
 
 
 def _read_body(request: HttpRequest, limit: int) -> bytes:
-    """The body, refusing it before reading when the declared length is over the limit."""
-    declared = request.META.get("CONTENT_LENGTH") or "0"
+    """The body, refusing it before reading when the declared length is over the limit.
+
+    A chunked body declares no length, and Django reads it as empty (it reads CONTENT_LENGTH
+    bytes): read it from the server's stream instead, stopping one byte past the limit.
+    """
+    declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise InputError(f"the body is {int(declared)} bytes; the limit is {limit}", status_code=413)
+    if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return _read_chunked(request.META["wsgi.input"], limit)
     try:
         body = request.body
     except RequestDataTooBig:
@@ -157,6 +163,19 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
     if len(body) > limit:
         raise InputError(f"the body is {len(body)} bytes; the limit is {limit}", status_code=413)
     return body
+
+
+def _read_chunked(stream: Any, limit: int) -> bytes:
+    """A chunked body as gunicorn's wsgi.input decodes it; 413 as soon as it passes the limit."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = stream.read(min(65_536, limit + 1 - size))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+    raise InputError(f"the body is over the limit of {limit} bytes", status_code=413)
 
 
 def _same(given: str | bytes, expected: str | bytes) -> bool:

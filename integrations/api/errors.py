@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from integrations.protocols.events import EventError
+
+logger = logging.getLogger(__name__)
+# OperationalError is what psycopg raises for a refused or dropped connection (and SQLite for a locked file).
+DatabaseUnavailable = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER = 30
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -42,6 +49,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF exception handler for the webhook and operator views; anything unexpected stays a 500."""
     if isinstance(exc, EventError):
         return error_response(exc.text, field=exc.field, status=400)
+    if isinstance(exc, DatabaseUnavailable):
+        # Nothing was stored: the sender should send again, a little later.
+        logger.error("database unavailable: %s", type(exc).__name__)
+        return error_response(
+            "the hub cannot reach its database; nothing was stored, send again later",
+            field=None,
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "not found")
     elif isinstance(exc, PermissionDenied):

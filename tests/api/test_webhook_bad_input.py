@@ -274,3 +274,26 @@ def test_a_flows_endpoint_refuses_an_event_about_another_entity(client: Client, 
         **key_header(),
     )
     assert accepted.status_code == 202, accepted.content
+
+
+def test_database_down_answers_503_with_retry_after_and_stores_nothing(
+    client: Client, inbound_flow: Callable[..., Flow], monkeypatch: Any
+) -> None:
+    # given a database that refuses connections while an event is stored
+    from django.db import OperationalError
+
+    from integrations.ingress import routing
+
+    def refused(**kwargs: Any) -> Any:
+        raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+    monkeypatch.setattr(routing, "message_ingest", refused)
+    flow = inbound_flow()
+    # when the event arrives
+    response = post_json(client, f"/api/webhooks/dataverse/{flow.slug}", dataverse_update(), **key_header())
+    # then the sender is told to send again later, in the one error shape
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.json()["field"] is None
+    assert "send again later" in response.json()["error"]
+    assert not Message.objects.exists()

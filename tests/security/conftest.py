@@ -32,6 +32,20 @@ WEBHOOK_KEY = "webhook-key-1a2b3c4d5e"
 SECRETS = (SYSTEM_SECRET, AX_PASSWORD, WEBHOOK_KEY)
 
 
+@pytest.fixture(autouse=True)
+def _no_throttle_history() -> None:
+    """Throttle counters live in the shared cache (Redis) across tests and runs: start from none.
+
+    Only the cache's own keys go (its KEY_PREFIX), never the broker's queues in the same database.
+    """
+    cache = django_settings.CACHES["default"]
+    if "redis" not in cache["BACKEND"].lower():
+        return
+    store = redis.Redis.from_url(cache["LOCATION"])
+    for key in store.scan_iter(match=f"{cache['KEY_PREFIX']}:*"):
+        store.delete(key)
+
+
 @dataclass
 class Hub:
     fo: System
@@ -117,12 +131,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def start_gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
-    """gunicorn as the Procfile starts it (its config file, access log on), on the test DB and Redis."""
+    """gunicorn with the Procfile's config file and access log, 2 workers, on the test DB and Redis."""
     processes: list[subprocess.Popen] = []
-    # Throttle counters live in Redis across runs: start from none (only the cache's keys, not the broker's).
-    store = redis.Redis.from_url(django_settings.CACHES["default"]["LOCATION"])
-    for key in store.scan_iter(match=f"{django_settings.CACHES['default']['KEY_PREFIX']}:*"):
-        store.delete(key)
 
     def start(**extra_env: str) -> Gunicorn:
         port = _free_port()
@@ -137,7 +147,8 @@ def start_gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Callable[
         }
         args = [
             sys.executable, "-m", "gunicorn", "icbridge.wsgi", "--config", "gunicorn.conf.py",
-            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4", "--timeout", "60",
+            # Sync workers take one connection at a time, so concurrent clients must reach both processes.
+            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "sync", "--timeout", "60",
             "--access-logfile", "-", "--no-control-socket",
         ]  # fmt: skip
         log = log_path.open("w")
