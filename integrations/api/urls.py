@@ -1,7 +1,7 @@
 """Routes under /api/: webhook ingress and the operator API."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from integrations.api import mapping, operator, webhooks
 from monitoring.views import health
@@ -28,4 +28,5 @@ urlpatterns = [
     # OpenAPI 3 schema and its browsable docs.
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
 ]

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PollResult:
-    changed: int = 0
+    changed_keys: int = 0  # how many changed records the source reported
     messages_created: int = 0
     skipped: bool = False  # another worker is polling this flow right now
     error: str = ""
@@ -85,7 +85,7 @@ def flow_poll(*, flow: Flow) -> PollResult:
                 headers=record.headers,
             )
             result.messages_created += int(created)
-        result.changed = batch.changed
+        result.changed_keys = batch.changed
         cursor.changed_since = batch.cursor or cursor.changed_since
         cursor.last_polled_at = started
         cursor.last_keys = batch.changed

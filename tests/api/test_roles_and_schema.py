@@ -66,3 +66,18 @@ def test_schema_and_docs_are_served(client: Client) -> None:
     assert schema.json()["openapi"].startswith("3.")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
+
+
+@pytest.mark.parametrize("path", ["/api/docs", "/api/docs/", "/api/redoc/"])
+def test_api_docs_load_their_assets_from_the_hub_not_a_cdn(client: Client, path: str) -> None:
+    page = client.get(path)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "/static/drf_spectacular_sidecar/" in html
+    assert "cdn" not in html.lower() and "https://" not in html.split("<body", 1)[-1].split("url:", 1)[0]
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/flows/", "/api/messages/"])
+def test_api_routes_take_a_trailing_slash(admin_client: Client, path: str) -> None:
+    response = admin_client.get(path, HTTP_ACCEPT="application/json")
+    assert response.status_code == 200, response.content[:300]

@@ -27,8 +27,9 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import urlencode
 
-from integrations import mapping, systems
+from integrations import mapping
 from integrations.kinds import KINDS
+from integrations.systems import inbound_format
 
 # name → module defining TEMPLATE; kept as dotted paths so listing names imports nothing.
 TEMPLATES: dict[str, str] = {
@@ -78,7 +79,7 @@ CREDENTIAL_NAMES = {"header": "x-icbridge-key", "query_key": "code"}
 
 def ingress_url(kind: str | None, base_url: str, flow_slug: str) -> str:
     """Where a pushing sender's events for one flow enter the hub ("" for a kind that does not push)."""
-    fmt = systems.inbound_format(kind) if kind in KINDS else None
+    fmt = inbound_format(kind) if kind in KINDS else None
     return f"{base_url}/api/{fmt.prefix}/{flow_slug}" if fmt else ""
 
 
