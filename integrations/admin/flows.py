@@ -24,6 +24,7 @@ from integrations import mapping
 from integrations.admin.audit import ConfigAuditMixin
 from integrations.flow_options import options_problems
 from integrations.models import Flow, MappingVersion, Message, ValueMap, ValueMapEntry
+from integrations.pipeline import preview
 from integrations.retry import RetryPolicy
 from integrations.scenarios.payloads import message_payload
 from integrations.services import mappings
@@ -165,7 +166,7 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
             flow.messages.order_by("-created_at").values("pk", "idempotency_key", "status", "created_at")[:15]
         )
         payload_text = spec_text = ""
-        result: mappings.Preview | None = None
+        result: preview.Preview | None = None
         problems: list[str] = []
         if request.method == "POST":
             payload_text = request.POST.get("payload", "")
@@ -173,7 +174,7 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
             payload = _parse_json(payload_text, "sample payload", problems)
             spec = _parse_json(spec_text, "draft spec", problems) if spec_text.strip() else None
             if not problems:
-                result = mappings.mapping_preview(flow=flow, payload=payload, spec=spec)
+                result = preview.mapping_preview(flow=flow, payload=payload, spec=spec)
         else:
             chosen = request.GET.get("message") or (recent[0]["pk"] if recent else None)
             if chosen:

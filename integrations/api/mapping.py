@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 from integrations.api.errors import ErrorSerializer
 from integrations.api.operator import OperatorApi
 from integrations.models import Flow, MappingVersion
+from integrations.pipeline import preview
 from integrations.services import mappings
 
 _FIELD = re.compile(r"^field '([^']*)'")
@@ -112,8 +113,8 @@ class MappingPreviewApi(OperatorApi, APIView):
             problems = mappings.mapping.validate_spec(draft)
             if problems:
                 return _refusal(problems)
-        preview = mappings.mapping_preview(flow=flow, payload=serializer.validated_data["payload"], spec=draft)
-        return Response(preview.as_dict())
+        result = preview.mapping_preview(flow=flow, payload=serializer.validated_data["payload"], spec=draft)
+        return Response(result.as_dict())
 
 
 @extend_schema(tags=["configuration"])

@@ -18,9 +18,10 @@ import logging
 from functools import cache
 
 import redis
+from celery import current_app
 from django.conf import settings
+from kombu.exceptions import OperationalError as KombuOperationalError
 
-from integrations import tasks
 from integrations.models import Flow
 from integrations.systems import connector_class
 
@@ -58,19 +59,40 @@ def message_queue(*, message_id: int, flow: Flow) -> None:
 
 
 # The pipeline's only calls into Celery: one task per message, one drain per flow, one more sweep.
+# By name, so the services never import the task module that imports them (docs/architecture.md).
+PROCESS, DRAIN, SWEEP = (
+    "integrations.tasks.process_message",
+    "integrations.tasks.drain_flow",
+    "integrations.tasks.sweep_messages",
+)
 
 
-def queue_process(*, message_id: int) -> None:
+def _send(task: str, *args: int) -> bool:
+    """Queue one task; False when the broker cannot take it now.
+
+    Losing the queue entry loses nothing: the message is committed, and the beat sweeper queues
+    every due message whose task was not queued recently (queued_at). So an unreachable broker is
+    logged, not raised: a webhook whose event was stored still answers 202.
+    """
+    try:
+        current_app.send_task(task, args=args, retry=False)
+    except (KombuOperationalError, redis.RedisError, OSError) as exc:
+        logger.warning("broker unavailable, %s%r left to the sweeper: %s", task.rsplit(".", 1)[-1], args, exc)
+        return False
+    return True
+
+
+def queue_process(*, message_id: int) -> bool:
     """Queue one message's processing task, whatever its flow (a retry, a sweep, a resolved conflict)."""
-    tasks.process_message.delay(message_id)
+    return _send(PROCESS, message_id)
 
 
-def queue_drain_task(*, flow_id: int) -> None:
-    tasks.drain_flow.delay(flow_id)
+def queue_drain_task(*, flow_id: int) -> bool:
+    return _send(DRAIN, flow_id)
 
 
-def queue_sweep() -> None:
-    tasks.sweep_messages.delay()
+def queue_sweep() -> bool:
+    return _send(SWEEP)
 
 
 def drain_look(flow_id: int) -> None:

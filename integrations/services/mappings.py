@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from integrations import mapping
-from integrations.errors import MappingError
 from integrations.mapping import valuemaps  # noqa: F401  (connects the cache-clearing signals)
 from integrations.models import Flow, MappingVersion, ValueMap, ValueMapEntry
 from integrations.services.audit import audit_record
@@ -69,35 +67,6 @@ def _audit(actor: Any, flow: Flow, version: MappingVersion, comment: str) -> Non
         reason=comment,
         details={"version": version.version, "flow": flow.slug},
     )
-
-
-@dataclass
-class Preview:
-    """What a spec makes of a sample payload; nothing is sent."""
-
-    output: dict[str, Any] | None = None
-    errors: list[str] = field(default_factory=list)
-    error_field: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"errors": self.errors} if self.errors else {"output": self.output}
-
-
-def mapping_preview(*, flow: Flow, payload: Any, spec: dict[str, Any] | None = None) -> Preview:
-    """Map a sample payload with the flow's current spec, or a draft; the flow's CompanyLink is the context."""
-    from integrations.pipeline.prepare import mapping_context
-
-    draft = flow.mapping_spec if spec is None else spec
-    if not isinstance(payload, dict):
-        return Preview(errors=["the sample payload must be a JSON object"])
-    problems = mapping.validate_spec(draft)
-    if problems:
-        return Preview(errors=problems)
-    try:
-        output = mapping.apply(spec=draft, payload=payload, context=mapping_context(flow))
-    except MappingError as exc:
-        return Preview(errors=[exc.message], error_field=exc.field)
-    return Preview(output=output)
 
 
 # --- value maps as CSV ---------------------------------------------------------------------------
