@@ -254,6 +254,13 @@ ICBRIDGE_LEASE_MARGIN_SECONDS = _positive(
     "ICBRIDGE_LEASE_MARGIN_SECONDS", _read("ICBRIDGE_LEASE_MARGIN_SECONDS", env.float, 30.0)
 )
 ICBRIDGE_SWEEP_BATCH = int(_positive("ICBRIDGE_SWEEP_BATCH", _read("ICBRIDGE_SWEEP_BATCH", env.int, 500)))
+# How long a send may wait for its token or a free slot of the target (integrations.protocols.governor);
+# a longer wait fails it unsent as throttled and the sweeper brings the message back.
+ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS = _read("ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS", env.float, 5.0)
+if ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS < 0:
+    raise ImproperlyConfigured(
+        f"ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS: must be 0 or more, got {ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS}"
+    )
 # How long a worker keeps a ValueMap table before reading it again (integrations.mapping.valuemaps).
 ICBRIDGE_VALUE_MAP_CACHE_SECONDS = _read("ICBRIDGE_VALUE_MAP_CACHE_SECONDS", env.float, 30.0)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from encrypted_fields.fields import EncryptedTextField
@@ -53,6 +54,12 @@ class System(TimeStampedModel):
     settings = models.JSONField(default=dict, blank=True, help_text="Kind-specific settings (deep links, API paths…).")
     timeout_seconds = models.FloatField(default=30.0)
     rate_limit_per_second = models.FloatField(null=True, blank=True, help_text="Empty: no client-side limit.")
+    max_concurrency = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests in flight at once to this target, from every worker together. Empty: no limit.",
+    )
     batch_size = models.PositiveIntegerField(default=100)
     enabled = models.BooleanField(default=True)
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,10 +198,9 @@ def clear_providers() -> None:
 
 
 class MicrosoftConnector(HttpConnector):
-    """HttpConnector with an Azure AD bearer token, one refresh on 401, and a Retry-After gate.
+    """HttpConnector with an Azure AD bearer token and one refresh on 401.
 
-    The gate: after a 429 no request leaves this process for the System until Retry-After has passed;
-    calls in the meantime fail at once with ThrottledError carrying the time still to wait.
+    Retry-After is honoured by the governor in HttpConnector.send, for every worker of the target.
     """
 
     # The vendor's error classification: (system name, status, headers, body, summary) → error or None.
@@ -213,8 +211,6 @@ class MicrosoftConnector(HttpConnector):
         self.verify: str | bool = system.settings.get("ca_bundle") or True
         self.session.verify = self.verify
         self.scope = system.scope or f"{self.base_url}/.default"
-        self._blocked_until = 0.0
-        self._gate_lock = threading.Lock()
 
     def raise_for_response(self, response: requests.Response, summary: str) -> None:
         failure = self.classify(self.system.name, response.status_code, dict(response.headers), response.text, summary)
@@ -248,31 +244,17 @@ class MicrosoftConnector(HttpConnector):
 
     # --- requests ---------------------------------------------------------------------------------
 
-    def retry_after_remaining(self) -> float:
-        return max(0.0, self._blocked_until - time.monotonic())
-
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send with a bearer token; refresh the token once on 401; honour Retry-After across calls."""
+        """Send with a bearer token; refresh the token once on 401 (Retry-After: HttpConnector.send)."""
         if not url.startswith(self.base_url):
             # Links (nextLink, deltaLink) come from the server; never send our token anywhere else.
             raise errors.RejectedError(f"{self.system.name}: refusing to follow a link outside {self.base_url}: {url}")
-        wait = self.retry_after_remaining()
-        if wait > 0:
-            raise errors.ThrottledError(
-                f"{self.system.name} asked us to wait {wait:.1f} s more (Retry-After)",
-                retry_after=wait,
-                request_summary=f"{method} {url.split('?', 1)[0]} (not sent)",
-            )
         headers = dict(kwargs.pop("headers", None) or {})
         for attempt in (1, 2):
             headers["Authorization"] = f"Bearer {self.access_token()}"
             try:
                 # verify per request: requests lets REQUESTS_CA_BUNDLE override the session's own.
                 return super().request(method, url, headers=headers, verify=self.verify, **kwargs)
-            except errors.ThrottledError as exc:
-                with self._gate_lock:
-                    self._blocked_until = max(self._blocked_until, time.monotonic() + exc.retry_after)
-                raise
             except errors.AuthError as exc:
                 if exc.status_code != 401 or attempt == 2:
                     raise

@@ -17,6 +17,7 @@ from requests.adapters import HTTPAdapter
 
 from integrations import errors
 from integrations.flow_options import FlowOptions
+from integrations.protocols.governor import governor_for
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -130,6 +131,8 @@ class Connector(ABC):
     def __init__(self, system: System) -> None:
         self.system = system
         self.timeout = system.timeout_seconds
+        # Rate, concurrency and Retry-After of the target, shared by every worker (protocols.governor).
+        self.governor = governor_for(system)
 
     @abstractmethod
     def deliver(self, request: DeliveryRequest) -> DeliveryResult:
@@ -155,6 +158,15 @@ class Connector(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing to release
         """Release sessions; called when the System changes."""
+
+    def retry_after_remaining(self) -> float:
+        """Seconds left of the target's Retry-After pause, for every worker (0 when none)."""
+        return self.governor.paused_for()
+
+    def note_throttled(self, failure: errors.ConnectorError) -> None:
+        """A 429 the target answered pauses every worker for this target until its Retry-After has passed."""
+        if isinstance(failure, errors.ThrottledError) and failure.status_code == 429:
+            self.governor.pause(failure.retry_after)
 
     def transport_error(self, exc: requests.RequestException, summary: str) -> errors.TransientError:
         """A timeout or a connection that failed: worth a retry, whatever the protocol."""
@@ -184,12 +196,25 @@ class HttpConnector(Connector):
         self.session.close()
 
     def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send one request, answer unread; connection problems and timeouts become TransientError."""
+        """Send one request under the target's governor, answer unread.
+
+        Every HTTP connector sends through here. The governor may refuse it unsent (ThrottledError:
+        paused by a Retry-After, over the rate, no free slot); connection problems and timeouts become
+        TransientError; a 429, as the vendor's raise_for_response classifies it, pauses every worker.
+        """
         kwargs.setdefault("timeout", self.timeout)
-        try:
-            return self.session.request(method, url, **kwargs)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise self.transport_error(exc, summary_of(method, url)) from exc
+        summary = summary_of(method, url)
+        with self.governor.slot(summary):
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                raise self.transport_error(exc, summary) from exc
+        if response.status_code == 429:
+            try:
+                self.raise_for_response(response, summary)
+            except errors.ConnectorError as failure:  # the caller classifies it again and raises it
+                self.note_throttled(failure)
+        return response
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send one request and classify the answer (raise_for_response)."""

@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from integrations.models import AuditEntry, CompanyLink, MappingVersion, Message
 from integrations.pipeline import deliver as pipeline
 from integrations.pipeline.ingest import message_ingest
-from integrations.services.mappings import flow_mapping_save, mapping_preview
+from integrations.pipeline.preview import mapping_preview
+from integrations.services.mappings import flow_mapping_save
 
 SPEC_V2 = {
     "fields": {"OrderNumber": "SalesOrderNumber", "Amount": {"path": "Amount", "type": "decimal", "precision": 2}}
