@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 from django.conf import settings as django_settings
 from django.db import connection
 
 from integrations.models import Flow, Message, System
+from integrations.protocols import governor
 from integrations.systems import clear_cache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +33,13 @@ def fixture_path(name: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_connectors() -> Iterator[None]:
-    # Connectors are cached per System pk; pks are reused between tests.
+    # Connectors are cached per System pk; pks are reused between tests. Governor state (a Retry-After
+    # pause, leases) is keyed by the target's URL, which tests share: forget it too.
     clear_cache()
+    governor.backend().reset()
     yield
     clear_cache()
+    governor.backend().reset()
 
 
 @pytest.fixture
@@ -197,3 +204,73 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: flo
         time.sleep(interval)
     statuses = dict(Message.objects.values_list("id", "status"))
     raise AssertionError(f"condition not met within {timeout} s; message statuses: {statuses}")
+
+
+# --- a real gunicorn (2 workers) on a free loopback port -----------------------------------------
+
+
+@dataclass
+class Gunicorn:
+    base: str
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def start_gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
+    """gunicorn with the Procfile's config file and access log, 2 workers, on the test DB and Redis."""
+    processes: list[subprocess.Popen] = []
+
+    def start(**extra_env: str) -> Gunicorn:
+        port = _free_port()
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": django_settings.CELERY_BROKER_URL,
+            "DJANGO_SETTINGS_MODULE": "icbridge.settings",
+            "ICBRIDGE_INGRESS_CONFIG_TTL": "0",
+            **extra_env,
+        }
+        args = [
+            sys.executable, "-m", "gunicorn", "icbridge.wsgi", "--config", "gunicorn.conf.py",
+            # Sync workers take one connection at a time, so concurrent clients must reach both processes.
+            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "sync", "--timeout", "60",
+            "--access-logfile", "-", "--no-control-socket",
+        ]  # fmt: skip
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{base}/api/messages", timeout=5)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise AssertionError(f"gunicorn did not start:\n{log_path.read_text()[-3000:]}") from None
+                time.sleep(0.3)
+        # Both workers must be up, so requests really spread over two processes.
+        while log_path.read_text().count("Booting worker") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return Gunicorn(base=base, log_path=log_path)
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)

@@ -287,7 +287,7 @@ class Governor:
                 )
             if status == RATE:
                 raise errors.ThrottledError(
-                    f"{self.name}: at its limit of {limits.rate:g} requests/s; the next one may go in {ms / 1000:.1f} s",
+                    f"{self.name}: at its limit of {limits.rate:g} requests/s; the next may go in {ms / 1000:.1f} s",
                     retry_after=ms / 1000,
                     request_summary=not_sent,
                 )
@@ -337,7 +337,9 @@ def governor_for(system: System) -> Governor:
     """The governor of a System's target, with the System's limits."""
     max_wait = settings.ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS
     limits = Limits(
-        rate=system.rate_limit_per_second if system.rate_limit_per_second and system.rate_limit_per_second > 0 else None,
+        rate=system.rate_limit_per_second
+        if system.rate_limit_per_second and system.rate_limit_per_second > 0
+        else None,
         max_concurrency=system.max_concurrency or None,
         max_wait=max_wait,
         lease_seconds=max_wait + system.timeout_seconds + settings.ICBRIDGE_LEASE_MARGIN_SECONDS,

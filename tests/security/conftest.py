@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import requests
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.test import Client
@@ -23,7 +15,6 @@ from django.test import Client
 from integrations.models import CompanyLink, Flow, InboundEndpoint, Message, System
 from integrations.services.roles import AUDITOR, ENGINEER, OPERATOR
 from monitoring.roles import console_roles_ensure
-from tests.conftest import ROOT, _database_url
 
 ROLES = (OPERATOR, ENGINEER, AUDITOR, "anonymous")
 SYSTEM_SECRET = "sys-client-secret-9f8e7d"
@@ -109,73 +100,3 @@ def denied(response: Any) -> bool:
     if response.status_code in (401, 403):
         return True
     return response.status_code == 302 and "/login/" in response.get("Location", "")
-
-
-# --- a real gunicorn (2 workers) on a free loopback port -----------------------------------------
-
-
-@dataclass
-class Gunicorn:
-    base: str
-    log_path: Path
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def start_gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
-    """gunicorn with the Procfile's config file and access log, 2 workers, on the test DB and Redis."""
-    processes: list[subprocess.Popen] = []
-
-    def start(**extra_env: str) -> Gunicorn:
-        port = _free_port()
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        env = {
-            **os.environ,
-            "DATABASE_URL": _database_url(),
-            "REDIS_URL": django_settings.CELERY_BROKER_URL,
-            "DJANGO_SETTINGS_MODULE": "icbridge.settings",
-            "ICBRIDGE_INGRESS_CONFIG_TTL": "0",
-            **extra_env,
-        }
-        args = [
-            sys.executable, "-m", "gunicorn", "icbridge.wsgi", "--config", "gunicorn.conf.py",
-            # Sync workers take one connection at a time, so concurrent clients must reach both processes.
-            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "sync", "--timeout", "60",
-            "--access-logfile", "-", "--no-control-socket",
-        ]  # fmt: skip
-        log = log_path.open("w")
-        process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        processes.append(process)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/api/messages", timeout=5)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(f"gunicorn did not start:\n{log_path.read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        # Both workers must be up, so requests really spread over two processes.
-        while log_path.read_text().count("Booting worker") < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return Gunicorn(base=base, log_path=log_path)
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)

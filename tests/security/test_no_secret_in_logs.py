@@ -18,7 +18,7 @@ from integrations.models import InboundEndpoint, Message, System
 from integrations.pipeline.deliver import message_process
 from monitoring.logging import JsonFormatter, RedactionFilter
 from tests.conftest import fixture_path
-from tests.security.conftest import Gunicorn
+from tests.conftest import Gunicorn
 
 KEY = "dv-webhook-key-6b5a4c3d2e1f"
 GUESS = "attacker-guess-9z8y7x6w"

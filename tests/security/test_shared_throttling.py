@@ -13,7 +13,7 @@ import requests
 
 from integrations.models import InboundEndpoint
 from tests.conftest import fixture_path
-from tests.security.conftest import Gunicorn
+from tests.conftest import Gunicorn
 
 pytestmark = pytest.mark.e2e
 KEY = "the-right-key-0123456789"

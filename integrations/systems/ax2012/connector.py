@@ -70,11 +70,24 @@ def message_id_for(idempotency_key: str, *, service: str, operation: str, compan
 
 
 class _AifTransport(Transport):
-    """zeep's transport with our classification of HTTP answers that are not SOAP."""
+    """zeep's transport under the target's governor, with our classification of HTTP answers that are not SOAP.
+
+    Every AIF call is a POST through here (the WSDL, loaded once per service, is not governed).
+    """
+
+    def __init__(self, *, connector: Connector, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connector = connector
 
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-        response = super().post(address, message, headers)
-        _raise_for_http(response, f"POST {address}")
+        summary = f"POST {address}"
+        with self.connector.governor.slot(summary):
+            response = super().post(address, message, headers)
+        try:
+            _raise_for_http(response, summary)
+        except errors.ThrottledError as failure:
+            self.connector.note_throttled(failure)  # every worker waits out the Retry-After, not only this one
+            raise
         return response
 
 
@@ -157,7 +170,11 @@ class Ax2012Connector(Connector):
         elif system.auth_type == "client_credentials":
             self.session.auth = _BearerAuth(system)
         self.transport = _AifTransport(
-            session=self.session, cache=_DOCUMENT_CACHE, timeout=self.timeout, operation_timeout=self.timeout
+            connector=self,
+            session=self.session,
+            cache=_DOCUMENT_CACHE,
+            timeout=self.timeout,
+            operation_timeout=self.timeout,
         )
         self._clients: dict[str, tuple[Client, Any]] = {}
         self._lock = threading.Lock()
