@@ -62,6 +62,10 @@ class System(TimeStampedModel):
     )
     batch_size = models.PositiveIntegerField(default=100)
     enabled = models.BooleanField(default=True)
+    paused_at = models.DateTimeField(
+        null=True, blank=True, help_text="Paused: events to and from it are accepted and held until resumed."
+    )
+    paused_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -165,12 +169,21 @@ class Flow(TimeStampedModel):
         default=dict, blank=True, help_text="The flow's options (docs/flow-options.md); validated on save."
     )
     enabled = models.BooleanField(default=True)
+    paused_at = models.DateTimeField(
+        null=True, blank=True, help_text="Paused: events are accepted (202) and held until resumed."
+    )
+    paused_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.source} → {self.target} {self.entity}"
+
+    @property
+    def is_held(self) -> bool:
+        """Paused itself, or its source or target is: its messages wait (needs source/target loaded)."""
+        return bool(self.paused_at or self.source.paused_at or self.target.paused_at)
 
     @property
     def opts(self) -> FlowOptions:
