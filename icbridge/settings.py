@@ -93,7 +93,7 @@ if _read("ICBRIDGE_BEHIND_TLS_PROXY", _strict_bool, False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = _read("SECURE_SSL_REDIRECT", _strict_bool, not DEMO)
 # Probes and scrapers inside the network may speak plain HTTP to these.
-SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^monitoring/health$"]
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^monitoring/health(/live|/ready)?$"]
 SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", env.int, 0 if DEMO else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _read("SECURE_HSTS_INCLUDE_SUBDOMAINS", _strict_bool, not DEMO)
 SECURE_HSTS_PRELOAD = _read("SECURE_HSTS_PRELOAD", _strict_bool, False)
@@ -261,8 +261,16 @@ if ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS < 0:
     raise ImproperlyConfigured(
         f"ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS: must be 0 or more, got {ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS}"
     )
-# How long a worker keeps a ValueMap table before reading it again (integrations.mapping.valuemaps).
-ICBRIDGE_VALUE_MAP_CACHE_SECONDS = _read("ICBRIDGE_VALUE_MAP_CACHE_SECONDS", env.float, 30.0)
+# The longest Retry-After a target's answer may impose (integrations.errors.parse_retry_after): a longer
+# one (1e12, a date in 2036) waits this long, so a message is never parked for years.
+ICBRIDGE_RETRY_AFTER_MAX_SECONDS = _positive(
+    "ICBRIDGE_RETRY_AFTER_MAX_SECONDS", _read("ICBRIDGE_RETRY_AFTER_MAX_SECONDS", env.float, 3600.0)
+)
+# An event time (a record version derived from it) may be this far ahead of the hub's clock; a later one
+# is refused at ingest as 422, naming the field (integrations.protocols.events.iso_to_micros).
+ICBRIDGE_MAX_CLOCK_SKEW_SECONDS = _positive(
+    "ICBRIDGE_MAX_CLOCK_SKEW_SECONDS", _read("ICBRIDGE_MAX_CLOCK_SKEW_SECONDS", env.float, 300.0)
+)
 
 CELERY_BEAT_SCHEDULE = {
     "icbridge-sweep-messages": {

@@ -38,7 +38,7 @@ class TransientError(ConnectorError):
 class ThrottledError(TransientError):
     def __init__(self, message: str, *, retry_after: float, **kwargs) -> None:
         super().__init__(message, **kwargs)
-        self.retry_after = max(0.0, float(retry_after))
+        self.retry_after = bounded_retry_after(retry_after)
 
 
 class AuthError(ConnectorError):
@@ -91,12 +91,33 @@ def error_class_name(exc: BaseException) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
+def retry_after_cap() -> float:
+    """The longest Retry-After the hub honours (ICBRIDGE_RETRY_AFTER_MAX_SECONDS, default 1 h)."""
+    from django.conf import settings
+
+    return float(getattr(settings, "ICBRIDGE_RETRY_AFTER_MAX_SECONDS", 3600.0))
+
+
+def bounded_retry_after(seconds: float) -> float:
+    """A server's wait, as the hub honours it: from 0 up to the cap (NaN and negatives are 0, 1e12 is the cap)."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if value != value or value <= 0:  # NaN, or nothing to wait
+        return 0.0
+    return min(value, retry_after_cap())
+
+
 def parse_retry_after(value: str | None, default: float = 1.0) -> float:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), at most retry_after_cap().
+
+    A target cannot park a message for years, nor crash the worker with a number no date can hold.
+    """
     if not value:
         return default
     try:
-        return max(0.0, float(value))
+        return bounded_retry_after(float(value))
     except ValueError:
         pass
     from email.utils import parsedate_to_datetime
@@ -105,6 +126,22 @@ def parse_retry_after(value: str | None, default: float = 1.0) -> float:
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return bounded_retry_after((when - timezone.now()).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return default
-    return max(0.0, (when - timezone.now()).total_seconds())
+
+
+# What waiting may heal: a source or target that cannot answer now, a database or Redis hiccup. Every
+# other failure of an unexpected kind is a property of the message (or the configuration) and is
+# rejected: retrying it would fail the same way, for ever.
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error that is none of the taxonomy's is worth a retry (see above); ours say it themselves."""
+    if isinstance(exc, ConnectorError):
+        return exc.retryable
+    if isinstance(exc, MappingError):
+        return False
+    import requests
+    from django import db
+    from redis import RedisError
+
+    return isinstance(exc, OSError | requests.RequestException | RedisError | db.OperationalError | db.InterfaceError)

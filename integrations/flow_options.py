@@ -316,6 +316,53 @@ class DeepLinkSpec:
     param: str = option(Text(), default="", doc="URL parameter carrying the key value")
 
 
+class FieldValues(Kind):
+    """{target field: value}: the fields a block or deactivate writes (scalars only)."""
+
+    expected = "an object of field: value (string, number, true/false, null)"
+
+    def parse(self, value: Any, path: str, problems: list[str]) -> Mapping[str, Scalar] | None:
+        if not isinstance(value, dict):
+            return self.refuse(value, path, problems)
+        before = len(problems)
+        for name, item in value.items():
+            if not (item is None or isinstance(item, str | int | float | bool)):
+                problems.append(
+                    f"{path}.{name}: expected a value (string, number, true/false, null), got {_show(item)}"
+                )
+        return MappingProxyType(dict(value)) if len(problems) == before else None
+
+
+DELETE_ACTIONS = ("delete", "block", "deactivate", "ignore")
+
+
+@dataclass(frozen=True)
+class DeleteSpec:
+    """options.on_delete: what a Delete event of the source does at the target (never an upsert)."""
+
+    action: str = option(OneOf(*DELETE_ACTIONS), default="delete", doc="delete, block, deactivate or ignore")
+    set: Mapping[str, Scalar] = option(FieldValues(), default={}, doc="fields block/deactivate write")
+
+
+class DeleteRule(Record):
+    """on_delete, with its one cross-field rule: block and deactivate name the fields they write."""
+
+    def __init__(self) -> None:
+        super().__init__(DeleteSpec)
+
+    def parse(self, value: Any, path: str, problems: list[str]) -> DeleteSpec | None:
+        parsed = super().parse(value, path, problems)
+        if parsed is None:
+            return None
+        if parsed.action in ("block", "deactivate") and not parsed.set:
+            problems.append(f"{path}.set: required for action {parsed.action!r} (the fields to write)")
+            return None
+        if parsed.action in ("delete", "ignore") and parsed.set:
+            problems.append(f"{path}.set: only block and deactivate write fields, not {parsed.action!r}")
+            return None
+        return parsed
+
+
 WEBHOOK_MESSAGES = ("Create", "Update", "Delete")  # what a Dataverse webhook step can be registered for
 
 
@@ -339,6 +386,8 @@ class FlowOptions:
     deep_link: DeepLinkSpec = option(Record(DeepLinkSpec), default=DeepLinkSpec(), doc="F&O deep-link overrides")
     create_only: bool = option(Flag(), default=False, doc="Dataverse upsert never overwrites (If-None-Match)")
     force: bool = option(Flag(), default=False, doc="S/4 update overwrites whatever version (If-Match: *)")
+    on_delete: DeleteSpec = option(DeleteRule(), default=DeleteSpec(), doc="what a Delete event does at the target")
+    reference_field: str = option(Text(), default="", doc="target field keeping our reference on keyless creates")
     template: str = option(Text(), default="", doc="the template that installed the flow")
 
     @classmethod

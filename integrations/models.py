@@ -483,6 +483,9 @@ class AxPollCursor(models.Model):
     polling_until = models.DateTimeField(
         null=True, blank=True, help_text="A poll holds the cursor until then (integrations.polling.cursors)."
     )
+    delta_link = models.TextField(
+        blank=True, help_text="Where a change-tracking source (Dataverse) resumes: its @odata.deltaLink."
+    )
 
     def __str__(self) -> str:
         return f"AX poll cursor of {self.flow}: since {self.changed_since or 'the beginning'}"

@@ -12,6 +12,12 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from integrations.errors import bounded_retry_after
+
+# No wait the pipeline schedules is longer than this, whatever the policy or a server says; a date past it
+# would not fit a datetime anyway.
+MAX_DELAY_SECONDS = 30 * 86_400
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -36,7 +42,10 @@ class RetryPolicy:
         return cls(max_attempts=max_attempts, backoff=backoff, jitter=jitter)
 
     def delay_after(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after the given failed attempt; never less than the server's Retry-After."""
+        """Seconds to wait after the given failed attempt; never less than the server's Retry-After.
+
+        The Retry-After counts up to ICBRIDGE_RETRY_AFTER_MAX_SECONDS (errors.bounded_retry_after).
+        """
         delay = 0.0
         for start, seconds in self.backoff:
             if attempt >= start:
@@ -44,8 +53,8 @@ class RetryPolicy:
         if self.jitter:
             delay *= 1 + random.uniform(-self.jitter, self.jitter)
         if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
+            delay = max(delay, bounded_retry_after(retry_after))
+        return min(delay, MAX_DELAY_SECONDS)
 
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.max_attempts

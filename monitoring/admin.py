@@ -47,10 +47,11 @@ class ReconciliationScheduleAdmin(admin.ModelAdmin):
         if run is None:
             return "—"
         url = reverse("admin:monitoring_reconciliationrun_change", args=[run.pk])
+        # format_html takes no format specs ({:%Y…} raises ValueError): the date is formatted first.
         return format_html(
-            "<a href='{}'>{:%Y-%m-%d %H:%M}: {} checked, {} discrepancies</a>",
+            "<a href='{}'>{}: {} checked, {} discrepancies</a>",
             url,
-            run.started_at,
+            f"{run.started_at:%Y-%m-%d %H:%M}",
             run.checked,
             run.discrepancies_count,
         )
@@ -207,7 +208,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
         open_alert = obj.alerts.filter(resolved_at__isnull=True).first()
         if open_alert is None:
             return format_html("<span class='ok'>{}</span>", "ok")
-        return format_html("<span class='bad'>firing since {:%Y-%m-%d %H:%M}</span>", open_alert.opened_at)
+        return format_html("<span class='bad'>firing since {}</span>", f"{open_alert.opened_at:%Y-%m-%d %H:%M}")
 
     @admin.action(description="Evaluate selected rules now", permissions=["change"])
     def evaluate_now(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:

@@ -29,14 +29,30 @@ def _has_metrics_token(request: HttpRequest) -> bool:
     return bool(token) and hmac.compare_digest(given.encode(), token.encode())
 
 
-@require_GET
-def health(request: HttpRequest) -> JsonResponse:
+def _health_response(request: HttpRequest, report: dict, ok: tuple[str, ...] = ("ok",)) -> JsonResponse:
     """Status and code for any probe; which check failed only for staff, the metrics token, or the demo."""
-    report = health_service.health_report()
-    code = 200 if report["status"] == "ok" else 503
+    code = 200 if report["status"] in ok else 503
     user = getattr(request, "user", None)
     detailed = settings.ICBRIDGE_HEALTH_DETAILS_PUBLIC or _has_metrics_token(request) or (user and user.is_staff)
     return JsonResponse(report if detailed else {"status": report["status"]}, status=code)
+
+
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    """Every part (database, broker, workers, beat): 503 when one fails. For monitoring, not for a restart."""
+    return _health_response(request, health_service.health_report())
+
+
+@require_GET
+def health_live(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Restart it only when this fails."""
+    return JsonResponse(health_service.live_report())
+
+
+@require_GET
+def health_ready(request: HttpRequest) -> JsonResponse:
+    """Readiness: database and broker reachable; busy or missing workers are "degraded", still 200."""
+    return _health_response(request, health_service.ready_report(), ok=("ok", "degraded"))
 
 
 @require_GET

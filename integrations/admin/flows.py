@@ -22,11 +22,13 @@ from django.utils.html import format_html
 
 from integrations import mapping
 from integrations.admin.audit import ConfigAuditMixin
+from integrations.admin.common import ago, state_chip
 from integrations.flow_options import options_problems
 from integrations.models import Flow, MappingVersion, Message, ValueMap, ValueMapEntry
-from integrations.pipeline import preview
+from integrations.pipeline import pause, preview
 from integrations.retry import RetryPolicy
 from integrations.scenarios.payloads import message_payload
+from integrations.selectors import overview
 from integrations.services import mappings
 from integrations.services.audit import audit_record
 
@@ -112,19 +114,44 @@ class FlowForm(forms.ModelForm):
 @admin.register(Flow)
 class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
     form = FlowForm
-    list_display = ("name", "entity", "source", "target", "trigger", "mapping_version", "enabled")
+    list_display = ("name", "state_chip", "route", "trigger", "backlog", "oldest", "last_ok", "mapping_version")
     list_filter = ("enabled", "trigger", "source__kind", "target__kind")
     list_select_related = ("source", "target")
     search_fields = ("name", "slug", "entity")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("mapping_version", "mapping_tools")
-    actions = ["enable_flows", "disable_flows"]
+    actions = ["pause_flows", "resume_flows", "enable_flows", "disable_flows"]
     fieldsets = (
         (None, {"fields": ("name", "slug", "entity", "source", "target", "company_link", "trigger", "enabled")}),
         ("Target", {"fields": ("target_entity", "target_operation", "target_key_fields", "options")}),
         ("Mapping", {"fields": ("mapping_version", "mapping_tools", "mapping_spec", "mapping_comment")}),
         ("Ownership and retries", {"fields": ("master", "conflict_policy", "retry_policy")}),
     )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Flow]:
+        return overview.flows_with_state(super().get_queryset(request))
+
+    @admin.display(description="state")
+    def state_chip(self, obj: Flow) -> str:
+        return state_chip(*overview.flow_state(obj))
+
+    @admin.display(description="route", ordering="source__name")
+    def route(self, obj: Flow) -> str:
+        return f"{obj.source.name} → {obj.target.name}"
+
+    @admin.display(description="waiting", ordering="backlog_n")
+    def backlog(self, obj: Flow) -> str:
+        if obj.is_held and obj.backlog_n:
+            return format_html("<span class='icb-held'>{} held</span>", obj.backlog_n)
+        return str(obj.backlog_n)
+
+    @admin.display(description="oldest waiting", ordering="oldest_waiting")
+    def oldest(self, obj: Flow) -> str:
+        return ago(obj.oldest_waiting)
+
+    @admin.display(description="last success", ordering="last_success")
+    def last_ok(self, obj: Flow) -> str:
+        return ago(obj.last_success)
 
     @admin.display(description="mapping tools")
     def mapping_tools(self, obj: Flow) -> str:
@@ -198,11 +225,28 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/integrations/flow/mapping_preview.html", context)
 
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        # Pausing is running the hub, not configuring it: operators (change_message) and engineers.
+        return request.user.has_perm("integrations.change_message") or request.user.has_perm(
+            "integrations.change_flow"
+        )
+
+    @admin.action(description="Pause selected flows (accept and hold events)", permissions=["pause"])
+    def pause_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
+        count = sum(pause.flow_pause(flow=flow, actor=request.user, reason="console") for flow in queryset)
+        self.message_user(request, f"Paused {count} flow(s): their events are accepted and held.")
+
+    @admin.action(description="Resume selected flows (deliver what was held, oldest first)", permissions=["pause"])
+    def resume_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
+        flows = list(queryset.filter(paused_at__isnull=False))
+        released = sum(pause.flow_resume(flow=flow, actor=request.user, reason="console") for flow in flows)
+        self.message_user(request, f"Resumed {len(flows)} flow(s); {released} held message(s) released.")
+
     @admin.action(description="Enable selected flows", permissions=["change"])
     def enable_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
         self.message_user(request, f"Enabled {_set_enabled(queryset, True, request.user)} flow(s)")
 
-    @admin.action(description="Disable (pause) selected flows", permissions=["change"])
+    @admin.action(description="Disable selected flows (refuse their events)", permissions=["change"])
     def disable_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
         self.message_user(request, f"Disabled {_set_enabled(queryset, False, request.user)} flow(s)")
 

@@ -1,154 +1,47 @@
-"""Console pages for Messages, Attempts, RecordLinks and the audit log.
+"""Console pages for Messages: the list (what needs attention first), the detail page and its actions.
 
-Operators land on what needs attention (failed, dead, conflict). Every action asks for a reason and
-calls the same operator services as the API, which write the audit rows. Changing a message needs
-integrations.change_message (the operator role); the auditor's view permission shows everything and
-offers no action.
+Operators land on what needs attention (failed, dead, conflict, and retrying past the threshold of
+integrations.selectors.overview). Every action asks for a reason and calls the same operator services
+as the API, which write the audit rows. Changing a message needs integrations.change_message (the
+operator role); the auditor's view permission shows everything and offers no action. Attempts, the
+audit log and record links are in integrations.admin.records.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
-from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from integrations.models import Attempt, AuditEntry, MappingVersion, Message, RecordLink
+from integrations.admin.common import (  # noqa: F401 - EstimatedCountPaginator is imported from here too
+    EstimatedCountPaginator,
+    NeedsAttentionFilter,
+    ReasonForm,
+    ReplayForm,
+    ResolveForm,
+    _payload,
+    ago,
+    pretty_json,
+)
+from integrations.models import AuditEntry, MappingVersion, Message, RecordLink
 from integrations.pipeline import operator
 from integrations.selectors import chains
+from integrations.selectors.conflicts import conflict_diff
+from integrations.selectors.search import messages_search
 
 Status = Message.Status
 BULK_BATCH = 500
-
-
-class NeedsAttentionFilter(admin.SimpleListFilter):
-    """The console opens on failed, dead and conflict messages; a search or another filter widens it."""
-
-    title = "attention"
-    parameter_name = "attention"
-    WIDENING = ("q", "status__exact", "flow__id__exact", "flow__target__id__exact", "flow__source__id__exact")
-
-    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
-        self._widened = any(request.GET.get(name) for name in self.WIDENING)
-        super().__init__(request, params, model, model_admin)
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [
-            ("needs", "Needs attention (failed, dead, conflict)"),
-            ("open", "In progress"),
-            ("all", "All messages"),
-        ]
-
-    def value(self) -> str:
-        return super().value() or ("all" if self._widened else "needs")
-
-    def choices(self, changelist: Any) -> Any:
-        for lookup, title in self.lookup_choices:
-            yield {
-                "selected": self.value() == lookup,
-                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
-                "display": title,
-            }
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
-        if self.value() == "needs":
-            return queryset.filter(status__in=Message.NEEDS_ATTENTION)
-        if self.value() == "open":
-            return queryset.filter(status__in=(*Message.DELIVERABLE, Status.DELIVERING))
-        return queryset
-
-
-def pretty_json(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _payload(value: object, label: str, open_: bool = False) -> str:
-    if value in (None, {}):
-        return format_html("<em>{}</em>", "none (not produced yet, or purged by retention)")
-    return format_html(
-        "<details class='icb-payload'{}><summary>{}</summary><pre>{}</pre></details>",
-        " open" if open_ else "",
-        label,
-        pretty_json(value),
-    )
-
-
-class EstimatedCountPaginator(Paginator):
-    """Pages without counting a whole large table.
-
-    Django counts the filtered queryset for the page links; with no filter that is COUNT(*) of the
-    table, seconds on millions of rows. An unfiltered queryset on PostgreSQL takes the planner's row
-    estimate (pg_class.reltuples, kept by autovacuum) instead, once the table is past exact_below rows.
-    """
-
-    exact_below = 20_000
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.object_list
-        if connection.vendor == "postgresql" and isinstance(queryset, QuerySet) and not queryset.query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                    [queryset.model._meta.db_table],
-                )
-                row = cursor.fetchone()
-            if row and row[0] >= self.exact_below:
-                return int(row[0])
-        return super().count
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
-        help_text="Kept in the audit log with your name.",
-    )
-
-    def clean_reason(self) -> str:
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise forms.ValidationError("Say why: the reason goes into the audit log.")
-        return reason
-
-
-class ReplayForm(ReasonForm):
-    payload = forms.CharField(
-        widget=forms.Textarea(attrs={"class": "icb-editor", "spellcheck": "false"}),
-        help_text="The source payload (payload in) as JSON; it goes through the flow's mapping again.",
-    )
-
-    def clean_payload(self) -> dict[str, Any]:
-        text = self.cleaned_data["payload"]
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(
-                f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            ) from exc
-        if not isinstance(value, dict):
-            raise forms.ValidationError(f"payload must be a JSON object, got {type(value).__name__}")
-        return value
-
-
-class ResolveForm(ReasonForm):
-    side = forms.ChoiceField(
-        choices=[
-            ("source", "Ours (payload out) — overwrite the target"),
-            ("target", "Theirs (target version) — keep the target"),
-        ],
-        widget=forms.RadioSelect,
-    )
+# "Retry all matching" leaves finished messages alone unless asked: a skipped echo or a delivered
+# message retried is work done twice, or a write the target did not need.
+FINAL = (Status.SKIPPED,)
+ERROR_CHARS = 90
 
 
 @admin.register(Message)
@@ -156,19 +49,22 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "status_badge",
-        "flow",
-        "source_record_key",
+        "flow_name",
+        "record",
         "attempts",
-        "next_attempt_at",
+        "received",
         "last_error_short",
-        "created_at",
     )
     list_display_links = ("id", "status_badge")
     list_filter = (NeedsAttentionFilter, "status", "flow", "flow__target", "flow__source", "created_at")
     list_select_related = ("flow__source", "flow__target")
-    # Exact matches read the indexes on these columns; no LIKE scans of a large table.
-    search_fields = ("=correlation_id", "=source_record_key", "=target_record_key", "=idempotency_key")
-    search_help_text = "Exact correlation id, source or target record id, or idempotency key."
+    # The search is integrations.selectors.search (get_search_results): exact keys, or a business
+    # document number anywhere in the payloads, read through trigram indexes on PostgreSQL.
+    search_fields = ("=correlation_id",)
+    search_help_text = (
+        "An order, customer or invoice number (found in the payloads), or an exact correlation id, "
+        "record id or idempotency key."
+    )
     # No COUNT(*) of the whole table on every page, no per-filter facet counts, and no date
     # hierarchy (its DISTINCT over dates scans the table): the created_at filter is cheap instead.
     show_full_result_count = False
@@ -228,17 +124,32 @@ class MessageAdmin(admin.ModelAdmin):
     def status_badge(self, obj: Message) -> str:
         return format_html("<span class='icb-badge {}'>{}</span>", obj.status, obj.get_status_display())
 
+    @admin.display(description="flow", ordering="flow__name")
+    def flow_name(self, obj: Message) -> str:
+        return format_html("<span class='icb-flow' title='{}'>{}</span>", str(obj.flow), obj.flow.name)
+
+    @admin.display(description="record", ordering="source_record_key")
+    def record(self, obj: Message) -> str:
+        key = obj.source_record_key or obj.target_record_key
+        return format_html("<span class='icb-key' title='{}'>{}</span>", key, key) if key else "—"
+
+    @admin.display(description="received", ordering="created_at")
+    def received(self, obj: Message) -> str:
+        return ago(obj.created_at)
+
     @admin.display(description="last error")
     def last_error_short(self, obj: Message) -> str:
         if not obj.last_error_class and not obj.last_error:
             return ""
-        text = obj.last_error[:70] + ("…" if len(obj.last_error) > 70 else "")
-        return format_html(
-            "<span class='icb-error' title='{}'><code>{}</code><br>{}</span>",
-            obj.last_error,
-            obj.last_error_class,
-            text,
-        )
+        # One line, cut by CSS and here: the whole text is on the detail page.
+        short_class = obj.last_error_class.rsplit(".", 1)[-1]
+        text = obj.last_error[:ERROR_CHARS] + ("…" if len(obj.last_error) > ERROR_CHARS else "")
+        return format_html("<span class='icb-error'><code>{}</code> {}</span>", short_class, text)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
+    ) -> tuple[QuerySet[Message], bool]:
+        return messages_search(queryset=queryset, term=search_term), False
 
     @admin.display(description="correlation id")
     def correlation_link(self, obj: Message) -> str:
@@ -447,41 +358,50 @@ class MessageAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Conflict of message {pk} resolved.", messages.SUCCESS)
             return HttpResponseRedirect(self._detail_url(pk))
-        ours = message.payload_out if isinstance(message.payload_out, dict) else {}
-        theirs = message.target_snapshot if isinstance(message.target_snapshot, dict) else {}
-        rows = [
-            {
-                "field": name,
-                "ours": pretty_json(ours.get(name)) if name in ours else "—",
-                "theirs": pretty_json(theirs.get(name)) if name in theirs else "—",
-                "differs": ours.get(name) != theirs.get(name),
-            }
-            for name in sorted(set(ours) | set(theirs))
-        ]
+        rows = conflict_diff(message=message)
         return self._page(
-            request, "resolve.html", f"Resolve the conflict of message {pk}", form=form, message=message, rows=rows
+            request,
+            "resolve.html",
+            f"Resolve the conflict of message {pk}",
+            form=form,
+            message=message,
+            rows=rows,
+            changed=sum(1 for row in rows if row.differs),
         )
 
     def retry_matching_view(self, request: HttpRequest) -> HttpResponse:
-        """Retry every retryable message the current changelist filter matches (not just one page)."""
+        """Retry every retryable message the current changelist filter matches (not just one page).
+
+        Finished messages (skipped: echoes, duplicates, unchanged) are left out unless the operator
+        ticks "include skipped"; the page shows what will run, by status and flow, before it runs.
+        """
         self._require_change(request)
+        include_final = request.GET.get("include_final") == "1" or request.POST.get("include_final") == "1"
+        params = request.GET.copy()
+        params.pop("include_final", None)
+        request.GET = params  # the changelist must not read our own parameter as a filter
         changelist = self.get_changelist_instance(request)
-        matching = changelist.get_queryset(request).filter(status__in=operator.RETRYABLE)
+        candidates = changelist.get_queryset(request).filter(status__in=operator.RETRYABLE)
+        matching = candidates if include_final else candidates.exclude(status__in=FINAL)
         form = ReasonForm(request.POST or None)
-        query = request.GET.urlencode()
+        query = params.urlencode()
         if request.method == "POST" and form.is_valid():
             total = _retry_in_batches(matching, actor=request.user, reason=form.cleaned_data["reason"])
             self.message_user(request, f"Requeued {total} message(s) matching the filter.", messages.SUCCESS)
             url = reverse("admin:integrations_message_changelist")
             return HttpResponseRedirect(f"{url}?{query}" if query else url)
+        breakdown = list(matching.order_by().values("status", "flow__name").annotate(n=Count("pk")).order_by("-n")[:20])
         return self._page(
             request,
             "retry_matching.html",
             "Retry all messages matching this filter",
             form=form,
             count=matching.count(),
+            left_out=0 if include_final else candidates.filter(status__in=FINAL).count(),
+            include_final=include_final,
+            breakdown=breakdown,
             query=query,
-            filters=[(k, v) for k, v in request.GET.items()],
+            filters=list(params.items()),
         )
 
     # --- list actions ------------------------------------------------------------------------------
@@ -539,100 +459,3 @@ def _retry_in_batches(queryset: QuerySet[Message], *, actor: Any, reason: str) -
         batch = Message.objects.filter(pk__in=ids[start : start + BULK_BATCH]).only("pk", "status")
         total += operator.messages_retry(messages=batch, actor=actor, reason=reason)
     return total
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Append-only records: nobody adds, edits or deletes them from the console."""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-@admin.register(Attempt)
-class AttemptAdmin(ReadOnlyAdmin):
-    list_display = ("message", "number", "started_at", "duration_ms", "outcome", "response_status", "error_class")
-    list_filter = ("outcome", "started_at")
-    list_select_related = ("message__flow__source", "message__flow__target")
-    search_fields = ("=message__id", "=message__correlation_id")
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = EstimatedCountPaginator
-    readonly_fields = (
-        "message",
-        "number",
-        "started_at",
-        "duration_ms",
-        "outcome",
-        "request_summary",
-        "response_status",
-        "response_excerpt_block",
-        "error_class",
-        "error_text_block",
-    )
-    exclude = ("response_excerpt", "error_text")
-
-    @admin.display(description="response excerpt")
-    def response_excerpt_block(self, obj: Attempt) -> str:
-        if not obj.response_excerpt:
-            return "—"
-        return format_html("<details><summary>response</summary><pre>{}</pre></details>", obj.response_excerpt)
-
-    @admin.display(description="error text")
-    def error_text_block(self, obj: Attempt) -> str:
-        if not obj.error_text:
-            return "—"
-        return format_html("<details open><summary>error</summary><pre>{}</pre></details>", obj.error_text)
-
-
-@admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
-    list_display = ("at", "actor_name", "action", "object_type", "object_id", "message_link", "reason")
-    list_filter = ("action", "object_type", "at")
-    search_fields = ("=actor_name", "=object_id", "reason")
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = EstimatedCountPaginator
-
-    @admin.display(description="message")
-    def message_link(self, obj: AuditEntry) -> str:
-        if obj.message_id is None:
-            return "—"
-        return format_html(
-            "<a href='{}'>{}</a>", reverse("admin:integrations_message_change", args=[obj.message_id]), obj.message_id
-        )
-
-
-@admin.register(RecordLink)
-class RecordLinkAdmin(admin.ModelAdmin):
-    list_display = ("flow", "source_key", "target_key", "source_version", "target_etag", "synced_at", "message_link")
-    list_filter = ("flow",)
-    list_select_related = ("flow",)
-    search_fields = ("=source_key", "=target_key", "=correlation_id")
-    show_full_result_count = False
-    readonly_fields = (
-        "flow",
-        "source_key",
-        "target_key",
-        "source_version",
-        "target_etag",
-        "content_hash",
-        "correlation_id",
-        "last_message",
-        "synced_at",
-    )
-
-    @admin.display(description="last message")
-    def message_link(self, obj: RecordLink) -> str:
-        if obj.last_message_id is None:
-            return "—"
-        url = reverse("admin:integrations_message_change", args=[obj.last_message_id])
-        return format_html("<a href='{}'>{}</a>", url, obj.last_message_id)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # links are written by deliveries

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
@@ -35,6 +36,7 @@ from integrations.egress import egress_refusal
 from integrations.models import Flow, InboundEndpoint, System
 
 logger = logging.getLogger(__name__)
+CACHE_DOWN = (redis.RedisError, OSError)  # what the shared cache raises when Redis cannot be reached
 
 AuthType = InboundEndpoint.AuthType
 DEFAULT_NAMES = {
@@ -100,10 +102,12 @@ def _endpoint_of(owner: Flow | System | None) -> InboundEndpoint | None:
         return None
 
 
-# Resolved flows and systems with their inbound settings, per process, for a few seconds: the
-# select_related lookup costs more than the rest of a webhook call. Saves through the ORM clear it
-# at once in this process; other processes (gunicorn workers) see a change within the TTL.
-_resolved: dict[tuple[str, str], tuple[float, Flow | System, InboundEndpoint | None]] = {}
+# Resolved flows and systems with their inbound settings, per process: the select_related lookup (and
+# the secret's decryption) costs more than the rest of a webhook call. Each entry keeps the updated_at
+# stamps of the rows it was built from and is used only while one small query finds them unchanged, so
+# a save in any process is seen by the next request everywhere; ICBRIDGE_INGRESS_CONFIG_TTL bounds its
+# age besides (a bulk update() moves no stamp). Saves in this process clear it at once (signals).
+_resolved: dict[tuple[str, str], tuple[float, tuple[Any, ...], Flow | System, InboundEndpoint | None]] = {}
 _RESOLVED_MAX = 2000
 
 
@@ -123,8 +127,9 @@ def target_resolve(kwargs: dict[str, Any]) -> InboundTarget:
     cache_key = ("flow" if by_flow else "system", slug)
     now = time.monotonic()
     cached = _resolved.get(cache_key)
-    if cached and cached[0] > now:
-        owner, endpoint = cached[1], cached[2]
+    stamp = _stamp(by_flow, slug)
+    if cached and cached[0] > now and cached[1] == stamp and stamp is not None:
+        owner, endpoint = cached[2], cached[3]
     else:
         if by_flow:
             owner = (
@@ -139,10 +144,18 @@ def target_resolve(kwargs: dict[str, Any]) -> InboundTarget:
             raise InputError(f"no {kind} '{slug}'", field=f"{kind}_slug", status_code=404)
         if len(_resolved) >= _RESOLVED_MAX:
             _resolved.clear()
-        _resolved[cache_key] = (now + settings.ICBRIDGE_INGRESS_CONFIG_TTL, owner, endpoint)
+        _resolved[cache_key] = (now + settings.ICBRIDGE_INGRESS_CONFIG_TTL, stamp, owner, endpoint)
     if by_flow:
         return InboundTarget(flow=owner, system=None, endpoint=endpoint)
     return InboundTarget(flow=None, system=owner, endpoint=endpoint)
+
+
+def _stamp(by_flow: bool, slug: str) -> tuple[Any, ...] | None:
+    """When the rows a resolution reads last changed (read before them, so a change in between is seen)."""
+    if by_flow:
+        fields = ("updated_at", "source__updated_at", "inbound__updated_at", "source__inbound__updated_at")
+        return Flow.objects.filter(slug=slug).values_list(*fields).first()
+    return System.objects.filter(slug=slug).values_list("updated_at", "inbound__updated_at").first()
 
 
 def _read_body(request: HttpRequest, limit: int) -> bytes:
@@ -387,13 +400,21 @@ def _window(name: str, period: int) -> tuple[str, float]:
 
 
 def _count(key: str, period: int) -> int:
-    """Add one to a shared counter (atomic INCR in Redis), created for one window."""
-    cache.add(key, 0, timeout=period + 1)
+    """Add one to a shared counter (atomic INCR in Redis), created for one window; 0 if the cache is down.
+
+    A cache that cannot be reached (Redis down) counts nothing rather than refuse: the event is stored in
+    PostgreSQL and answered 202, and the sweeper queues it once the broker is back (pipeline.dispatch).
+    """
     try:
-        return cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=period + 1)
-        return 1
+        cache.add(key, 0, timeout=period + 1)
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=period + 1)
+            return 1
+    except CACHE_DOWN as exc:
+        logger.warning("throttle counter %s unavailable (%s); not counted", key.split(":", 1)[0], type(exc).__name__)
+        return 0
 
 
 class IngressThrottle(BaseThrottle):
@@ -432,7 +453,11 @@ def _auth_failure_window(request: HttpRequest) -> tuple[str, int, int, float]:
 def auth_failures_guard(request: HttpRequest) -> None:
     """429 for an address that failed authentication too often in this window: no more key guessing."""
     key, limit, _, left = _auth_failure_window(request)
-    if (cache.get(key) or 0) >= limit:
+    try:
+        failures = cache.get(key) or 0
+    except CACHE_DOWN:
+        return
+    if failures >= limit:
         raise exceptions.Throttled(wait=left)
 
 

@@ -1,4 +1,4 @@
-"""The operator REST API: messages (list, show, retry, bulk retry, replay, discard), flows, systems, audit.
+"""The operator REST API: messages (list, search, retry, replay, discard), flows (pause, resume), systems, audit.
 
 Session or token authentication; each view names the Django model permissions it needs, which
 the roles (services.roles) grant. Actions call the same services as the admin console.
@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import BasePermission
@@ -36,8 +36,10 @@ from integrations.api.serializers import (
     SystemSerializer,
 )
 from integrations.models import AuditEntry, Flow, Message, System
-from integrations.pipeline import operator
+from integrations.pipeline import operator, pause
+from integrations.selectors import overview
 from integrations.selectors.messages import messages_filter
+from integrations.selectors.search import messages_search
 
 ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="Not signed in."),
@@ -84,9 +86,18 @@ def _messages() -> QuerySet[Message]:
     return Message.objects.select_related("flow")
 
 
-@extend_schema(tags=["messages"], parameters=[MessageFilterSerializer], responses={200: MessageSerializer, **ERRORS})
+SEARCH = OpenApiParameter(
+    "search",
+    str,
+    description="A business document number (order, customer, invoice…) found in the payloads, or an exact key.",
+)
+
+
+@extend_schema(
+    tags=["messages"], parameters=[MessageFilterSerializer, SEARCH], responses={200: MessageSerializer, **ERRORS}
+)
 class MessageListApi(OperatorApi, generics.ListAPIView):
-    """Messages, newest first, filtered by status, flow, system, time, correlation id or record key."""
+    """Messages, newest first, filtered by status, flow, system, time, correlation id, record key or search."""
 
     required_perms = ("integrations.view_message",)
     serializer_class = MessageSerializer
@@ -94,7 +105,11 @@ class MessageListApi(OperatorApi, generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Message]:
         filters = MessageFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        return messages_filter(queryset=_messages(), filters=filters.validated_data).order_by("-created_at", "-id")
+        search = self.request.query_params.get("search", "")
+        if len(search) > 255:
+            raise InputError("search is longer than 255 characters", field="search")
+        queryset = messages_filter(queryset=_messages(), filters=filters.validated_data)
+        return messages_search(queryset=queryset, term=search).order_by("-created_at", "-id")
 
 
 @extend_schema(tags=["messages"], responses={200: MessageDetailSerializer, **ERRORS, 404: ErrorSerializer})
@@ -220,6 +235,59 @@ class FlowDetailApi(OperatorApi, generics.RetrieveAPIView):
     serializer_class = FlowSerializer
     queryset = Flow.objects.select_related("source", "target", "inbound")
     lookup_field = "slug"
+
+
+class CanPause(BasePermission):
+    """Pausing runs the hub rather than configuring it: operators (change_message) and engineers (change_flow)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated and user.has_perm("integrations.view_flow")):
+            return False
+        return user.has_perm("integrations.change_message") or user.has_perm("integrations.change_flow")
+
+
+def _flow_state(flow: Flow, **extra: Any) -> dict[str, Any]:
+    flow = overview.flows_with_state(Flow.objects.filter(pk=flow.pk)).get()
+    state, why = overview.flow_state(flow)
+    held = flow.backlog_n if flow.is_held else 0
+    return {"flow": flow.slug, "state": state, "why": why, "held": held, "paused_at": flow.paused_at, **extra}
+
+
+class FlowPauseApi(OperatorApi, APIView):
+    permission_classes: ClassVar[list[Any]] = [CanPause]
+
+    @extend_schema(
+        tags=["configuration"],
+        operation_id="flow_pause",
+        summary="Pause a flow: its events are still accepted (202) and held until it is resumed",
+        request=ReasonSerializer,
+        responses={200: OpenApiResponse(description="The flow's state and held count."), **ACTION_ERRORS},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        flow = get_object_or_404(Flow, slug=slug)
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        changed = pause.flow_pause(flow=flow, actor=request.user, reason=data.validated_data["reason"])
+        return Response(_flow_state(flow, changed=changed))
+
+
+class FlowResumeApi(OperatorApi, APIView):
+    permission_classes: ClassVar[list[Any]] = [CanPause]
+
+    @extend_schema(
+        tags=["configuration"],
+        operation_id="flow_resume",
+        summary="Resume a paused flow: what it held is delivered, oldest first",
+        request=ReasonSerializer,
+        responses={200: OpenApiResponse(description="The flow's state and how many were released."), **ACTION_ERRORS},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        flow = get_object_or_404(Flow, slug=slug)
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        released = pause.flow_resume(flow=flow, actor=request.user, reason=data.validated_data["reason"])
+        return Response(_flow_state(flow, released=released))
 
 
 @extend_schema(tags=["configuration"], responses={200: SystemSerializer, **ERRORS})

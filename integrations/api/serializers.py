@@ -29,6 +29,7 @@ class SystemSerializer(serializers.ModelSerializer):
             "secret_set",
             "timeout_seconds",
             "rate_limit_per_second",
+            "max_concurrency",
             "batch_size",
             "enabled",
             "created_at",

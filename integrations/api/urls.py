@@ -19,6 +19,8 @@ urlpatterns = [
     path("messages/<int:pk>/discard", operator.MessageDiscardApi.as_view(), name="api-message-discard"),
     path("flows", operator.FlowListApi.as_view(), name="api-flows"),
     path("flows/<slug:slug>", operator.FlowDetailApi.as_view(), name="api-flow"),
+    path("flows/<slug:slug>/pause", operator.FlowPauseApi.as_view(), name="api-flow-pause"),
+    path("flows/<slug:slug>/resume", operator.FlowResumeApi.as_view(), name="api-flow-resume"),
     path("flows/<slug:flow_slug>/mapping", mapping.FlowMappingApi.as_view(), name="api-flow-mapping"),
     path(
         "flows/<slug:flow_slug>/mapping/preview", mapping.MappingPreviewApi.as_view(), name="api-flow-mapping-preview"

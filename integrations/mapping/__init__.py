@@ -70,6 +70,8 @@ def apply(
     if value_maps is None:
         from integrations.mapping import valuemaps
 
+        if program.value_maps:
+            valuemaps.sync()  # once per payload: a value map fixed a moment ago, in any process, is read
         value_maps = valuemaps.get_table
     try:
         return program.run(payload, context or {}, value_maps)

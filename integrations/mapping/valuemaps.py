@@ -1,45 +1,56 @@
-"""ValueMap tables as the engine reads them: loaded once, cached per process for a short while.
+"""ValueMap tables as the engine reads them: cached per process, checked against the database per message.
 
-A mapping runs thousands of times a minute; it must not query the database for
-every lookup. Saving or deleting a ValueMap or an entry in this process clears
-the cache at once (signals); other processes see the change within
-ICBRIDGE_VALUE_MAP_CACHE_SECONDS (default 30).
+A mapping runs thousands of times a minute; it must not read a table for every lookup, nor keep using
+one after an operator fixed it. Each cached table carries its stamp, ValueMap.updated_at (saving or
+deleting an entry touches its map's, in the same transaction). sync(), called once for each message
+mapped (mapping.apply), reads the stamps of the cached tables in one query and drops every table whose
+map changed or vanished: a fix saved in any process is what the next message, in every worker, reads.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+from django.utils import timezone
 
 from integrations.mapping.syntax import Failure
 from integrations.models import ValueMap, ValueMapEntry
 
 _lock = threading.Lock()
-_tables: dict[str, tuple[float, dict[str, str]]] = {}
-
-
-def ttl() -> float:
-    return float(getattr(settings, "ICBRIDGE_VALUE_MAP_CACHE_SECONDS", 30))
+_tables: dict[str, tuple[datetime, dict[str, str]]] = {}
 
 
 def get_table(name: str) -> dict[str, str]:
     """The entries of one value map; a Failure if it does not exist (deleted since the spec was saved)."""
-    now = time.monotonic()
     cached = _tables.get(name)
-    if cached is not None and cached[0] > now:
+    if cached is not None:
         return cached[1]
+    # The stamp is read before the entries: a change committed in between is newer than the stamp
+    # kept with it, so the next sync() drops the table again rather than keep an old one.
     value_map = ValueMap.objects.filter(name=name).first()
     if value_map is None:
         raise Failure(f"value map '{name}' does not exist")
     table = value_map.as_dict()
     with _lock:
-        _tables[name] = (now + ttl(), table)
+        _tables[name] = (value_map.updated_at, table)
     return table
+
+
+def sync() -> None:
+    """Drop the cached tables whose map changed or vanished since they were read (one query; none if empty)."""
+    if not _tables:
+        return
+    names = list(_tables)
+    stamps = dict(ValueMap.objects.filter(name__in=names).values_list("name", "updated_at"))
+    with _lock:
+        for name in names:
+            cached = _tables.get(name)
+            if cached is not None and stamps.get(name) != cached[0]:
+                del _tables[name]
 
 
 def existing(names: set[str]) -> set[str]:
@@ -64,6 +75,12 @@ def clear() -> None:
 
 
 @receiver([post_save, post_delete], sender=ValueMap)
-@receiver([post_save, post_delete], sender=ValueMapEntry)
 def _changed(**kwargs: Any) -> None:
+    clear()
+
+
+@receiver([post_save, post_delete], sender=ValueMapEntry)
+def _entry_changed(instance: ValueMapEntry, **kwargs: Any) -> None:
+    # The map's stamp moves with its entries, in the saving transaction: other processes see it at sync().
+    ValueMap.objects.filter(pk=instance.value_map_id).update(updated_at=timezone.now())
     clear()

@@ -8,6 +8,7 @@ from django.db import migrations, models
 # these trigram indexes answer that without a scan. Other databases (the SQLite demo) scan.
 SEARCH_INDEXES = {
     "message_search_in": "payload_in",
+    "message_search_fetched": "payload_fetched",
     "message_search_out": "payload_out",
 }
 

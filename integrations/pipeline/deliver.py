@@ -5,8 +5,20 @@ when and how long the try ran, the record's link and the payload's hash. Every o
 is fenced: the row changes only while status=DELIVERING and lease_expires_at=lease, so a worker
 whose claim the sweeper has released writes nothing.
 
+A message is never in flight twice:
+1. The claim's lease is the target's delivery budget (the governor's longest wait plus the System's
+   timeout) plus ICBRIDGE_LEASE_MARGIN_SECONDS; the delivery's deadline is the budget alone.
+2. Every call made for the delivery, body included, ends by that deadline (protocols.deadline): a
+   total per call, not per read. A send that would start after it is not sent.
+3. Before the send the lease is renewed with a fenced UPDATE if preparing used part of it; a claim
+   the sweeper has meanwhile released is dropped unsent.
+4. The sweeper releases only claims past their lease, so by then every send of the claim is over.
+
 An attempt is counted when its Attempt row is written (attempts + 1 in the same fenced UPDATE).
-What writes no row counts none: a mapping error, a skip, a record busy with another worker.
+Every failure writes one, in preparation too (a mapping error, a source that cannot answer, a
+crash): a retry that fails again shows it. What writes no row counts none: a skip, a record busy
+with another worker. A failure is classified once: rejected (failed at once, for an operator) or
+transient (retried per the flow's policy, then dead); nothing retries without end.
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ from django.utils import timezone
 from integrations import errors
 from integrations.models import Attempt, Flow, Message, RecordLink
 from integrations.pipeline import dispatch, prepare
+from integrations.pipeline.pause import NOT_HELD
+from integrations.protocols.deadline import deadline_until
 from integrations.protocols.transport import DeliveryRequest, DeliveryResult
 from integrations.retry import RetryPolicy
 from integrations.systems import get_connector
@@ -37,6 +51,18 @@ logger = logging.getLogger(__name__)
 Status = Message.Status
 # A message whose record another worker is delivering waits this long before trying again.
 RECORD_BUSY_DELAY = timedelta(seconds=1)
+# A claim is renewed before its send when preparing left less than its budget minus this.
+RENEW_SLACK_SECONDS = 1.0
+
+
+def delivery_budget(flow: Flow) -> float:
+    """Seconds a delivery may take, every call included: the governor's longest wait plus the target's timeout."""
+    return settings.ICBRIDGE_THROTTLE_MAX_WAIT_SECONDS + flow.target.timeout_seconds
+
+
+def lease_seconds(flow: Flow) -> float:
+    """A claim's lease: the delivery budget plus the margin; the sweeper may release it only after."""
+    return delivery_budget(flow) + settings.ICBRIDGE_LEASE_MARGIN_SECONDS
 
 
 @dataclass(eq=False)
@@ -49,12 +75,15 @@ class Delivery:
     clock: float = field(default_factory=time.monotonic)
     link: RecordLink | None = None
     payload_hash: str = ""
+    # time.monotonic() by which every call of this claim is over: its lease minus the margin.
+    deadline: float = field(default_factory=time.monotonic)
 
     @classmethod
     def claim(cls, message: Message) -> Delivery | None:
         """Take the message with one conditional UPDATE; None when another worker has it or it is not due."""
         now = timezone.now()
-        lease = now + timedelta(seconds=message.flow.target.timeout_seconds + settings.ICBRIDGE_LEASE_MARGIN_SECONDS)
+        clock = time.monotonic()
+        lease = now + timedelta(seconds=lease_seconds(message.flow))
         claimed = (
             # attempts as read: the attempt number this claim writes is attempts + 1, so a row another
             # worker moved on meanwhile (finished a try, or an operator reset) is not taken on stale data.
@@ -66,7 +95,28 @@ class Delivery:
             return None
         message.status = Status.DELIVERING
         message.lease_expires_at = lease
-        return cls(message, lease)
+        return cls(message, lease, deadline=clock + delivery_budget(message.flow))
+
+    def renew(self) -> bool:
+        """Extend the lease (a fenced UPDATE) and the deadline with it; False when the claim was lost."""
+        message = self.message
+        clock = time.monotonic()
+        lease = timezone.now() + timedelta(seconds=lease_seconds(message.flow))
+        renewed = Message.objects.filter(pk=message.pk, status=Status.DELIVERING, lease_expires_at=self.lease).update(
+            lease_expires_at=lease
+        )
+        if renewed != 1:
+            logger.warning("message %s: claim lost before the send; not sent", message.pk)
+            return False
+        self.lease = message.lease_expires_at = lease
+        self.deadline = clock + delivery_budget(message.flow)
+        return True
+
+    def renew_if_short(self) -> bool:
+        """Renew when less than the full budget is left; False when the claim was lost."""
+        if self.deadline - time.monotonic() >= delivery_budget(self.message.flow) - RENEW_SLACK_SECONDS:
+            return True
+        return self.renew()
 
     @property
     def number(self) -> int:
@@ -85,23 +135,65 @@ class Delivery:
     # --- the stages ---------------------------------------------------------------------------
 
     def prepare(self) -> bool:
-        """Complete, screen and transform the message; False when it is finished here."""
+        """Complete, screen and transform the message; False when it is finished here.
+
+        Every failure ends the claim with an attempt: nothing raised here leaves the message delivering.
+        """
         message = self.message
+        if not self.renew_if_short():
+            return False
         self.start()
         message.mapping_version = message.flow.mapping_version
         try:
-            prepared = prepare.message_prepare(message=message)
-            if prepared.skip_reason:
-                self.skip(prepared.skip_reason)
-                return False
-            message.payload_out = prepare.map_payload(message, context=prepared.context)
-        except errors.MappingError as exc:  # not a delivery try: no attempt row, so none is counted
-            self._write(status=Status.FAILED, error=exc)
-            return False
-        except errors.ConnectorError as exc:  # the source could not give what the event names
-            self.fail(exc)
+            with deadline_until(self.deadline):  # reads from the source end before the lease does
+                prepared = prepare.message_prepare(message=message)
+                if prepared.skip_reason:
+                    self.skip(prepared.skip_reason)
+                    return False
+                message.payload_out = prepare.map_payload(message, context=prepared.context)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified by fail_preparing
+            self.fail_preparing(exc)
             return False
         return True
+
+    def fail_preparing(self, exc: BaseException) -> None:
+        """A failure before the send, classified: rejected fails at once, transient retries, both with an attempt.
+
+        A mapping error or a value the pipeline cannot carry (a number too large, a width beyond reason, a
+        payload that cannot be stored) is rejected: retrying cannot help until an operator acts. A source
+        that cannot answer now, or a database hiccup, is transient (errors.is_transient).
+        """
+        if isinstance(exc, errors.ConnectorError):
+            self.fail(exc)
+        elif isinstance(exc, errors.MappingError) or not errors.is_transient(exc):
+            if not isinstance(exc, errors.MappingError):
+                logger.warning("message %s: preparation failed: %r", self.message.pk, exc)
+            self._write(status=Status.FAILED, outcome=Attempt.Outcome.FAILED, error=exc, error_text=_describe(exc))
+        else:
+            self.fail(exc)
+
+    def abandon(self, exc: BaseException) -> None:
+        """Last resort after a crash outside the classified paths: end the claim, so nothing stays delivering.
+
+        The payload_out that could not be written (a value PostgreSQL refuses) is dropped on the second try.
+        """
+        if self.message.status != Status.DELIVERING:
+            return  # its outcome is written
+        try:
+            self.fail_preparing(exc)
+            return
+        except Exception:  # noqa: BLE001 - tried again below without the payload that may be the cause
+            logger.exception("message %s: cannot write the outcome of a crash", self.message.pk)
+        self.message.payload_out = None
+        try:
+            self._write(
+                status=Status.FAILED,
+                outcome=Attempt.Outcome.FAILED,
+                error=exc,
+                error_text=f"{_describe(exc)} (the mapped payload could not be stored)",
+            )
+        except Exception:  # noqa: BLE001 - the database is gone: the lease runs out and the sweeper takes over
+            logger.exception("message %s: left to the sweeper", self.message.pk)
 
     def skip_reason(self) -> str:
         """Why this delivery needs no write: an older version, or content the target already holds."""
@@ -125,7 +217,7 @@ class Delivery:
         )
         return DeliveryRequest(
             entity=flow.target_entity,
-            operation=flow.target_operation,
+            operation=prepare.delivery_operation(message),  # a Delete event: the delete operation
             payload=message.payload_out,
             key={name: message.payload_out.get(name) for name in flow.target_key_fields},
             idempotency_key=message.idempotency_key,
@@ -134,6 +226,8 @@ class Delivery:
             etag="" if overwrite or self.link is None else self.link.target_etag,
             options=flow.opts,
             exists=bool(self.link and self.link.target_key),
+            target_key=self.link.target_key if self.link else "",
+            flow=flow.slug,
         )
 
     # --- outcomes ----------------------------------------------------------------------------
@@ -324,16 +418,23 @@ def message_process(*, message_id: int) -> int:
     message = _messages().filter(pk=message_id).first()
     if message is None or message.status not in Message.DELIVERABLE:
         return 0  # done, claimed elsewhere, or purged by retention
-    if not message.flow.enabled:
-        return 0  # paused: the sweeper picks it up again once the flow is enabled
+    if not message.flow.enabled or message.flow.is_held:
+        return 0  # disabled or paused: held; the sweeper picks it up once enabled and resumed (pipeline.pause)
     claimed = [delivery for delivery in map(Delivery.claim, _with_companions(message)) if delivery]
-    ready = [delivery for delivery in claimed if delivery.prepare()]
-    if ready:
-        with _record_locks(ready) as (free, busy):
-            for delivery in busy:
-                delivery.release_busy()
-            if free:
-                _send(free)
+    try:
+        ready = [delivery for delivery in claimed if delivery.prepare()]
+        if ready:
+            with _record_locks(ready) as (free, busy):
+                for delivery in busy:
+                    delivery.release_busy()
+                if free:
+                    _send(free)
+    except Exception as exc:
+        # A crash outside the classified paths (the database, a bug): end every claim still held, so no
+        # companion of the batch waits for its lease; then let the task fail loudly.
+        for delivery in claimed:
+            delivery.abandon(exc)
+        raise
     return len(claimed)
 
 
@@ -345,7 +446,7 @@ def flow_drain(*, flow_id: int, max_batches: int = 20) -> int:
     2. A full first batch queues a sibling drain, so a backlog gets as many workers as are free.
     3. After max_batches the drain queues its successor instead of running on.
     """
-    flow = Flow.objects.select_related("target").filter(pk=flow_id, enabled=True).first()
+    flow = Flow.objects.select_related("target").filter(NOT_HELD, pk=flow_id, enabled=True).first()
     if flow is None:
         return 0
     claimed = 0
@@ -432,29 +533,40 @@ def _send(deliveries: list[Delivery]) -> None:
     source_keys = [d.message.source_record_key for d in deliveries if d.message.source_record_key]
     links = {link.source_key: link for link in RecordLink.objects.filter(flow=flow, source_key__in=source_keys)}
     to_send: list[Delivery] = []
+    requests: list[DeliveryRequest] = []
     for delivery in deliveries:
         delivery.link = links.get(delivery.message.source_record_key)
-        delivery.payload_hash = prepare.content_hash(delivery.message.payload_out)
-        if reason := delivery.skip_reason():
-            delivery.skip(reason)
-        else:
+        try:
+            delivery.payload_hash = prepare.content_hash(delivery.message.payload_out)
+            if reason := delivery.skip_reason():
+                delivery.skip(reason)
+                continue
+            request = delivery.request()
+        except Exception as exc:  # noqa: BLE001 - a payload the pipeline cannot carry: this one alone fails
+            delivery.fail_preparing(exc)
+            continue
+        # Preparing the batch may have used part of a claim's budget: renew it, fenced; a lost claim stays unsent.
+        if delivery.renew_if_short():
             to_send.append(delivery)
+            requests.append(request)
     if not to_send:
         return
-    requests = [delivery.request() for delivery in to_send]
     connector = get_connector(flow.target)
     for delivery in to_send:
         delivery.start()  # the attempt is the call to the target
     try:
-        outcomes = [connector.deliver(requests[0])] if len(requests) == 1 else connector.deliver_many(requests)
-        if len(outcomes) != len(requests):
-            raise RuntimeError(f"{type(connector).__name__} answered {len(outcomes)} of {len(requests)} records")
+        # Every call of this send ends before the earliest lease of the batch (protocols.deadline).
+        with deadline_until(min(delivery.deadline for delivery in to_send)):
+            outcomes = [connector.deliver(requests[0])] if len(requests) == 1 else connector.deliver_many(requests)
+            if len(outcomes) != len(requests):
+                raise RuntimeError(f"{type(connector).__name__} answered {len(outcomes)} of {len(requests)} records")
     except errors.ConnectorError as exc:
         outcomes = [exc] * len(requests)
     except Exception as exc:  # a bug or a poison message: retried like a transient error, then dead
         logger.exception("crash delivering %d message(s) of flow %s", len(requests), flow.slug)
         # One poison record must not take its batch down with it: try them one by one.
-        outcomes = [exc] if len(requests) == 1 else [_deliver_alone(connector, r, flow) for r in requests]
+        with deadline_until(min(delivery.deadline for delivery in to_send)):
+            outcomes = [exc] if len(requests) == 1 else [_deliver_alone(connector, r, flow) for r in requests]
     for delivery, outcome in zip(to_send, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             delivery.fail(outcome)
@@ -470,3 +582,12 @@ def _deliver_alone(connector: Any, request: DeliveryRequest, flow: Flow) -> Deli
     except Exception as exc:  # noqa: BLE001 - classified by the caller like any crash
         logger.exception("crash delivering %s of flow %s on its own", request.idempotency_key, flow.slug)
         return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """The text an operator sees for a failure: our own errors say it all, others get their class."""
+    text = getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, errors.ConnectorError | errors.MappingError):
+        return text
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 2000 else text[:1997] + "..."

@@ -20,9 +20,10 @@ from functools import cache
 import redis
 from celery import current_app
 from django.conf import settings
+from django.db import DatabaseError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from integrations.models import Flow
+from integrations.models import Flow, Message
 from integrations.systems import connector_class
 
 logger = logging.getLogger(__name__)
@@ -45,17 +46,29 @@ def drains(flow: Flow) -> bool:
 
 
 def message_queue(*, message_id: int, flow: Flow) -> None:
-    """Queue processing of a committed message (call after commit)."""
+    """Queue processing of a committed message (call after commit).
+
+    When the broker cannot take it, the message's queued_at is cleared, so the sweeper's next pass
+    queues it (rather than after ICBRIDGE_REQUEUE_AFTER_SECONDS, as for a task it believes queued).
+    """
     if not drains(flow):
-        queue_process(message_id=message_id)
-        return
+        queued = queue_process(message_id=message_id)
+    else:
+        try:
+            queue_drain = _redis().set(drain_key(flow.pk), message_id, nx=True, ex=DRAIN_KEY_TTL)
+        except redis.RedisError:
+            logger.warning("drain key for flow %s unavailable; queueing a drain for message %s", flow.slug, message_id)
+            queue_drain = True
+        queued = queue_drain_task(flow_id=flow.pk) if queue_drain else True
+    if not queued:
+        _left_to_sweeper(message_id)
+
+
+def _left_to_sweeper(message_id: int) -> None:
     try:
-        queue_drain = _redis().set(drain_key(flow.pk), message_id, nx=True, ex=DRAIN_KEY_TTL)
-    except redis.RedisError:
-        logger.warning("drain key for flow %s unavailable; queueing message %s alone", flow.slug, message_id)
-        queue_drain = True
-    if queue_drain:
-        queue_drain_task(flow_id=flow.pk)
+        Message.objects.filter(pk=message_id).update(queued_at=None)
+    except DatabaseError:  # the sweeper still finds it, after ICBRIDGE_REQUEUE_AFTER_SECONDS
+        logger.warning("message %s: could not mark it unqueued", message_id)
 
 
 # The pipeline's only calls into Celery: one task per message, one drain per flow, one more sweep.

@@ -15,8 +15,9 @@ from typing import Any
 
 from integrations import errors, mapping
 from integrations.errors import MappingError
-from integrations.models import Flow, Message
-from integrations.protocols.events import TRUNCATED_FLAG
+from integrations.models import Flow, Message, RecordLink
+from integrations.protocols.events import PARTIAL_FLAG, TRUNCATED_FLAG
+from integrations.protocols.transport import DELETE
 from integrations.scenarios import chains, echo
 from integrations.scenarios.payloads import message_payload, payload_value
 from integrations.systems import get_connector
@@ -41,6 +42,8 @@ class Prepared:
 def message_prepare(*, message: Message) -> Prepared:
     """Complete, screen and fetch a message, and find its chain; call before map_payload.
 
+    0. A Delete goes no further than its policy (options.on_delete): ignored, or never written by
+       this flow (no RecordLink with a target key: nothing to delete), it is skipped with the reason.
     1. A truncated event (Dataverse over 256 KB) is completed from the source, so the screens see
        the whole record.
     2. A flow filter (options.only_when) or an echo of our own write: skip, with the reason. While a
@@ -52,7 +55,11 @@ def message_prepare(*, message: Message) -> Prepared:
        and the chain's correlation id on the message. A link not there yet raises TransientError (the
        event overtook the record it follows: retry per the flow's policy); an event without the key
        raises MappingError (→ failed).
+    5. A partial event (PARTIAL_FLAG: an Update sent without a PostImage) whose mapping needs more
+       than the event carries is completed from the source, like a truncated one.
     """
+    if is_delete(message):
+        return Prepared(skip_reason=delete_skip_reason(message))
     complete_truncated(message=message)
     reason = echo.message_skip_reason(message=message)
     if reason:
@@ -60,7 +67,47 @@ def message_prepare(*, message: Message) -> Prepared:
     if in_flight := echo.forward_write_in_flight(message=message):
         raise errors.TransientError(in_flight)  # its RecordLink is about to say whether this is our echo
     message_fetch(message=message)
-    return Prepared(context=chains.message_link_context(message=message))
+    context = chains.message_link_context(message=message)
+    complete_partial(message=message, context=context)
+    return Prepared(context=context)
+
+
+# --- deletes --------------------------------------------------------------------------------------
+
+
+def is_delete(message: Message) -> bool:
+    """The event says the source record was deleted (a Dataverse Delete step, a $deletedEntity change)."""
+    return isinstance(message.payload_in, dict) and message.payload_in.get("event") == "Delete"
+
+
+def delivery_operation(message: Message) -> str:
+    """What the connector is asked to do: the flow's write, or for a Delete event the delete operation."""
+    return DELETE if is_delete(message) else message.flow.target_operation
+
+
+def delete_skip_reason(message: Message) -> str:
+    """Why a Delete needs no call: the flow ignores deletes, or it never wrote this record ("" to carry it)."""
+    flow = message.flow
+    action = flow.opts.on_delete.action
+    if action == "ignore":
+        return f"Delete of {message.source_record_key}: the flow ignores deletes (options.on_delete)"
+    link = RecordLink.objects.filter(flow=flow, source_key=message.source_record_key).first()
+    if link is None or not link.target_key:
+        return f"Delete of {message.source_record_key}: this flow never wrote it to {flow.target}, nothing to {action}"
+    return ""
+
+
+def delete_payload(message: Message) -> dict[str, Any]:
+    """What a Delete carries: the policy's action, and for block/deactivate the fields it writes.
+
+    Never the record's fields: a Delete is not an upsert. Its content hash, kept on the RecordLink,
+    records the delete, so a later re-create of the same content is not taken as unchanged.
+    """
+    policy = message.flow.opts.on_delete
+    return {"@delete": policy.action, **policy.set}
+
+
+# --- read-back ------------------------------------------------------------------------------------
 
 
 def complete_truncated(*, message: Message) -> Message:
@@ -74,18 +121,43 @@ def complete_truncated(*, message: Message) -> Message:
     """
     if not message.headers.get(TRUNCATED_FLAG):
         return message
+    return read_back(message=message, flag=TRUNCATED_FLAG)
+
+
+def complete_partial(*, message: Message, context: dict[str, Any]) -> Message:
+    """Read the record of a partial event when the mapping needs more than the event carries.
+
+    The rule: an event the source marked partial (PARTIAL_FLAG: a Dataverse Update step registered
+    without a PostImage sends only the changed attributes) is mapped as it came; only if that raises
+    a MappingError (a required field the event lacks) is the record read from the source, as for a
+    truncated event. A partial event that maps as it is goes on without a read.
+    """
+    if not message.headers.get(PARTIAL_FLAG):
+        return message
+    try:
+        map_payload(message, context)
+    except MappingError:
+        return read_back(message=message, flag=PARTIAL_FLAG)
+    return message
+
+
+def read_back(*, message: Message, flag: str) -> Message:
+    """Read the event's record from the source into payload_fetched["attributes"]; clear the flag.
+
+    The source connector resolves the event's entity (a Dataverse logical name → its entity set).
+    """
     fetched = dict(message.payload_fetched or {})
     payload = message.payload_in
     if payload.get("event") != "Delete":
         entity = payload.get("entity") or message.flow.entity
-        record_id = payload.get("id") or message.source_record_key
-        record = get_connector(message.flow.source).fetch(entity=entity, key={f"{entity}id": record_id})
+        record_id = str(payload.get("id") or message.source_record_key)
+        record = get_connector(message.flow.source).fetch_event_record(entity=entity, record_id=record_id)
         if record is None:
             raise errors.RejectedError(
                 f"{entity} {record_id} no longer exists at {message.flow.source}; nothing to carry"
             )
         fetched["attributes"] = {key: value for key, value in record.items() if not key.startswith("@odata")}
-    headers = {**message.headers, TRUNCATED_FLAG: False, "completed_from_source": True}
+    headers = {**message.headers, flag: False, "completed_from_source": True}
     stored = fetched or None
     Message.objects.filter(pk=message.pk).update(payload_fetched=stored, headers=headers)
     message.payload_fetched = stored
@@ -136,9 +208,11 @@ def message_fetch(*, message: Message) -> dict[str, Any]:
 def map_payload(message: Message, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """The event and what was fetched for it, through the flow's current mapping.
 
-    Raises MappingError naming field, path and value.
+    Raises MappingError naming field, path and value. A Delete is not mapped: it carries its policy.
     """
     flow = message.flow
+    if is_delete(message):
+        return delete_payload(message)
     return mapping.apply(
         spec=flow.mapping_spec,
         payload=message_payload(message),

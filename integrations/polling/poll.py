@@ -87,8 +87,9 @@ def flow_poll(*, flow: Flow) -> PollResult:
             result.messages_created += int(created)
         result.changed_keys = batch.changed
         cursor.changed_since = batch.cursor or cursor.changed_since
+        cursor.delta_link = cursor.delta_link if batch.token is None else batch.token
         cursor.last_polled_at = started
         cursor.last_keys = batch.changed
         cursor.last_error = ""
-        cursor.save(update_fields=["changed_since", "last_polled_at", "last_keys", "last_error"])
+        cursor.save(update_fields=["changed_since", "delta_link", "last_polled_at", "last_keys", "last_error"])
     return result

@@ -21,6 +21,9 @@ from typing import Any
 from integrations.models import InboundEndpoint
 
 TRUNCATED_FLAG = "truncated"
+# The event carries only what changed (a Dataverse Update step registered without a PostImage): the
+# prepare stage reads the record from the source when the mapping needs more than the event has.
+PARTIAL_FLAG = "partial"
 MAX_INT_DIGITS = 100  # far beyond any key or amount; Python refuses 4,300, and nothing needs more than 38
 BIGINT = (-(2**63), 2**63 - 1)  # a record version is stored in a PostgreSQL bigint
 _WCF_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")

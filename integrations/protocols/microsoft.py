@@ -29,6 +29,7 @@ import msal
 import requests
 
 from integrations import errors
+from integrations.protocols import deadline
 from integrations.protocols.transport import ConnectionReport, HttpConnector
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class MsalHttpClient:
         self.timeout = timeout
         self.plain_netloc = plain_netloc
         self.session = requests.Session()
+        deadline.mount(self.session)  # a token fetched during a delivery counts against its deadline
 
     def _prepare(self, url: str, headers: dict[str, str] | None, kwargs: dict[str, Any]) -> tuple[str, dict[str, str]]:
         parts = urlsplit(url)

@@ -21,3 +21,4 @@ class PollBatch:
     records: list[PolledRecord]
     cursor: dt.datetime | None  # the next poll reads changes after this; None keeps the cursor
     changed: int = 0  # how many changes the source reported (deleted records included)
+    token: str | None = None  # a change-tracking source's resume point (a delta link); None keeps the stored one

@@ -7,16 +7,18 @@ integrations.errors. It is built once per System per process and reused.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from integrations import errors
 from integrations.flow_options import FlowOptions
+from integrations.protocols import deadline
 from integrations.protocols.governor import governor_for
 
 if TYPE_CHECKING:
@@ -37,11 +39,37 @@ class DeliveryRequest:
     # What our RecordLink says: True, we wrote this record before; False, never; None, unknown.
     # An upsert may then try the likely write first (create or update) and fall back to the other.
     exists: bool | None = None
+    # The record as the target answered it when we last wrote it (RecordLink.target_key, canonical form):
+    # what a delete addresses, since a deleted source record no longer carries its fields.
+    target_key: str = ""
+    flow: str = ""  # the flow's slug: with idempotency_key, what names our reference for a keyless create
 
     def __post_init__(self) -> None:
         # Callers outside the pipeline (traffic, bench, tests) may hand over a flow's options as stored.
         if not isinstance(self.options, FlowOptions):
             object.__setattr__(self, "options", FlowOptions.parse(self.options or {}))
+
+    @property
+    def is_delete(self) -> bool:
+        return self.operation == DELETE
+
+    @property
+    def reference(self) -> str:
+        """The hub's reference of this write, stable across retries: what a keyless create leaves at the target.
+
+        Short enough for the reference fields targets keep (S/4 PurchaseOrderByCustomer: 35 characters).
+        """
+        digest = hashlib.blake2b(f"{self.flow}:{self.idempotency_key}".encode(), digest_size=10).hexdigest()
+        return f"ICB-{digest}".upper()
+
+    @property
+    def client_id(self) -> str:
+        """A primary key GUID derived from the flow and idempotency key: a retried create names the same row."""
+        return str(uuid.uuid5(REFERENCE_NAMESPACE, f"{self.flow}:{self.idempotency_key}"))
+
+
+DELETE = "delete"  # DeliveryRequest.operation of a Delete event; options.on_delete says what it does
+REFERENCE_NAMESPACE = uuid.UUID("6f1f4c52-6a0e-5b8e-9d43-1cb1d6e0a9c1")
 
 
 @dataclass
@@ -152,6 +180,10 @@ class Connector(ABC):
         """Read one record by key (reconciliation, conflicts, truncated events); None if absent."""
         raise errors.RejectedError(f"{self.kind} connector cannot read {entity}")
 
+    def fetch_event_record(self, *, entity: str, record_id: str) -> dict[str, Any] | None:
+        """Read the record an event names by its entity and primary id (read-back of partial events)."""
+        return self.fetch(entity=entity, key={f"{entity}id": record_id})
+
     @abstractmethod
     def check_connection(self) -> ConnectionReport:
         """Token, reachability and permissions, in plain words."""
@@ -170,7 +202,9 @@ class Connector(ABC):
 
     def transport_error(self, exc: requests.RequestException, summary: str) -> errors.TransientError:
         """A timeout or a connection that failed: worth a retry, whatever the protocol."""
-        if isinstance(exc, requests.Timeout):
+        if isinstance(exc, deadline.DeadlineExceeded):
+            text = str(exc) or f"no complete answer within {self.timeout:g} s"
+        elif isinstance(exc, requests.Timeout):
             text = f"no answer within {self.timeout:g} s"
         else:
             text = f"cannot connect ({type(exc).__name__})"
@@ -188,22 +222,29 @@ class HttpConnector(Connector):
         # the environment and ~/.netrc per call otherwise, a measurable cost at thousands of calls a minute).
         self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
         self.session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # Every call on this session is bounded in total, and by the delivery's deadline (protocols.deadline).
+        deadline.mount(self.session, pool_connections=4, pool_maxsize=16, max_retries=0)
 
     def close(self) -> None:
         self.session.close()
 
     def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send one request under the target's governor, answer unread.
+        """Send one request under the target's governor, answer unclassified.
 
         Every HTTP connector sends through here. The governor may refuse it unsent (ThrottledError:
         paused by a Retry-After, over the rate, no free slot); connection problems and timeouts become
         TransientError; a 429, as the vendor's raise_for_response classifies it, pauses every worker.
+        The call, body included, is over within the System's timeout and the delivery's deadline
+        (protocols.deadline): a send never outlives the lease of the message it carries.
         """
         kwargs.setdefault("timeout", self.timeout)
         summary = summary_of(method, url)
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            raise errors.TransientError(
+                f"{self.system.name}: the delivery's deadline passed before this call",
+                request_summary=f"{summary} (not sent)",
+            )
         with self.governor.slot(summary):
             try:
                 response = self.session.request(method, url, **kwargs)

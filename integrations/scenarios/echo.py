@@ -28,6 +28,7 @@ from django.utils.dateparse import parse_datetime
 
 from integrations.models import Flow, Message, RecordLink
 from integrations.scenarios.payloads import message_payload, payload_value
+from integrations.systems import canonical_key
 
 # F&O / Dataverse / SAP OData v2 dates: /Date(1570769681000)/ or /Date(1472796947125+0000)/
 _MS_DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
@@ -114,8 +115,11 @@ def echo_reason(*, message: Message) -> str:
     key = message.source_record_key
     if not key:
         return ""
+    # Forward flows store the key in the form this flow's source answers with (its normal form); the
+    # event may spell it otherwise (F&O's dataAreaId in upper case, a GUID in braces): compare in that form.
+    keys = sorted({key, canonical_key(message.flow.source.kind, key)})
     links = list(
-        RecordLink.objects.filter(flow__in=forward_flows(message.flow), target_key=key)
+        RecordLink.objects.filter(flow__in=forward_flows(message.flow), target_key__in=keys)
         .select_related("flow", "last_message")
         .order_by("-synced_at")
     )

@@ -111,6 +111,7 @@ def _system_values(spec: dict[str, Any]) -> dict[str, Any]:
         "timeout_seconds",
         "batch_size",
         "rate_limit_per_second",
+        "max_concurrency",
     )
     return {key: spec[key] for key in keys if key in spec}
 

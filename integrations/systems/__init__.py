@@ -69,6 +69,18 @@ def pollable_kinds() -> list[str]:
     return [d.kind for d in descriptors() if d.poller]
 
 
+def canonical_key(kind: str, text: str) -> str:
+    """A record key of this kind's system in its normal form (the form the system answers with)."""
+    module = descriptor(kind).keys if kind in KINDS and text else ""
+    return import_module(module).canonical_key(text) if module else text
+
+
+def canonical_value(kind: str, field: str, value: Any) -> Any:
+    """One key field's value in this kind's normal form, for field-by-field comparison."""
+    module = descriptor(kind).keys if kind in KINDS else ""
+    return import_module(module).canonical_value(field, value) if module else value
+
+
 def connector_class(kind: str) -> type[Connector]:
     return _load(descriptor(kind).connector)
 

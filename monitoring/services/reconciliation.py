@@ -28,7 +28,7 @@ from integrations.pipeline.ingest import message_ingest
 from integrations.pipeline.prepare import content_hash, mapping_context
 from integrations.scenarios.payloads import payload_value
 from integrations.services.audit import audit_record
-from integrations.systems import get_connector
+from integrations.systems import canonical_value, get_connector
 from monitoring.models import Discrepancy, ReconciliationRun, ReconciliationSchedule
 
 logger = logging.getLogger(__name__)
@@ -274,6 +274,12 @@ def _compare(
     if actual is None:
         return Discrepancy(kind=Kind.MISSING_IN_TARGET, source_values=want, **common)
     have = _projection(actual, fields)
+    # Key fields compare in the target's normal form (F&O answers dataAreaId in lower case, whatever we sent).
+    kind = flow.target.kind
+    for field in flow.target_key_fields:
+        if field in want:
+            want[field] = canonical_value(kind, field, want[field])
+            have[field] = canonical_value(kind, field, have[field])
     if content_hash(want) == content_hash(have):
         return None
     differing = [field for field in fields if want[field] != have[field]]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import template
 
-from integrations.models import Message
+from integrations.selectors import overview
 from monitoring.models import Alert
 
 register = template.Library()
@@ -12,13 +14,20 @@ register = template.Library()
 
 @register.simple_tag
 def attention_counts() -> dict[str, int]:
-    """Failed, dead and conflict counts; each reads the (status, created_at) index, no full count."""
-    counts = dict.fromkeys((str(s) for s in Message.NEEDS_ATTENTION), 0)
-    for status in counts:
-        counts[status] = Message.objects.filter(status=status).count()
-    return counts
+    """Failed, dead and conflict counts, and retrying past the threshold; grouped on the status index."""
+    return overview.attention_counts()
 
 
 @register.simple_tag
 def open_alert_count() -> int:
     return Alert.objects.filter(resolved_at__isnull=True).count()
+
+
+@register.simple_tag
+def console_overview() -> dict[str, Any]:
+    """What the home page shows: incidents first, then every flow's and system's state."""
+    return {
+        "incidents": overview.incidents(),
+        "flows": overview.flow_states(),
+        "systems": overview.system_states(),
+    }

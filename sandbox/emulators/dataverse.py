@@ -931,11 +931,19 @@ def api(request: HttpRequest, rest: str) -> HttpResponse:
         else:
             with transaction.atomic():
                 result = dispatch(call)
+            _slow_after_commit(request, result)
         response = result.to_http()
         response["x-ms-ratelimit-burst-remaining-xrm-requests"] = str(remaining)
         return response
     finally:
         _limits.leave(user, started)
+
+
+def _slow_after_commit(request: HttpRequest, result: Result) -> None:
+    """Fault slow_after_commit_ms: the write is committed, the answer comes late (the caller's lost response)."""
+    delay = request.sandbox_faults.slow_after_commit_ms
+    if delay and request.method in ("POST", "PATCH", "DELETE") and result.status < 300:
+        time.sleep(delay / 1000)
 
 
 urlpatterns = [path(f"{API}/<path:rest>", api, name="dataverse-api")]

@@ -915,7 +915,11 @@ def data(request: HttpRequest, rest: str) -> HttpResponse:
         if rest == "$batch":
             return batch(call) if call.method == "POST" else error(405, "$batch takes POST")
         with transaction.atomic():
-            return dispatch(call)
+            result = dispatch(call)
+        delay = request.sandbox_faults.slow_after_commit_ms
+        if delay and call.method in ("POST", "PATCH", "DELETE") and result.status < 300:
+            time.sleep(delay / 1000)  # committed; the caller times out and never hears of it (a lost response)
+        return result
 
     return _guarded(request, handle)
 

@@ -842,6 +842,9 @@ def odata(request: HttpRequest, service: str, resource: str = "") -> HttpRespons
             response = _to_response(handle(ctx, method, resource, query, headers, request.body))
         except ODataError as error:
             response = _to_response(_error_reply(service, error))
+        delay = request.sandbox_faults.slow_after_commit_ms
+        if delay and method in MODIFYING and response.status_code < 300:
+            time.sleep(delay / 1000)  # committed; the caller times out and never hears of it (a lost response)
     if method in ("GET", "HEAD") and request.headers.get("x-csrf-token", "").lower() == "fetch":
         _issue_csrf_token(request, response, user)
     return response

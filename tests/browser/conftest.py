@@ -57,3 +57,13 @@ def login(browser: Any, live_server: Any) -> Iterator[Callable[[str, str], Any]]
     yield log_in
     for context in contexts:
         context.close()
+
+
+DOCS_IMG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "img")
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Write docs/img/<name>.png at a small viewport, so docs/operations.md shows the console as it is now."""
+    os.makedirs(DOCS_IMG, exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.screenshot(path=os.path.join(DOCS_IMG, f"{name}.png"), full_page=False)

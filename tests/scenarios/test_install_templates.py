@@ -172,14 +172,15 @@ def test_dataverse_webhook_flows_register_webhook_steps_with_their_inbound_key()
         (step.event_type, step.url.removeprefix(f"{BASE}/api/webhooks/dataverse/")): step.headers
         for step in EmulatorSubscription.objects.filter(emulator="dataverse")
     }
+    every_message = ("Create", "Update", "Delete")  # flows that carry deletes (options.on_delete) register Delete
     assert set(steps) == {
-        ("account", "p2c-accounts-sales-to-fo"),
+        *((f"account:{m}", "p2c-accounts-sales-to-fo") for m in every_message),
         ("contact", "p2c-contacts-sales-to-fo"),
         ("quote", "p2c-quotes-sales-to-fo"),
         ("salesorder", "p2c-orders-sales-to-fo"),
         ("task:Update", "p2c-tasks-sales-to-fo-holds"),  # options.webhook_messages: a completed task is an Update
-        ("account", "o2c-accounts-d365-to-s4"),
-        ("salesorder", "o2c-orders-d365-to-s4"),
+        *((f"account:{m}", "o2c-accounts-d365-to-s4") for m in every_message),
+        *((f"salesorder:{m}", "o2c-orders-d365-to-s4") for m in every_message),
     }
     endpoint = InboundEndpoint.objects.get(flow__slug="p2c-accounts-sales-to-fo")
     assert set(map(str, steps.values())) == {str({endpoint.credential_name: endpoint.secret})}
@@ -196,8 +197,9 @@ def test_webhook_steps_send_a_query_key_or_nothing_and_bad_settings_name_the_flo
 
     steps = {step["event_type"]: step for step in render("prospect_to_cash", base_url=BASE)["subscriptions"]}
 
-    assert steps["account"]["url"] == f"{BASE}/api/webhooks/dataverse/p2c-accounts-sales-to-fo?code=k+1"
-    assert steps["account"]["headers"] == {}
+    # The account flow registers a step per message it carries (Create, Update, Delete: options.on_delete).
+    assert steps["account:Create"]["url"] == f"{BASE}/api/webhooks/dataverse/p2c-accounts-sales-to-fo?code=k+1"
+    assert steps["account:Delete"]["headers"] == {}
     assert steps["contact"]["headers"] == {}
     monkeypatch.setitem(quotes, "options", {**quotes["options"], "webhook_messages": ["Upsert"]})
     with pytest.raises(TemplateError, match="prospect_to_cash: flow p2c-quotes-sales-to-fo: options.webhook_messages"):

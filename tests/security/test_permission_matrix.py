@@ -25,8 +25,19 @@ NOBODY: frozenset[str] = frozenset()
 
 # Admin actions (model → action → roles that get it), delete_selected included. A role missing a row gets none.
 ADMIN_ACTIONS: dict[str, dict[str, set[str]]] = {
-    "integrations.system": {"test_connection": {ENG}, "delete_selected": {ENG}},
-    "integrations.flow": {"enable_flows": {ENG}, "disable_flows": {ENG}, "delete_selected": {ENG}},
+    "integrations.system": {
+        "test_connection": {ENG},
+        "pause_systems": {OP, ENG},
+        "resume_systems": {OP, ENG},
+        "delete_selected": {ENG},
+    },
+    "integrations.flow": {
+        "enable_flows": {ENG},
+        "disable_flows": {ENG},
+        "pause_flows": {OP, ENG},
+        "resume_flows": {OP, ENG},
+        "delete_selected": {ENG},
+    },
     "integrations.companylink": {"delete_selected": {ENG}},
     "integrations.inboundendpoint": {"delete_selected": {ENG}},
     "integrations.mappingversion": {"restore": {ENG}},
@@ -82,6 +93,8 @@ def _api(hub: Hub) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
         ("post", "/api/messages/retry", {"ids": [m], "reason": "t"}, {OP}),
         ("get", "/api/flows", None, {OP, ENG, AUD}),
         ("get", f"/api/flows/{flow}", None, {OP, ENG, AUD}),
+        ("post", f"/api/flows/{flow}/pause", {"reason": "t"}, {OP, ENG}),
+        ("post", f"/api/flows/{flow}/resume", {"reason": "t"}, {OP, ENG}),
         ("get", f"/api/flows/{flow}/mapping", None, {OP, ENG, AUD}),
         ("post", f"/api/flows/{flow}/mapping", {"spec": {}}, {ENG}),
         ("post", f"/api/flows/{flow}/mapping/preview", {"payload": {}}, {OP, ENG, AUD}),

@@ -182,7 +182,12 @@ TEMPLATE = {
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
             # S/4 business partners we write into D365 accounts fire account webhooks: those are echoes.
-            "options": {"echo_of": ["o2c-bp-s4-to-d365"]},
+            "options": {
+                "echo_of": ["o2c-bp-s4-to-d365"],
+                # API_BUSINESS_PARTNER refuses DELETE of a business partner: a deleted account blocks it.
+                "webhook_messages": ["Create", "Update", "Delete"],
+                "on_delete": {"action": "block", "set": {"BusinessPartnerIsBlocked": True}},
+            },
             "inbound": WEBHOOK,
         },
         {
@@ -235,6 +240,9 @@ TEMPLATE = {
             "options": {
                 # S/4's deliveries we write onto the D365 order fire salesorder webhooks: those are echoes.
                 "echo_of": ["o2c-deliveries-s4-to-d365"],
+                # A D365 order deleted deletes the S/4 order (A_SalesOrder is deletable, with its items).
+                "webhook_messages": ["Create", "Update", "Delete"],
+                "on_delete": {"action": "delete"},
                 "links": [
                     {
                         "follows": "o2c-accounts-d365-to-s4",

@@ -204,7 +204,13 @@ TEMPLATE = {
             "conflict_policy": "park",
             "retry_policy": RETRY,
             # Our writes of F&O's credit fields into Sales accounts fire account webhooks too: those are echoes.
-            "options": {"deep_link": {"entity": "account"}, "echo_of": ["p2c-customers-fo-to-sales"]},
+            "options": {
+                "deep_link": {"entity": "account"},
+                "echo_of": ["p2c-customers-fo-to-sales"],
+                # A Sales account deleted puts its F&O customer on hold (F&O keeps customers with history).
+                "webhook_messages": ["Create", "Update", "Delete"],
+                "on_delete": {"action": "block", "set": {"OnHoldStatus": "All"}},
+            },
             "inbound": WEBHOOK,
         },
         {

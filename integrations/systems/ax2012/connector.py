@@ -21,7 +21,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from zeep import Client, Settings
 from zeep.cache import InMemoryCache
 from zeep.exceptions import Error as ZeepError
@@ -30,6 +29,7 @@ from zeep.helpers import serialize_object
 from zeep.transports import Transport
 
 from integrations import errors
+from integrations.protocols import deadline
 from integrations.protocols.transport import (
     ConnectionReport,
     Connector,
@@ -81,8 +81,14 @@ class _AifTransport(Transport):
 
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
         summary = f"POST {address}"
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            raise errors.TransientError(
+                f"{self.connector.system.name}: the delivery's deadline passed before this call",
+                request_summary=f"{summary} (not sent)",
+            )
         with self.connector.governor.slot(summary):
-            response = super().post(address, message, headers)
+            response = super().post(address, message, headers)  # bounded in total by the session's DeadlineAdapter
         try:
             _raise_for_http(response, summary)
         except errors.ThrottledError as failure:
@@ -162,9 +168,8 @@ class Ax2012Connector(Connector):
         super().__init__(system)
         self.base_url = system.base_url.rstrip("/")
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # Every call (the WSDL too) is bounded in total, and by the delivery's deadline (protocols.deadline).
+        deadline.mount(self.session, pool_connections=4, pool_maxsize=16, max_retries=0)
         if system.auth_type == "basic":
             self.session.auth = (system.client_id, system.secret or "")
         elif system.auth_type == "client_credentials":

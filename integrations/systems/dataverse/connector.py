@@ -22,6 +22,7 @@ import requests
 from integrations import errors
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
+from integrations.systems.dataverse.keys import canonical_key
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -116,6 +117,7 @@ class DataverseConnector(MicrosoftConnector):
         super().__init__(system)
         self.api = f"{self.base_url}{API_PATH}"
         self.page_size = int(system.settings.get("page_size") or 5000)
+        self._tables: dict[str, tuple[str, str]] = {}  # logical name → (entity set, primary id), read once
 
     # --- classification ---------------------------------------------------------------------------
 
@@ -129,12 +131,14 @@ class DataverseConnector(MicrosoftConnector):
         if request.correlation_id:
             headers["x-ms-correlation-request-id"] = request.correlation_id
         operation = request.operation
+        if request.is_delete:
+            return self._delete_part(request, headers)
         if not request.key:
             if operation in ("update", "upsert"):
                 raise errors.RejectedError(
                     f"{self.system.name}: {operation} of {request.entity} needs key values (target_key_fields)"
                 )
-            return BatchPart("POST", f"{self.api}/{request.entity}", request.payload, headers)
+            return BatchPart("POST", f"{self.api}/{request.entity}", self._with_client_id(request), headers)
         if request.etag:
             headers["If-Match"] = request.etag
         elif operation == "update":
@@ -144,15 +148,49 @@ class DataverseConnector(MicrosoftConnector):
         url = f"{self.api}/{request.entity}({format_key(request.key)})"
         return BatchPart("PATCH", url, request.payload, headers)
 
+    def _with_client_id(self, request: DeliveryRequest) -> dict[str, Any]:
+        """A keyless create names its row: a primary key GUID derived from the flow and idempotency key.
+
+        Dataverse accepts a primary key value on create and refuses a second row with it (duplicate key),
+        so a retry after a lost answer finds our first write instead of making another.
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/create-entity-web-api
+        """
+        pk = primary_id(request.entity)
+        if not request.flow or request.payload.get(pk):
+            return request.payload
+        return {**request.payload, pk: request.client_id}
+
+    def _delete_part(self, request: DeliveryRequest, headers: dict[str, str]) -> BatchPart:
+        """A Delete: DELETE the row, or PATCH the fields that deactivate it (options.on_delete).
+
+        Deactivate is statecode/statuscode, set through an update:
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/update-delete-entities-using-web-api
+        """
+        policy = request.options.on_delete
+        if request.target_key:
+            segment = canonical_key(request.target_key)
+        elif request.key:
+            segment = format_key(request.key)
+        else:
+            raise errors.RejectedError(f"{self.system.name}: no key of the {request.entity} row to {policy.action}")
+        url = f"{self.api}/{request.entity}({segment})"
+        if policy.action == "delete":
+            return BatchPart("DELETE", url, None, {"If-Match": "*"})
+        return BatchPart("PATCH", url, dict(policy.set), {**headers, "If-Match": "*"})
+
     def _result(
         self, request: DeliveryRequest, status: int, headers: dict[str, str], body: Any, summary: str
     ) -> DeliveryResult:
+        if request.is_delete:
+            target = canonical_key(request.target_key) or format_key(request.key)
+            return DeliveryResult(target_key=target, created=False, status_code=status, request_summary=summary)
         body = body if isinstance(body, dict) else {}
         entity_id = next((v for k, v in headers.items() if k.lower() == "odata-entityid"), "")
         target = str(body.get(primary_id(request.entity), ""))
         if not target:
             match = re.search(r"\(([0-9a-fA-F-]{36})\)$", entity_id)
             target = match.group(1) if match else entity_id
+        target = canonical_key(target)
         etag = next((v for k, v in headers.items() if k.lower() == "etag"), "") or str(body.get("@odata.etag", ""))
         return DeliveryResult(
             target_key=target,
@@ -169,6 +207,10 @@ class DataverseConnector(MicrosoftConnector):
         summary = f"{part.method} {part.url}"
         try:
             response = self.request(part.method, part.url, json=part.body, headers={**ODATA_HEADERS, **part.headers})
+        except errors.RejectedError as exc:
+            if request.is_delete and exc.status_code == 404:  # gone already: where the Delete wants it
+                return self._result(request, 404, {}, None, summary)
+            raise
         except errors.DuplicateError as exc:
             raise self._with_existing(request, exc) from exc
         except errors.ConflictError as exc:
@@ -180,10 +222,14 @@ class DataverseConnector(MicrosoftConnector):
         return exc.with_current(self.fetch(entity=request.entity, key=request.key) if request.key else None)
 
     def _with_existing(self, request: DeliveryRequest, exc: errors.DuplicateError) -> errors.DuplicateError:
-        current = self.fetch(entity=request.entity, key=request.key) if request.key else None
+        if not request.key:  # a keyless create named its row: the duplicate is our own earlier write
+            existing = str(self._with_client_id(request).get(primary_id(request.entity), ""))
+        else:
+            current = self.fetch(entity=request.entity, key=request.key)
+            existing = str((current or {}).get(primary_id(request.entity), ""))
         return errors.DuplicateError(
             exc.message,
-            existing_key=str((current or {}).get(primary_id(request.entity), "")),
+            existing_key=canonical_key(existing),
             status_code=exc.status_code,
             response_excerpt=exc.response_excerpt,
             request_summary=exc.request_summary,
@@ -245,6 +291,10 @@ class DataverseConnector(MicrosoftConnector):
             return [o if o is not None else failure for o in outcome]
         for (i, request, part), answer in zip(pending, answers, strict=True):
             error = self._part_error(answer, part)
+            if request.is_delete and answer.status == 404:
+                error = None  # gone already
+            elif isinstance(error, errors.DuplicateError) and not request.key:
+                error = self._with_existing(request, error)
             if error is None:
                 outcome[i] = self._result(
                     request, answer.status, answer.headers, answer.json(), f"{part.method} {part.url}"
@@ -259,6 +309,38 @@ class DataverseConnector(MicrosoftConnector):
         )
 
     # --- reads ------------------------------------------------------------------------------------
+
+    def table(self, logical_name: str) -> tuple[str, str]:
+        """(entity set name, primary id column) of a table by its logical name, read once per connector.
+
+        Events name the table by its logical name (account); the Web API addresses its entity set
+        (accounts), which only the table's definition tells reliably:
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api
+        """
+        if logical_name not in self._tables:
+            literal = "'" + logical_name.replace("'", "''") + "'"
+            url = f"{self.api}/EntityDefinitions(LogicalName={literal})"
+            body = self.request(
+                "GET", url, params={"$select": "EntitySetName,PrimaryIdAttribute"}, headers=ODATA_HEADERS
+            ).json()
+            entity_set = str(body.get("EntitySetName") or "")
+            if not entity_set:
+                raise errors.RejectedError(f"{self.system.name}: table {logical_name} has no entity set name")
+            self._tables[logical_name] = (entity_set, str(body.get("PrimaryIdAttribute") or f"{logical_name}id"))
+        return self._tables[logical_name]
+
+    def fetch_event_record(self, *, entity: str, record_id: str) -> dict[str, Any] | None:
+        """The row an event names (logical name + id), read from its entity set; None when it is gone."""
+        entity_set, _ = self.table(entity)
+        try:
+            response = self.request(
+                "GET", f"{self.api}/{entity_set}({canonical_key(record_id)})", headers=ODATA_HEADERS
+            )
+        except errors.RejectedError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return response.json()
 
     def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
         """One row by alternate key (or {primary id: guid}); None when it does not exist."""

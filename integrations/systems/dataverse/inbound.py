@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from integrations.protocols.events import (
+    PARTIAL_FLAG,
     TRUNCATED_FLAG,
     EventError,
     InboundEvent,
@@ -191,6 +192,10 @@ def dataverse_event(body: Any, *, headers: dict[str, str]) -> InboundEvent:
     }
     if truncated:
         kept[TRUNCATED_FLAG] = True
+    elif message_name == "Update" and not post_images:
+        # A step without a PostImage sends only the changed attributes in the Target (and the pre-image,
+        # if registered, the values before): the record as it is now is not in the event.
+        kept[PARTIAL_FLAG] = True
     return InboundEvent(
         payload=payload,
         idempotency_key=key,

@@ -18,12 +18,14 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from integrations import errors
 from integrations.flow_options import LinesSpec
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
+from integrations.systems.finops import records
+from integrations.systems.finops.keys import canonical_key, format_key
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -53,20 +55,6 @@ def _literal(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def format_key(company: str, key: dict[str, Any]) -> str:
-    """dataAreaId='se01',SalesOrderNumber='SO-1' (quotes doubled, numbers bare)."""
-    parts = []
-    for name, value in {"dataAreaId": company, **key}.items():
-        if isinstance(value, bool):
-            rendered = "true" if value else "false"
-        elif isinstance(value, int | float):
-            rendered = str(value)
-        else:
-            rendered = "'" + str(value).replace("'", "''") + "'"
-        parts.append(f"{name}={quote(rendered, safe=chr(39) + '=,')}")
-    return ",".join(parts)
 
 
 def _error_texts(text: str) -> tuple[str, str, str]:
@@ -143,10 +131,11 @@ class FinOpsConnector(MicrosoftConnector):
     ) -> DeliveryResult:
         body = body if isinstance(body, dict) else {}
         key = {name: body.get(name, value) for name, value in request.key.items()}
-        target = format_key(str(body.get("dataAreaId", company)).lower(), key)
+        # The key as F&O answers it (dataAreaId lower case), whatever case the mapping sent: one normal form.
+        target = format_key(str(body.get("dataAreaId", company)), key)
         location = next((v for k, v in headers.items() if k.lower() == "location"), "")
-        if not request.key and (match := re.search(r"\((.*)\)$", location)):
-            target = unquote(match.group(1))  # F&O numbered the record: its key is in the Location
+        if records.keyless(request) and (match := re.search(r"\((.*)\)$", location)):
+            target = canonical_key(unquote(match.group(1)))  # F&O numbered the record: its key is in the Location
         etag = next((v for k, v in headers.items() if k.lower() == "etag"), "") or str(body.get("@odata.etag", ""))
         return DeliveryResult(
             target_key=target,
@@ -162,11 +151,15 @@ class FinOpsConnector(MicrosoftConnector):
         if request.operation == "action":
             body = self.call_service(request.entity, request.payload)
             return DeliveryResult(target_key=request.idempotency_key, created=False, status_code=200, body=body)
+        if request.is_delete:
+            return records.delete(self, request)
         company = self._company(request)
         payload, lines = self._split_lines(request)
         if lines is not None:
             return self._deliver_with_lines(request, company, payload, lines)
-        if request.operation == "create" or not request.key:
+        if records.keyless(request):
+            return records.create_once(self, request, company, payload)
+        if request.operation == "create":
             return self._post(request, company, payload)
         if request.operation == "upsert" and request.exists is False:
             # Never written by us: create first, one round trip in the usual case.
@@ -259,7 +252,8 @@ class FinOpsConnector(MicrosoftConnector):
 
     def _post_part(self, request: DeliveryRequest, company: str, payload: dict[str, Any]) -> BatchPart:
         """The POST that creates the record, as a $batch part."""
-        body = {**payload, **request.key, "dataAreaId": company}
+        key = {name: value for name, value in request.key.items() if value not in (None, "")}
+        body = {**payload, **key, "dataAreaId": company}
         return BatchPart("POST", f"{self.data}/{request.entity}?cross-company=true", body)
 
     def _line_parts(
@@ -334,8 +328,14 @@ class FinOpsConnector(MicrosoftConnector):
                 outcome[i] = exc
                 continue
             new = request.operation == "create" or self._create_first(request)
-            if request.operation == "action" or (lines is not None and not new):
-                # Actions, and lines of a header that exists: their own calls (the lines must be read first).
+            if (
+                request.operation == "action"
+                or request.is_delete
+                or records.keyless(request)
+                or (lines is not None and not new)
+            ):
+                # Actions, deletes, keyless creates (looked up by our reference first) and lines of a header
+                # that exists: their own calls (the lines must be read first).
                 outcome[i] = self._safe(lambda r=request: self.deliver(r))
             elif lines is not None:
                 first.append((i, self._create_parts(request, company, payload, lines), company))

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -32,11 +33,10 @@ from integrations.protocols.transport import (
     classify_status,
     summary_of,
 )
+from integrations.systems.s4hana.keys import canonical_key, key_of_uri
 
 if TYPE_CHECKING:
     from integrations.models import System
-
-_KEY_IN_URI = re.compile(r"\(([^()]*)\)$")
 
 
 def sap_error_text(body: Any) -> str:
@@ -65,12 +65,8 @@ def _key_predicate(key: dict[str, Any]) -> str:
 
 
 def _target_key(entity: dict[str, Any]) -> str:
-    """The key an entity's URI carries: '1' for A_SalesOrder('1'), the predicate text for compound keys."""
-    match = _KEY_IN_URI.search(entity.get("__metadata", {}).get("uri", ""))
-    if not match:
-        return ""
-    text = match.group(1)
-    return text[1:-1].replace("''", "'") if text.startswith("'") and text.endswith("'") and "=" not in text else text
+    """The key an entity's URI carries, in the normal form (integrations.systems.s4hana.keys)."""
+    return key_of_uri(entity.get("__metadata", {}).get("uri", ""))
 
 
 def _plain(entity: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +213,9 @@ class S4HanaConnector(HttpConnector):
 
     def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         service, entity_set = self._split_entity(request.entity)
+        if request.is_delete:
+            return self._delete(service, entity_set, request)
+        request = self._with_reference(request)
         existing = self.find(service, entity_set, request.key) if request.key else []
         if len(existing) > 1:
             raise errors.RejectedError(f"S/4HANA: more than one {entity_set} matches {request.key}")
@@ -241,6 +240,57 @@ class S4HanaConnector(HttpConnector):
             request_summary=f"POST {service}/{entity_set}",
             response_excerpt=response.text[:500],
             body=_plain(entity),
+        )
+
+    @staticmethod
+    def _with_reference(request: DeliveryRequest) -> DeliveryRequest:
+        """A create without key values, keyed by our reference in the field S/4 keeps (options.reference_field).
+
+        PurchaseOrderByCustomer on API_SALES_ORDER_SRV/A_SalesOrder is filterable and kept on the order
+        (https://api.sap.com/api/API_SALES_ORDER_SRV/resource): the find before the POST then finds the
+        order an earlier try wrote whose answer was lost, and the retry writes no second one.
+        """
+        field = request.options.reference_field
+        if not field or any(value not in (None, "") for value in request.key.values()):
+            return request
+        if request.operation not in ("create", "upsert"):
+            return request
+        reference = request.payload.get(field) or request.reference
+        return replace(
+            request, payload={**request.payload, field: reference}, key={field: reference}, operation="create"
+        )
+
+    def _delete(self, service: str, entity_set: str, request: DeliveryRequest) -> DeliveryResult:
+        """A Delete: DELETE the entity by its key, or PATCH the fields that block it (options.on_delete).
+
+        An entity S/4 no longer has is where the Delete wants it: done.
+        """
+        policy = request.options.on_delete
+        key = canonical_key(request.target_key)
+        if key:
+            predicate = f"{entity_set}({key})" if "=" in key else f"{entity_set}('{key.replace(chr(39), chr(39) * 2)}')"
+        elif request.key:
+            predicate = f"{entity_set}{_key_predicate(request.key)}"
+            key = canonical_key(_key_predicate(request.key))
+        else:
+            raise errors.RejectedError(f"S/4HANA: no key of the {entity_set} entity to {policy.action}")
+        method = "DELETE" if policy.action == "delete" else "PATCH"
+        headers = {"If-Match": "*", **({"Content-Type": "application/json"} if method == "PATCH" else {})}
+        extra = {"json": dict(policy.set)} if method == "PATCH" else {}
+        try:
+            response = self._write(method, service, predicate, headers=headers, **extra)
+        except errors.RejectedError as exc:
+            if exc.status_code != 404:
+                raise
+            return DeliveryResult(
+                target_key=key, created=False, status_code=404, request_summary=f"{method} {service}/{predicate}"
+            )
+        return DeliveryResult(
+            target_key=key,
+            etag=response.headers.get("ETag", "") if method == "PATCH" else "",
+            created=False,
+            status_code=response.status_code,
+            request_summary=f"{method} {service}/{predicate}",
         )
 
     def _update(
@@ -271,7 +321,11 @@ class S4HanaConnector(HttpConnector):
     def deliver_many(self, requests_: Sequence[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
         """Creates into one service go as one $batch, one change set each (one bad record fails alone)."""
         services = {self._split_entity(r.entity)[0] for r in requests_}
-        if len(requests_) < 2 or len(services) != 1 or any(r.operation != "create" or r.key for r in requests_):
+        if (
+            len(requests_) < 2
+            or len(services) != 1
+            or any(r.operation != "create" or r.key or r.options.reference_field for r in requests_)
+        ):
             return super().deliver_many(requests_)
         service = services.pop()
         boundary = f"batch_{uuid.uuid4()}"

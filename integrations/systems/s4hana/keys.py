@@ -1,0 +1,34 @@
+"""S/4HANA record keys in one normal form: as the entity's __metadata.uri carries it.
+
+A single key is its value (A_SalesOrder('1') → 1, A_BusinessPartner('1000123') → 1000123); a
+compound key the predicate text. SAP keys are compared as S/4 answers them: S/4 keeps case.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_KEY_IN_URI = re.compile(r"\(([^()]*)\)$")
+
+
+def key_of_uri(uri: str) -> str:
+    """The key an entity's URI carries: '1' for A_SalesOrder('1'), the predicate text for compound keys."""
+    match = _KEY_IN_URI.search(uri or "")
+    if not match:
+        return ""
+    return canonical_key(match.group(1))
+
+
+def canonical_key(text: str) -> str:
+    """A single quoted key without its quotes; compound predicates and bare values unchanged."""
+    text = (text or "").strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    if text.startswith("'") and text.endswith("'") and "=" not in text:
+        return text[1:-1].replace("''", "'")
+    return text
+
+
+def canonical_value(field: str, value: Any) -> Any:
+    return value
