@@ -25,7 +25,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-## run: migrate, seed the sandbox demo, start web + worker + beat (SQLite, filesystem broker unless configured)
+## run: migrate, seed the sandbox demo, start web + worker + sweeper + beat (Procfile; SQLite, filesystem broker unless configured)
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo

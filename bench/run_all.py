@@ -40,6 +40,7 @@ BENCHMARKS = [
         "bench_throttle.py",
         "throttle",
         [("share of allowed rate", "share_of_allowed_rate"), ("sent before Retry-After", "early_requests"),
+         ("let through in a pause", "let_through_during_a_stored_pause"),
          ("records/s $batch", "batch_records_per_s"), ("records/s single", "single_records_per_s")],
     ),
 ]  # fmt: skip

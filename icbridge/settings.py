@@ -233,6 +233,18 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = _read("CELERY_QUEUE", env.str, "icbridge")
+# Beat's housekeeping (the sweeper, poll fan-out, alerts, retention) runs on its own queue, consumed by its
+# own worker (Procfile `sweeper`): slow deliveries holding every delivery worker cannot stall the sweeper.
+ICBRIDGE_SWEEP_QUEUE = _read("ICBRIDGE_SWEEP_QUEUE", env.str, f"{CELERY_TASK_DEFAULT_QUEUE}-sweep")
+CELERY_TASK_ROUTES = {
+    task: {"queue": ICBRIDGE_SWEEP_QUEUE}
+    for task in (
+        "integrations.tasks.sweep_messages",
+        "integrations.tasks.poll_flows",
+        "monitoring.tasks.evaluate_alerts",
+        "monitoring.tasks.purge_payloads",
+    )
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
@@ -248,6 +260,10 @@ ICBRIDGE_SWEEP_SECONDS = _positive("ICBRIDGE_SWEEP_SECONDS", _read("ICBRIDGE_SWE
 # A queued message not picked up for this long is queued again (its task may be lost).
 ICBRIDGE_REQUEUE_AFTER_SECONDS = _positive(
     "ICBRIDGE_REQUEUE_AFTER_SECONDS", _read("ICBRIDGE_REQUEUE_AFTER_SECONDS", env.float, 300.0)
+)
+# An initial load's page is held by one worker this long; past it (a killed worker) the sweeper re-queues it.
+ICBRIDGE_LOAD_LEASE_SECONDS = _positive(
+    "ICBRIDGE_LOAD_LEASE_SECONDS", _read("ICBRIDGE_LOAD_LEASE_SECONDS", env.float, 120.0)
 )
 # A delivery lease is the target's timeout plus this margin; past it the message is stuck.
 ICBRIDGE_LEASE_MARGIN_SECONDS = _positive(
@@ -267,7 +283,7 @@ ICBRIDGE_RETRY_AFTER_MAX_SECONDS = _positive(
     "ICBRIDGE_RETRY_AFTER_MAX_SECONDS", _read("ICBRIDGE_RETRY_AFTER_MAX_SECONDS", env.float, 3600.0)
 )
 # An event time (a record version derived from it) may be this far ahead of the hub's clock; a later one
-# is refused at ingest as 422, naming the field (integrations.protocols.events.iso_to_micros).
+# is refused at ingest as 400, naming the field (integrations.protocols.events.iso_to_micros).
 ICBRIDGE_MAX_CLOCK_SKEW_SECONDS = _positive(
     "ICBRIDGE_MAX_CLOCK_SKEW_SECONDS", _read("ICBRIDGE_MAX_CLOCK_SKEW_SECONDS", env.float, 300.0)
 )
@@ -298,6 +314,13 @@ ICBRIDGE_HEARTBEAT_SECONDS = _positive(
 )
 ICBRIDGE_HEALTH_PING_SECONDS = _positive(
     "ICBRIDGE_HEALTH_PING_SECONDS", _read("ICBRIDGE_HEALTH_PING_SECONDS", env.float, 1.0)
+)
+# A retrying message needs an operator from this many attempts on, or once it waited this long.
+ICBRIDGE_ATTENTION_ATTEMPTS = int(
+    _positive("ICBRIDGE_ATTENTION_ATTEMPTS", _read("ICBRIDGE_ATTENTION_ATTEMPTS", env.int, 3))
+)
+ICBRIDGE_ATTENTION_MINUTES = _positive(
+    "ICBRIDGE_ATTENTION_MINUTES", _read("ICBRIDGE_ATTENTION_MINUTES", env.float, 15.0)
 )
 # How often alert rules are evaluated.
 ICBRIDGE_ALERTS_SECONDS = _positive("ICBRIDGE_ALERTS_SECONDS", _read("ICBRIDGE_ALERTS_SECONDS", env.float, 60.0))

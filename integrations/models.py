@@ -489,3 +489,7 @@ class AxPollCursor(models.Model):
 
     def __str__(self) -> str:
         return f"AX poll cursor of {self.flow}: since {self.changed_since or 'the beginning'}"
+
+
+# Kept in its own module for size; imported here so Django registers it with the app.
+from integrations.load_models import LoadRun  # noqa: E402, F401

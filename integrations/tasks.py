@@ -21,9 +21,19 @@ def drain_flow(flow_id: int) -> None:
 
 @shared_task(acks_late=True, ignore_result=True)
 def sweep_messages() -> None:
+    from integrations.bulk import load
     from integrations.pipeline import sweep
 
     sweep.messages_sweep()
+    load.load_runs_sweep()  # initial loads whose page worker died
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def load_page(run_id: int) -> None:
+    """One page of an initial load; it queues the next page itself."""
+    from integrations.bulk import load
+
+    load.load_page(run_id=run_id)
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -8,7 +8,13 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 640, 180, 44, 22, 10
-COLORS = {"received": "#6b7f99", "delivered": "#2e8b57", "failed": "#c0392b", "latency_p95_ms": "#8e44ad"}
+COLORS = {
+    "received": "#6b7f99",
+    "delivered": "#2e8b57",
+    "failed": "#c0392b",
+    "latency_p95_ms": "#8e44ad",
+    "wait_max_s": "#d35400",
+}
 
 
 def _nice_max(value: float) -> float:

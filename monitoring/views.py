@@ -12,7 +12,8 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from integrations.models import Message
+from integrations.models import Flow
+from integrations.selectors import overview
 from monitoring.charts import line_chart
 from monitoring.metrics import DatabaseCollector
 from monitoring.models import Alert, ReconciliationRun
@@ -74,14 +75,22 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     window = request.GET.get("window", "hour")
     if window not in stats.WINDOWS:
         return HttpResponse(f"window must be one of: {', '.join(stats.WINDOWS)}", status=400)
-    data = stats.dashboard(window=window)
+    flow = None
+    if slug := request.GET.get("flow"):
+        flow = Flow.objects.filter(slug=slug).first()
+        if flow is None:
+            return HttpResponse(f"flow {slug!r} does not exist", status=400)
+    data = stats.dashboard(window=window, flow=flow)
     time_format = "%H:%M" if window == "hour" else "%d %H:00"
     throughput = {k: data.series[k] for k in ("received", "delivered", "failed")}
     context = {
-        "title": "Dashboard",
+        "title": f"Dashboard — {flow.name}" if flow else "Dashboard",
         "data": data,
         "window": window,
         "windows": list(stats.WINDOWS),
+        "flow": flow,
+        "flows": Flow.objects.order_by("name").values("slug", "name"),
+        "incidents": overview.incidents(),
         "throughput_chart": line_chart(throughput, title="Messages per bucket", time_format=time_format),
         "latency_chart": line_chart(
             {"latency_p95_ms": data.series["latency_p95_ms"]},
@@ -89,7 +98,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             unit=" ms",
             time_format=time_format,
         ),
-        "attention": Message.objects.filter(status__in=Message.NEEDS_ATTENTION).count(),
+        "wait_chart": line_chart(
+            {"wait_max_s": data.series["wait_max_s"]},
+            title="Backlog age (longest wait)",
+            unit=" s",
+            time_format=time_format,
+        ),
+        "attention": overview.needs_attention().count(),
         "open_alerts": Alert.objects.filter(resolved_at__isnull=True).select_related("rule")[:20],
         "runs": ReconciliationRun.objects.select_related("flow")[:10],
         "health": health_service.health_report()["checks"],

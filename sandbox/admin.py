@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from importlib import import_module
 
 from django import forms
 from django.contrib import admin, messages
@@ -11,9 +10,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from sandbox.control import EMULATORS
-from sandbox.faults import clear_faults
+from sandbox.common.faults import FIELDS as FAULT_FIELDS
+from sandbox.common.faults import clear_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription, FaultSettings, RecorderRecord, RecorderWrite
+from sandbox.registry import EMULATORS, descriptor
 
 
 def _pretty(value: object) -> str:
@@ -25,15 +25,7 @@ class FaultSettingsForm(forms.ModelForm):
 
     class Meta:
         model = FaultSettings
-        fields = [
-            "emulator",
-            "latency_ms",
-            "error_rate",
-            "throttle_rate",
-            "retry_after_seconds",
-            "down",
-            "slow_after_commit_ms",
-        ]
+        fields = ["emulator", *FAULT_FIELDS]
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -47,16 +39,8 @@ class FaultSettingsForm(forms.ModelForm):
 @admin.register(FaultSettings)
 class FaultSettingsAdmin(admin.ModelAdmin):
     form = FaultSettingsForm
-    list_display = (
-        "emulator",
-        "latency_ms",
-        "error_rate",
-        "throttle_rate",
-        "retry_after_seconds",
-        "down",
-        "slow_after_commit_ms",
-    )
-    list_editable = ("latency_ms", "error_rate", "throttle_rate", "retry_after_seconds", "down", "slow_after_commit_ms")
+    list_display = ("emulator", *FAULT_FIELDS)
+    list_editable = FAULT_FIELDS
     actions = ["clear_selected", "reset_emulator_data"]
 
     @admin.action(description="Clear the faults of the selected emulators", permissions=["change"])
@@ -70,11 +54,10 @@ class FaultSettingsAdmin(admin.ModelAdmin):
     def reset_emulator_data(self, request: HttpRequest, queryset: QuerySet[FaultSettings]) -> None:
         for name in list(queryset.values_list("emulator", flat=True)):
             clear_faults(name)
-            try:
-                import_module(f"sandbox.emulators.{name}").reset()
-            except ModuleNotFoundError:
+            if name not in EMULATORS:
                 self.message_user(request, f"{name}: no emulator module to reset.", messages.WARNING)
                 continue
+            descriptor(name).reset()
             self.message_user(request, f"{name}: reset.")
 
 

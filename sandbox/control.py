@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sandbox.faults import clear_faults, faults_for, set_faults
+from sandbox.common.faults import FIELDS, clear_faults, faults_for, set_faults
 from sandbox.models import FaultSettings
-
-EMULATORS = ("recorder", "azuread", "dataverse", "finops", "ax2012", "s4hana")
+from sandbox.registry import EMULATORS, descriptor
 
 
 class FaultsSerializer(serializers.ModelSerializer):
     class Meta:
         model = FaultSettings
-        fields = ["latency_ms", "error_rate", "throttle_rate", "retry_after_seconds", "down", "slow_after_commit_ms"]
+        fields = list(FIELDS)
 
     def validate(self, attrs: dict) -> dict:
         for rate in ("error_rate", "throttle_rate"):
@@ -65,7 +62,7 @@ class FaultsApi(APIView):
 
 
 class ResetApi(APIView):
-    """Delete the emulator's data and faults; each emulator module has a reset() of its own."""
+    """Delete the emulator's data and faults; each emulator's descriptor names its reset()."""
 
     permission_classes = [FaultSettingsPerms]
 
@@ -73,5 +70,5 @@ class ResetApi(APIView):
         if unknown := _unknown(emulator):
             return unknown
         clear_faults(emulator)
-        import_module(f"sandbox.emulators.{emulator}").reset()
+        descriptor(emulator).reset()
         return Response({"reset": emulator})

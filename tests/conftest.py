@@ -110,10 +110,28 @@ def broker() -> redis.Redis:
     return redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
 
 
-class WorkerProcess:
-    """A `celery worker` subprocess against the test database and the test broker."""
+def all_queues() -> str:
+    """The pipeline's queue and the sweeper's (settings.ICBRIDGE_SWEEP_QUEUE): what a test worker consumes."""
+    return f"{django_settings.CELERY_TASK_DEFAULT_QUEUE},{django_settings.ICBRIDGE_SWEEP_QUEUE}"
 
-    def __init__(self, name: str, concurrency: int, log_dir: Path, extra_env: dict[str, str]) -> None:
+
+class WorkerProcess:
+    """A `celery worker` subprocess against the test database and the test broker.
+
+    It consumes both queues unless told which (queues="icbridge-sweep": a sweeper of its own); with
+    beat=True it runs beat inside too (the real sweeper's schedule, ICBRIDGE_SWEEP_SECONDS).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        concurrency: int,
+        log_dir: Path,
+        extra_env: dict[str, str],
+        *,
+        queues: str | None = None,
+        beat: bool = False,
+    ) -> None:
         self.log_path = log_dir / f"worker-{name}.log"
         env = {
             **os.environ,
@@ -139,6 +157,12 @@ class WorkerProcess:
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
+                f"--queues={queues or all_queues()}",
+                *(
+                    ["--beat", "--scheduler=celery.beat:PersistentScheduler", f"--schedule={log_dir / f'beat-{name}'}"]
+                    if beat
+                    else []
+                ),
             ],
             cwd=ROOT,
             env=env,
@@ -180,8 +204,10 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..
     broker().flushdb()
     workers: list[WorkerProcess] = []
 
-    def start(name: str = "w1", concurrency: int = 1, **extra_env: str) -> WorkerProcess:
-        worker = WorkerProcess(name, concurrency, tmp_path, extra_env)
+    def start(
+        name: str = "w1", concurrency: int = 1, *, queues: str | None = None, beat: bool = False, **extra_env: str
+    ) -> WorkerProcess:
+        worker = WorkerProcess(name, concurrency, tmp_path, extra_env, queues=queues, beat=beat)
         workers.append(worker)
         return worker
 

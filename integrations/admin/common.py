@@ -12,6 +12,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.timesince import timesince
@@ -26,11 +27,10 @@ def ago(when: datetime | None) -> str:
     """ "5 minutes ago", with the exact time on hover; "—" for never."""
     if when is None:
         return "—"
+    seconds = (timezone.now() - when).total_seconds()
+    text = "just now" if seconds < 60 else f"{timesince(when).split(',')[0]} ago"
     return format_html(
-        "<time datetime='{}' title='{}'>{} ago</time>",
-        when.isoformat(),
-        when.strftime("%Y-%m-%d %H:%M:%S"),
-        timesince(when).split(",")[0],
+        "<time datetime='{}' title='{}'>{}</time>", when.isoformat(), when.strftime("%Y-%m-%d %H:%M:%S"), text
     )
 
 
@@ -147,6 +147,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [
             ("needs", "Needs attention (failed, dead, conflict, retrying too long)"),
+            ("stuck", "Retrying too long"),
             ("open", "In progress"),
             ("all", "All messages"),
         ]
@@ -165,6 +166,8 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
         if self.value() == "needs":
             return queryset.filter(overview.needs_attention_q())
+        if self.value() == "stuck":
+            return queryset.filter(overview.stuck_retrying())
         if self.value() == "open":
             return queryset.filter(status__in=(*Message.DELIVERABLE, Status.DELIVERING))
         return queryset

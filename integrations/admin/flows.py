@@ -114,7 +114,8 @@ class FlowForm(forms.ModelForm):
 @admin.register(Flow)
 class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
     form = FlowForm
-    list_display = ("name", "state_chip", "route", "trigger", "backlog", "oldest", "last_ok", "mapping_version")
+    list_display = ("title", "state_chip", "route", "trigger", "backlog", "oldest", "last_ok", "mapping_version")
+    list_display_links = ("title",)
     list_filter = ("enabled", "trigger", "source__kind", "target__kind")
     list_select_related = ("source", "target")
     search_fields = ("name", "slug", "entity")
@@ -135,9 +136,14 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
     def state_chip(self, obj: Flow) -> str:
         return state_chip(*overview.flow_state(obj))
 
+    @admin.display(description="name", ordering="name")
+    def title(self, obj: Flow) -> str:
+        return format_html("<span class='icb-flow' title='{}'>{}</span>", obj.name, obj.name)
+
     @admin.display(description="route", ordering="source__name")
     def route(self, obj: Flow) -> str:
-        return f"{obj.source.name} → {obj.target.name}"
+        route = f"{obj.source.name} → {obj.target.name}"
+        return format_html("<span class='icb-route' title='{}'>{}</span>", route, route)
 
     @admin.display(description="waiting", ordering="backlog_n")
     def backlog(self, obj: Flow) -> str:
@@ -227,9 +233,7 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
 
     def has_pause_permission(self, request: HttpRequest) -> bool:
         # Pausing is running the hub, not configuring it: operators (change_message) and engineers.
-        return request.user.has_perm("integrations.change_message") or request.user.has_perm(
-            "integrations.change_flow"
-        )
+        return request.user.has_perm("integrations.change_message") or request.user.has_perm("integrations.change_flow")
 
     @admin.action(description="Pause selected flows (accept and hold events)", permissions=["pause"])
     def pause_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:

@@ -211,7 +211,11 @@ class MessageAdmin(admin.ModelAdmin):
         return _payload(obj.headers, "event headers")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        context = {**(extra_context or {}), "can_retry_matching": self.has_change_permission(request)}
+        context = {
+            "title": "Messages",
+            **(extra_context or {}),
+            "can_retry_matching": self.has_change_permission(request),
+        }
         return super().changelist_view(request, extra_context=context)
 
     # --- permissions -----------------------------------------------------------------------

@@ -70,7 +70,8 @@ class SystemForm(WriteOnlySecretForm):
 @admin.register(System)
 class SystemAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin):
     form = SystemForm
-    list_display = ("name", "kind", "state_chip", "waiting", "endpoint", "auth_type", "secret_hint")
+    list_display = ("title", "kind", "state_chip", "waiting", "endpoint", "auth_type", "secret_hint")
+    list_display_links = ("title",)
     list_filter = ("kind", "enabled")
     search_fields = ("name", "slug", "base_url")
     prepopulated_fields = {"slug": ("name",)}
@@ -78,6 +79,10 @@ class SystemAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[System]:
         return overview.systems_with_state(super().get_queryset(request))
+
+    @admin.display(description="name", ordering="name")
+    def title(self, obj: System) -> str:
+        return format_html("<span class='icb-flow' title='{}'>{}</span>", obj.name, obj.name)
 
     @admin.display(description="state")
     def state_chip(self, obj: System) -> str:

@@ -290,6 +290,49 @@ class FlowResumeApi(OperatorApi, APIView):
         return Response(_flow_state(flow, released=released))
 
 
+def _system_state(system: System, **extra: Any) -> dict[str, Any]:
+    system = overview.systems_with_state(System.objects.filter(pk=system.pk)).get()
+    state, why = overview.system_state(system)
+    held = system.backlog_n if system.paused_at else 0
+    return {"system": system.slug, "state": state, "why": why, "held": held, "paused_at": system.paused_at, **extra}
+
+
+class SystemPauseApi(OperatorApi, APIView):
+    permission_classes: ClassVar[list[Any]] = [CanPause]
+
+    @extend_schema(
+        tags=["configuration"],
+        operation_id="system_pause",
+        summary="Pause a system: every flow from or to it accepts its events and holds them",
+        request=ReasonSerializer,
+        responses={200: OpenApiResponse(description="The system's state and held count."), **ACTION_ERRORS},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        system = get_object_or_404(System, slug=slug)
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        changed = pause.system_pause(system=system, actor=request.user, reason=data.validated_data["reason"])
+        return Response(_system_state(system, changed=changed))
+
+
+class SystemResumeApi(OperatorApi, APIView):
+    permission_classes: ClassVar[list[Any]] = [CanPause]
+
+    @extend_schema(
+        tags=["configuration"],
+        operation_id="system_resume",
+        summary="Resume a paused system: what its flows held is delivered, oldest first",
+        request=ReasonSerializer,
+        responses={200: OpenApiResponse(description="The system's state and how many were released."), **ACTION_ERRORS},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        system = get_object_or_404(System, slug=slug)
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        released = pause.system_resume(system=system, actor=request.user, reason=data.validated_data["reason"])
+        return Response(_system_state(system, released=released))
+
+
 @extend_schema(tags=["configuration"], responses={200: SystemSerializer, **ERRORS})
 class SystemListApi(OperatorApi, generics.ListAPIView):
     required_perms = ("integrations.view_system",)

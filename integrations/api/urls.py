@@ -26,6 +26,8 @@ urlpatterns = [
         "flows/<slug:flow_slug>/mapping/preview", mapping.MappingPreviewApi.as_view(), name="api-flow-mapping-preview"
     ),
     path("systems", operator.SystemListApi.as_view(), name="api-systems"),
+    path("systems/<slug:slug>/pause", operator.SystemPauseApi.as_view(), name="api-system-pause"),
+    path("systems/<slug:slug>/resume", operator.SystemResumeApi.as_view(), name="api-system-resume"),
     path("audit", operator.AuditListApi.as_view(), name="api-audit"),
     # OpenAPI 3 schema and its browsable docs.
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),

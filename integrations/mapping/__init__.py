@@ -10,6 +10,7 @@ from __future__ import annotations
 import marshal
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from integrations.errors import MappingError
@@ -60,7 +61,9 @@ def apply(
     value_maps supplies ValueMap tables by name; by default they come from the database (cached).
     """
     if not spec:
-        return dict(payload) if isinstance(payload, dict) else payload
+        copied = dict(payload) if isinstance(payload, dict) else payload
+        check_output(copied)
+        return copied
     try:
         program = compiled(spec)
     except SpecError as exc:
@@ -74,7 +77,7 @@ def apply(
             valuemaps.sync()  # once per payload: a value map fixed a moment ago, in any process, is read
         value_maps = valuemaps.get_table
     try:
-        return program.run(payload, context or {}, value_maps)
+        result = program.run(payload, context or {}, value_maps)
     except FieldFailure as exc:
         source = exc.path or "-"
         raise MappingError(
@@ -85,6 +88,39 @@ def apply(
         ) from None
     except Failure as exc:  # outside any field: the spec root or a value map that vanished
         raise MappingError(exc.reason, path=exc.path or "", value=exc.value) from None
+    check_output(result)
+    return result
+
+
+# A whole number copied through (from a fetched record, say) may have at most this many digits: what the
+# ingest takes (protocols.events.MAX_INT_DIGITS); JSON, PostgreSQL and every target then hold it.
+MAX_OUTPUT_INT = 10**100
+
+
+def check_output(value: Any, field: str = "") -> None:
+    """Raise MappingError naming the field of a value no target, nor the outbox, can hold.
+
+    A whole number beyond 100 digits, a number that is not finite, text with a NUL: each would fail
+    later, where it cannot be named (the JSON encoder, PostgreSQL, the target), and fail again on retry.
+    """
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            check_output(item, f"{field}.{key}" if field else str(key))
+    elif kind is list:
+        for index, item in enumerate(value):
+            check_output(item, f"{field}[{index}]")
+    elif kind is int:
+        if not -MAX_OUTPUT_INT < value < MAX_OUTPUT_INT:
+            raise MappingError(f"field '{field}': a whole number of over 100 digits cannot be carried", field=field)
+    elif kind is float:
+        if value - value != 0:
+            raise MappingError(f"field '{field}': {value!r} is not a finite number", field=field, value=value)
+    elif kind is str:
+        if "\x00" in value:
+            raise MappingError(f"field '{field}': the text holds a NUL character, which cannot be stored", field=field)
+    elif isinstance(value, Decimal) and not value.is_finite():
+        raise MappingError(f"field '{field}': {value!r} is not a finite number", field=field, value=value)
 
 
 def validate_spec(spec: Any, *, check_value_maps: bool = True) -> list[str]:

@@ -136,7 +136,11 @@ class _Compiler(StepCompiler):
 
         def failed(index: int, exc: Exception) -> FieldFailure:
             name, _, _, path = items[index]
-            failure = exc if isinstance(exc, Failure) else Failure(f"cannot calculate: {type(exc).__name__}")
+            if isinstance(exc, Failure):
+                failure = exc
+            else:  # the class says what went wrong; a short text may say more (ValueError: too many digits)
+                detail = str(exc) if isinstance(exc, ValueError | TypeError) and len(str(exc)) <= 160 else ""
+                failure = Failure(f"cannot calculate: {type(exc).__name__}" + (f" ({detail})" if detail else ""))
             return FieldFailure(failure, f"{prefix}{name}", path)
 
         if not any(omit for _, _, omit, _ in items):
@@ -147,7 +151,7 @@ class _Compiler(StepCompiler):
                 try:
                     for name, fn in pairs:
                         out[name] = fn(record, env)
-                except (Failure, ArithmeticError) as exc:  # ArithmeticError: Decimal overflow from huge operands
+                except CALCULATION_ERRORS as exc:
                     raise failed(len(out), exc) from None
                 return out
 
@@ -158,7 +162,7 @@ class _Compiler(StepCompiler):
             for index, (name, fn, omit, _) in enumerate(items):
                 try:
                     value = fn(record, env)
-                except (Failure, ArithmeticError) as exc:
+                except CALCULATION_ERRORS as exc:
                     raise failed(index, exc) from None
                 if value is None and omit:
                     continue
@@ -355,6 +359,13 @@ class _Compiler(StepCompiler):
         return self.fields(inner, f"{field}.", self.omit_nulls)
 
     # --- steps -------------------------------------------------------------------------------
+
+
+# What a field's calculation may raise besides a Failure, on values the engine did not bound itself:
+# Decimal overflow (ArithmeticError), a number too long to print (ValueError), a type no function takes
+# (TypeError), a value too large to build (MemoryError) or too deep (RecursionError). Each becomes the
+# field's MappingError, so no input stops a worker or is retried for ever.
+CALCULATION_ERRORS = (Failure, ArithmeticError, ValueError, TypeError, MemoryError, RecursionError)
 
 
 def _path_shorthand(text: str) -> dict[str, Any]:

@@ -13,6 +13,13 @@ from integrations.mapping.syntax import Env, Failure, Node
 
 # --- runtime helpers -----------------------------------------------------------------------------
 
+# Numbers the engine computes with stay below 10 ** (MAX_EXPONENT + 1): no ERP amount or quantity comes
+# near it (.NET decimal, F&O real and SAP DEC all hold less), and PostgreSQL, JSON and Python print it.
+LARGEST = Decimal(10) ** (convert.MAX_EXPONENT + 1)
+_LARGEST_INT = 10 ** (convert.MAX_EXPONENT + 1)
+# pad_left / pad_right widths: wider than any ERP text field, far below what would exhaust a worker.
+MAX_WIDTH = 10_000
+
 
 def number(value: Any, node: Node) -> Decimal:
     """A Decimal for arithmetic, or a Failure naming the operand."""
@@ -20,7 +27,14 @@ def number(value: Any, node: Node) -> Decimal:
     if kind is Decimal:
         return value
     if kind is int:
-        return Decimal(value)
+        if -_LARGEST_INT < value < _LARGEST_INT:
+            return Decimal(value)
+        raise Failure(
+            f"'{node.text}' is a number of {len(str(abs(value))) if value.bit_length() < 14_000 else 'over 4,000'} "
+            f"digits, out of range for an amount (at most {convert.MAX_EXPONENT + 1})",
+            path=node.text,
+            value=value,
+        )
     if kind is float and value - value == 0:  # finite
         return convert.float_to_decimal(value)
     try:
@@ -79,16 +93,29 @@ def _equal(left: Any, right: Any) -> bool:
 def arith(op: str, a: Decimal, b: Decimal, nodes: list[Node]) -> Decimal:
     try:
         if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "/":
-            return a / b
-        return a % b
+            result = a + b
+        elif op == "-":
+            result = a - b
+        elif op == "*":
+            result = a * b
+        elif op == "/":
+            result = a / b
+        else:
+            result = a % b
     except (DivisionByZero, InvalidOperation):
         raise Failure(f"division by zero ('{nodes[1].text}' is 0)", path=nodes[1].text, value=b) from None
+    return in_range(result, f"{nodes[0].text} {op} {nodes[1].text}")
+
+
+def in_range(value: Decimal, what: str) -> Decimal:
+    """The value, or a Failure when it is beyond what any target (or PostgreSQL's numeric in JSON) holds."""
+    if -LARGEST < value < LARGEST:
+        return value
+    raise Failure(
+        f"the result of '{what}' is out of range for an amount (at most {convert.MAX_EXPONENT + 1} digits)",
+        path=what,
+        value=value,
+    )
 
 
 def as_text(value: Any) -> str:
@@ -129,7 +156,7 @@ def _aggregate(kind: str) -> Callable[..., Any]:
             return Decimal(len(values))
         numbers = [number(v, nodes[-1]) for v in values if v is not None and v != ""]
         if kind == "sum":
-            return sum(numbers, Decimal(0))
+            return in_range(sum(numbers, Decimal(0)), f"sum({', '.join(n.text for n in nodes if n.text)})")
         if not numbers:
             return None
         if kind == "min":
@@ -177,6 +204,8 @@ def _pad(side: str) -> Callable[..., Any]:
         if value is None:
             return None
         size = int(number(width, nodes[1]))
+        if size > MAX_WIDTH:  # a width from the payload must not exhaust the worker's memory
+            raise Failure(f"pad width {size} is out of range (at most {MAX_WIDTH})", path=nodes[1].text, value=width)
         fill = as_text(char)[:1] or " "
         return as_text(value).rjust(size, fill) if side == "left" else as_text(value).ljust(size, fill)
 

@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from integrations.mapping import convert
+from integrations.mapping.functions import LARGEST
 from integrations.mapping.syntax import Env, Failure
 
 FieldFn = Callable[[Any, Env], Any]
@@ -217,6 +218,8 @@ class StepCompiler:
                 raise Failure(str(exc), value=value) from None
             except InvalidOperation:
                 raise Failure(f"{value!r} is too large for {precision} decimals", value=value) from None
+            if not -LARGEST < result < LARGEST:
+                raise Failure(f"{result:.6E} is out of range for an amount", value=value)
             if output == "string":
                 return format(result, "f")
             if precision == 0 or (precision is None and result == result.to_integral_value()):
@@ -301,6 +304,8 @@ def plain(fn: FieldFn) -> FieldFn:
     def plain(record: Any, env: Env) -> Any:
         value = fn(record, env)
         if type(value) is Decimal:
+            if not -LARGEST < value < LARGEST:  # 1E+8000 as an int would not even print
+                raise Failure(f"{value:.6E} is out of range for an amount", value=value)
             return int(value) if value == value.to_integral_value() else format(value, "f")
         return value
 

@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 Status = Message.Status
 # A message whose record another worker is delivering waits this long before trying again.
 RECORD_BUSY_DELAY = timedelta(seconds=1)
-# A claim is renewed before its send when preparing left less than its budget minus this.
-RENEW_SLACK_SECONDS = 1.0
+# A claim is renewed before its send when preparing left less than its budget minus this: a send always
+# has nearly its whole timeout, so it is not cut short while the target is still working on it.
+RENEW_SLACK_SECONDS = 0.25
 
 
 def delivery_budget(flow: Flow) -> float:
@@ -112,11 +113,13 @@ class Delivery:
         self.deadline = clock + delivery_budget(message.flow)
         return True
 
+    def is_short(self) -> bool:
+        """Whether less than the full budget (minus RENEW_SLACK_SECONDS) is left of the claim."""
+        return self.deadline - time.monotonic() < delivery_budget(self.message.flow) - RENEW_SLACK_SECONDS
+
     def renew_if_short(self) -> bool:
         """Renew when less than the full budget is left; False when the claim was lost."""
-        if self.deadline - time.monotonic() >= delivery_budget(self.message.flow) - RENEW_SLACK_SECONDS:
-            return True
-        return self.renew()
+        return self.renew() if self.is_short() else True
 
     @property
     def number(self) -> int:
@@ -545,10 +548,13 @@ def _send(deliveries: list[Delivery]) -> None:
         except Exception as exc:  # noqa: BLE001 - a payload the pipeline cannot carry: this one alone fails
             delivery.fail_preparing(exc)
             continue
-        # Preparing the batch may have used part of a claim's budget: renew it, fenced; a lost claim stays unsent.
-        if delivery.renew_if_short():
-            to_send.append(delivery)
-            requests.append(request)
+        to_send.append(delivery)
+        requests.append(request)
+    # Preparing the batch may have used part of the claims' budget: renew them, fenced; a lost claim stays unsent.
+    held = _renewed(to_send)
+    if len(held) != len(to_send):
+        requests = [request for delivery, request in zip(to_send, requests, strict=True) if delivery in held]
+        to_send = held
     if not to_send:
         return
     connector = get_connector(flow.target)
@@ -572,6 +578,33 @@ def _send(deliveries: list[Delivery]) -> None:
             delivery.fail(outcome)
         else:
             delivery.finish_delivered(outcome)
+
+
+def _renewed(deliveries: list[Delivery]) -> list[Delivery]:
+    """The deliveries whose claims still hold, each with its whole budget again: one fenced UPDATE for the batch."""
+    short = [delivery for delivery in deliveries if delivery.is_short()]
+    if not short:
+        return deliveries
+    flow = short[0].message.flow
+    clock = time.monotonic()
+    lease = timezone.now() + timedelta(seconds=lease_seconds(flow))
+    fence = Q()
+    for delivery in short:
+        fence |= Q(pk=delivery.message.pk, lease_expires_at=delivery.lease)
+    renewed = Message.objects.filter(fence, status=Status.DELIVERING).update(lease_expires_at=lease)
+    if renewed == len(short):
+        kept = short
+    else:
+        ids = {d.message.pk for d in short}
+        held = set(Message.objects.filter(pk__in=ids, lease_expires_at=lease).values_list("pk", flat=True))
+        kept = [delivery for delivery in short if delivery.message.pk in held]
+    for delivery in kept:
+        delivery.lease = delivery.message.lease_expires_at = lease
+        delivery.deadline = clock + delivery_budget(flow)
+    lost = {id(delivery) for delivery in short} - {id(delivery) for delivery in kept}
+    if lost:
+        logger.warning("%d claim(s) of flow %s lost before the send; not sent", len(lost), flow.slug)
+    return [delivery for delivery in deliveries if id(delivery) not in lost]
 
 
 def _deliver_alone(connector: Any, request: DeliveryRequest, flow: Flow) -> DeliveryResult | BaseException:

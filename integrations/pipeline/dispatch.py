@@ -108,6 +108,14 @@ def queue_sweep() -> bool:
     return _send(SWEEP)
 
 
+LOAD_PAGE = "integrations.tasks.load_page"
+
+
+def queue_load_page(*, run_id: int) -> bool:
+    """Queue the next page of an initial load (integrations.bulk); a lost one is re-queued by the sweeper."""
+    return _send(LOAD_PAGE, run_id)
+
+
 def drain_look(flow_id: int) -> None:
     """Called by a drain right before it looks for due messages: later ingests queue a new drain."""
     client = _redis()

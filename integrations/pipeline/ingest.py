@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from integrations.models import Flow, Message
 from integrations.pipeline import dispatch
+from integrations.protocols.events import key_fit
 
 
 def message_ingest(
@@ -24,11 +25,15 @@ def message_ingest(
     headers: dict[str, Any] | None = None,
     replay_of: Message | None = None,
 ) -> tuple[Message, bool]:
-    """Store the event once; a repeat of the idempotency key returns the first message unchanged."""
+    """Store the event once; a repeat of the idempotency key returns the first message unchanged.
+
+    A key longer than the column is fitted (key_fit: its head and a hash of the whole), never cut: two
+    keys that differ only past character 255 stay two messages.
+    """
     if not idempotency_key:
         raise ValueError("idempotency_key is required")
     now = timezone.now()
-    key = idempotency_key[:255]
+    key = key_fit(idempotency_key)
     with transaction.atomic():
         try:
             # Insert first: a new event is the common case, so no SELECT before it.

@@ -188,6 +188,15 @@ def message_fetch(*, message: Message) -> dict[str, Any]:
         absent = [path for field, path in rule.key.items() if key[field] in (None, "")]
         if absent:
             raise MappingError(f"fetch {rule.as_}: the event has no {', '.join(absent)}", field="fetch")
+        # A key is a value (text, a number, a flag): an object or a list from the event is no key, and a
+        # connector would build a URL or $filter of its Python text, or crash on it.
+        if shapeless := [path for field, path in rule.key.items() if not _is_key_value(key[field])]:
+            raise MappingError(
+                f"fetch {rule.as_}: the event's {', '.join(shapeless)} is not a value a key can hold "
+                f"({', '.join(type(key[f]).__name__ for f, p in rule.key.items() if p in shapeless)})",
+                field="fetch",
+                path=shapeless[0],
+            )
         if rule.first and hasattr(connector, "find"):
             service, _, entity_set = rule.entity.partition("/")
             found = connector.find(service, entity_set, key)
@@ -203,6 +212,16 @@ def message_fetch(*, message: Message) -> dict[str, Any]:
     message.payload_fetched = {**(message.payload_fetched or {}), "fetched": fetched}
     Message.objects.filter(pk=message.pk).update(payload_fetched=message.payload_fetched)
     return fetched
+
+
+def _is_key_value(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return isinstance(value, bool)
+    if isinstance(value, int):
+        return abs(value) < 10**38
+    if isinstance(value, float):
+        return value - value == 0
+    return isinstance(value, str) and len(value) <= 1000 and "\x00" not in value
 
 
 def map_payload(message: Message, context: dict[str, Any] | None = None) -> dict[str, Any]:

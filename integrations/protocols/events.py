@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -181,8 +181,13 @@ def wcf_date(value: str) -> datetime | None:
         return None
 
 
-def iso_to_micros(value: Any) -> int | None:
-    """An ISO 8601 time (or a WCF /Date()/) as µs since the epoch: a version that sorts like time."""
+def iso_to_micros(value: Any, field: str = "") -> int | None:
+    """An ISO 8601 time (or a WCF /Date()/) as µs since the epoch: a version that sorts like time.
+
+    A time later than now plus ICBRIDGE_MAX_CLOCK_SKEW_SECONDS is refused (EventError naming the field):
+    as a version it would outrank every real event of the record, and each later one would be skipped
+    as stale, for ever (a 9999-12-31 event freezes its record).
+    """
     if not isinstance(value, str):
         return None
     moment = wcf_date(value)
@@ -193,7 +198,23 @@ def iso_to_micros(value: Any) -> int | None:
             return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    check_not_future(moment, field)
     return int(moment.timestamp() * 1_000_000)
+
+
+def check_not_future(moment: datetime, field: str = "") -> None:
+    """EventError when an event's time is later than now plus the allowed clock skew."""
+    from django.conf import settings
+
+    skew = float(getattr(settings, "ICBRIDGE_MAX_CLOCK_SKEW_SECONDS", 300.0))
+    latest = datetime.now(UTC) + timedelta(seconds=skew)
+    if moment > latest:
+        where = f"field '{field}'" if field else "the event time"
+        raise EventError(
+            f"{where} is {moment.isoformat()}, later than now plus the allowed clock skew of {skew:g} s; "
+            "a version from the future would make every later event of the record look stale",
+            field or None,
+        )
 
 
 def pointer(document: Any, pointer: str) -> Any:
@@ -252,7 +273,7 @@ def generic_event(body: Any, *, headers: dict[str, str], endpoint: InboundEndpoi
         elif isinstance(raw, float | Decimal):
             version = int(raw)
         else:
-            version = iso_to_micros(raw)
+            version = iso_to_micros(raw, endpoint.version_pointer)
             if version is None and isinstance(raw, str) and raw.isdecimal() and len(raw) <= 19:
                 version = int(raw)
         if raw is not None and version is None:

@@ -60,8 +60,8 @@ BUSY_POLL_SECONDS = 0.02  # how often a send waiting for a free slot asks again
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local paused = redis.call('PTTL', KEYS[1])
-if paused > 0 then return {1, paused} end
+local paused = tonumber(redis.call('GET', KEYS[1]) or '0') - now
+if paused > 0 then return {1, math.ceil(paused)} end
 local interval = tonumber(ARGV[1])
 local wait, tat = 0, 0
 if interval > 0 then
@@ -87,10 +87,23 @@ return {0, math.ceil(wait)}
 """
 
 # KEYS: gate.  ARGV: ms.  The pause lasts at least ms from now; a longer one already set stays.
+# The gate holds its end on the TIME clock, and the key outlives it by a second: Redis expires keys
+# by a clock cached per event-loop round, which lags by milliseconds under load, so an expiry alone
+# would end a pause a little before its Retry-After.
 _PAUSE = """
-local ms = math.ceil(tonumber(ARGV[1]))
-if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
-return ms
+local t = redis.call('TIME')
+local ends = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 + tonumber(ARGV[1])
+if tonumber(ARGV[1]) > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') < ends then
+  redis.call('SET', KEYS[1], string.format('%.3f', ends), 'PX', math.ceil(tonumber(ARGV[1])) + 1000)
+end
+return 1
+"""
+
+# KEYS: gate.  Milliseconds left of the pause (0: none).
+_PAUSED = """
+local t = redis.call('TIME')
+local left = tonumber(redis.call('GET', KEYS[1]) or '0') - (tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000)
+return math.max(0, math.ceil(left))
 """
 
 
@@ -123,6 +136,7 @@ class RedisBackend:
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._pause = self.client.register_script(_PAUSE)
+        self._paused = self.client.register_script(_PAUSED)
 
     def acquire(
         self, identity: str, *, interval_ms: float, max_wait_ms: float, max_concurrency: int, lease_ms: float,
@@ -140,7 +154,7 @@ class RedisBackend:
         self._pause(keys=_keys(identity)[:1], args=[ms])
 
     def paused_ms(self, identity: str) -> float:
-        return float(max(0, self.client.pttl(_keys(identity)[0])))
+        return float(self._paused(keys=_keys(identity)[:1]))
 
     def reset(self) -> None:
         """Forget every governor's state (tests)."""
@@ -251,8 +265,10 @@ class Governor:
             logger.warning("%s: cannot record a Retry-After pause of %.1f s (%s)", self.name, seconds, exc)
 
     @contextmanager
-    def slot(self, summary: str) -> Iterator[None]:
+    def slot(self, summary: str, *, max_wait: float | None = None) -> Iterator[None]:
         """Hold one of the target's slots while the request runs; raise ThrottledError (not sent) if none comes.
+
+        max_wait shortens the limits' own (the delivery's deadline: a token after it would be wasted).
 
         1. Paused by a Retry-After: fail at once with the time left.
         2. Reserve a token; if it comes later than the max wait allows, fail with that wait.
@@ -263,7 +279,8 @@ class Governor:
         interval_ms = 1000 / limits.rate if limits.rate and limits.rate > 0 else 0.0
         concurrency = limits.max_concurrency or 0
         lease_id = uuid.uuid4().hex
-        deadline = time.monotonic() + limits.max_wait
+        budget = limits.max_wait if max_wait is None else max(0.0, min(limits.max_wait, max_wait))
+        deadline = time.monotonic() + budget
         not_sent = f"{summary} (not sent)"
         while True:
             try:
@@ -294,7 +311,7 @@ class Governor:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise errors.ThrottledError(
-                    f"{self.name}: all {concurrency} concurrent request slot(s) stayed busy for {limits.max_wait:g} s",
+                    f"{self.name}: all {concurrency} concurrent request slot(s) stayed busy for {budget:g} s",
                     retry_after=min(1.0, ms / 1000),
                     request_summary=not_sent,
                 )

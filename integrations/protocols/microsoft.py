@@ -13,13 +13,10 @@ http and says so with X-Forwarded-Proto. msal itself is not changed.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,6 +27,7 @@ import requests
 
 from integrations import errors
 from integrations.protocols import deadline
+from integrations.protocols.odata.batch import BatchRequest, BatchResponse, ChangeSet, decode_responses, encode_requests
 from integrations.protocols.transport import ConnectionReport, HttpConnector
 
 if TYPE_CHECKING:
@@ -266,15 +264,15 @@ class MicrosoftConnector(HttpConnector):
 
     # --- connection check -------------------------------------------------------------------------
 
-    def send_batch(self, url: str, changesets: list[list[BatchPart]], headers: dict[str, str]) -> list[PartResponse]:
+    def send_batch(self, url: str, changesets: list[list[BatchPart]], headers: dict[str, str]) -> list[BatchResponse]:
         """POST one $batch of change sets; every part's answer in order (a failed change set answers once).
 
         Classified errors propagate; an answer that cannot be read is a TransientError.
         """
-        body, content_type = build_batch(changesets)
+        body, content_type = encode_requests([ChangeSet([part.request() for part in parts]) for parts in changesets])
         response = self.request("POST", url, data=body, headers={**headers, "Content-Type": content_type})
         try:
-            return parse_batch_response(response.content, response.headers.get("Content-Type", ""))
+            return decode_responses(response.content, response.headers.get("Content-Type", ""))
         except ValueError as exc:
             raise errors.TransientError(f"{self.system.name}: unreadable $batch answer: {exc}") from exc
 
@@ -299,68 +297,11 @@ class BatchPart:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
-
-@dataclass
-class PartResponse:
-    status: int
-    headers: dict[str, str]
-    text: str
-    content_id: str = ""
-
-    def json(self) -> Any:
-        return json.loads(self.text) if self.text.strip() else None
-
-
-def build_batch(changesets: list[list[BatchPart]]) -> tuple[bytes, str]:
-    """A multipart/mixed $batch body (CRLF line ends) with one change set per inner list."""
-    boundary = f"batch_{uuid.uuid4()}"
-    lines: list[str] = []
-    content_id = 0
-    for changeset in changesets:
-        inner = f"changeset_{uuid.uuid4()}"
-        lines += [f"--{boundary}", f"Content-Type: multipart/mixed; boundary={inner}", ""]
-        for part in changeset:
-            content_id += 1
-            lines += [
-                f"--{inner}",
-                "Content-Type: application/http",
-                "Content-Transfer-Encoding: binary",
-                f"Content-ID: {content_id}",
-                "",
-                f"{part.method} {part.url} HTTP/1.1",
-                "Content-Type: application/json; type=entry",
-            ]
-            lines += [f"{name}: {value}" for name, value in part.headers.items()]
-            lines += ["", json.dumps(part.body) if part.body is not None else ""]
-        lines += [f"--{inner}--", ""]
-    lines += [f"--{boundary}--", ""]
-    return "\r\n".join(lines).encode(), f"multipart/mixed; boundary={boundary}"
-
-
-def parse_batch_response(body: bytes, content_type: str) -> list[PartResponse]:
-    """Every application/http response of a $batch answer, in order (change set members inline)."""
-    message = email.message_from_bytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.compat32
-    )
-    if not message.is_multipart():
-        raise ValueError(f"the $batch answer is not multipart ({content_type})")
-    responses: list[PartResponse] = []
-    for part in message.walk():
-        if part.get_content_type() != "application/http":
-            continue
-        raw = part.get_payload(decode=False)
-        if not isinstance(raw, str):
-            raise ValueError("a $batch answer part has no text payload")
-        raw = raw.replace("\r\n", "\n")
-        status_line, _, rest = raw.lstrip("\n").partition("\n")
-        head, _, text = rest.partition("\n\n")
-        pieces = status_line.split(" ", 2)
-        if len(pieces) < 2 or not pieces[1].isdigit():
-            raise ValueError(f"bad status line in the $batch answer: {status_line[:80]!r}")
-        headers = {}
-        for line in head.split("\n"):
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip()] = value.strip()
-        responses.append(PartResponse(int(pieces[1]), headers, text.strip("\n"), part.get("Content-ID", "")))
-    return responses
+    def request(self) -> BatchRequest:
+        """The part as the $batch codec writes it: a JSON entry (Content-IDs are numbered from 1)."""
+        return BatchRequest(
+            self.method,
+            self.url,
+            {"Content-Type": "application/json; type=entry", **self.headers},
+            json.dumps(self.body).encode() if self.body is not None else b"",
+        )

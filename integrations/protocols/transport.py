@@ -245,16 +245,17 @@ class HttpConnector(Connector):
                 f"{self.system.name}: the delivery's deadline passed before this call",
                 request_summary=f"{summary} (not sent)",
             )
-        with self.governor.slot(summary):
+        with self.governor.slot(summary, max_wait=left):
             try:
                 response = self.session.request(method, url, **kwargs)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 raise self.transport_error(exc, summary) from exc
-        if response.status_code == 429:
-            try:
-                self.raise_for_response(response, summary)
-            except errors.ConnectorError as failure:  # the caller classifies it again and raises it
-                self.note_throttled(failure)
+            if response.status_code == 429:
+                # Still holding the slot: the pause is stored before the slot goes to the next sender.
+                try:
+                    self.raise_for_response(response, summary)
+                except errors.ConnectorError as failure:  # the caller classifies it again and raises it
+                    self.note_throttled(failure)
         return response
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:

@@ -280,7 +280,7 @@ def _install_inbound(flow: Flow, spec: dict[str, Any], *, report: InstallReport,
 
 def _install_sandbox_apps(systems: list[dict[str, Any]], *, report: InstallReport) -> None:
     """Register the systems' client ids with the Azure AD emulator, so msal gets tokens in the demo."""
-    from sandbox.emulators import azuread
+    from sandbox import azuread
     from sandbox.models import EmulatorRecord
 
     for spec in systems:

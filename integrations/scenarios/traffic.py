@@ -196,7 +196,7 @@ def sales_user(system: System) -> Connector:
     _, sandbox, rest = system.auth_url.partition("/sandbox/azuread/")
     if not sandbox or system.kind != System.Kind.DATAVERSE:
         return get_connector(system)
-    from sandbox.emulators import azuread
+    from sandbox import azuread
 
     tenant = rest.strip("/").split("/")[0]
     azuread.register_app(

@@ -236,9 +236,9 @@ class SystemState:
     backlog: int
 
 
-def system_states() -> list[SystemState]:
+def system_states(*, current: list[Incident] | None = None) -> list[SystemState]:
     """Every system's health: paused or disabled by an operator, down or degraded by its deliveries."""
-    by_target = {i.system.pk: i for i in incidents()}
+    by_target = {i.system.pk: i for i in (incidents() if current is None else current)}
     return [
         SystemState(system, *system_state(system, by_target.get(system.pk)), backlog=system.backlog_n)
         for system in systems_with_state().order_by("name")

@@ -22,7 +22,9 @@ def payloads_purge(*, days: int | None = None, batch: int = 1000) -> int:
     """Blank the payloads (in, fetched, out, snapshot) of terminal messages older than `days`; returns the count.
 
     Works in primary-key batches so one run never holds a long lock on a large table; rows
-    already blanked are skipped, so a second run finds nothing to do.
+    already blanked are skipped, so a second run finds nothing to do. Only final messages are touched:
+    the UPDATE says status IN (final) again, so a message an operator retried (or replayed) between the
+    batch's SELECT and its UPDATE keeps its payload (PostgreSQL re-checks the condition on the row it waited for).
     """
     days = settings.ICBRIDGE_PAYLOAD_RETENTION_DAYS if days is None else days
     if days < 1:
@@ -43,7 +45,7 @@ def payloads_purge(*, days: int | None = None, batch: int = 1000) -> int:
         ids = list(stale.values_list("pk", flat=True)[:batch])
         if not ids:
             break
-        purged += Message.objects.filter(pk__in=ids).update(
+        purged += Message.objects.filter(pk__in=ids, status__in=Message.TERMINAL, created_at__lt=cutoff).update(
             payload_in={}, payload_fetched=None, payload_out=None, target_snapshot=None, headers={}
         )
     if purged:

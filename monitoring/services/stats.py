@@ -28,6 +28,7 @@ WINDOWS = {
     # name: (length, bucket length, TruncX for the buckets)
     "hour": (timedelta(hours=1), timedelta(minutes=5), TruncMinute),
     "day": (timedelta(days=1), timedelta(hours=1), TruncHour),
+    "week": (timedelta(days=7), timedelta(hours=6), TruncHour),
 }
 
 
@@ -131,8 +132,11 @@ def _e2e() -> ExpressionWrapper:
     return ExpressionWrapper(F("delivered_at") - F("created_at"), output_field=DurationField())
 
 
-def dashboard(*, window: str = "hour") -> Dashboard:
-    """Per flow and per target system: throughput, success/failure, latency, backlog, dead letters."""
+def dashboard(*, window: str = "hour", flow: Flow | None = None) -> Dashboard:
+    """Per flow and per target system: throughput, success/failure, latency, backlog, dead letters.
+
+    The charts' series are for every flow, or for `flow` alone.
+    """
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
     length, bucket, trunc = WINDOWS[window]
@@ -202,7 +206,7 @@ def dashboard(*, window: str = "hour") -> Dashboard:
         flows=sorted(active, key=lambda r: (-r.received, r.label)),
         systems=sorted(systems.values(), key=lambda r: r.label),
         totals=totals,
-        series=_series(since, now, bucket, trunc),
+        series=_series(since, now, bucket, trunc, flow=flow),
     )
 
 
@@ -223,18 +227,26 @@ def _bucketed(counts: Any, since: datetime, now: datetime, bucket: timedelta) ->
     return sorted(slots.items())
 
 
-def _series(since: datetime, now: datetime, bucket: timedelta, trunc: Any) -> dict[str, list[tuple[datetime, float]]]:
+def _series(
+    since: datetime, now: datetime, bucket: timedelta, trunc: Any, flow: Flow | None = None
+) -> dict[str, list[tuple[datetime, float]]]:
+    messages = Message.objects.filter(flow=flow) if flow is not None else Message.objects.all()
+
     def counted(qs: Any, column: str) -> list[tuple[datetime, float]]:
         rows = qs.annotate(at=trunc(column)).values_list("at").annotate(n=Count("id")).order_by()
         return _bucketed(rows, since, now, bucket)
 
+    delivered = messages.filter(delivered_at__gte=since, status=Status.DELIVERED)
     series = {
-        "received": counted(Message.objects.filter(created_at__gte=since), "created_at"),
-        "delivered": counted(Message.objects.filter(delivered_at__gte=since, status=Status.DELIVERED), "delivered_at"),
-        "failed": counted(Message.objects.filter(status__in=FAILED, updated_at__gte=since), "updated_at"),
+        "received": counted(messages.filter(created_at__gte=since), "created_at"),
+        "delivered": counted(delivered, "delivered_at"),
+        "failed": counted(messages.filter(status__in=FAILED, updated_at__gte=since), "updated_at"),
     }
+    series["wait_max_s"] = _longest_wait(delivered, messages, series["received"], now, bucket)
     # p95 attempt latency per bucket, in milliseconds.
     attempts = Attempt.objects.filter(started_at__gte=since).annotate(at=trunc("started_at"))
+    if flow is not None:
+        attempts = attempts.filter(message__flow=flow)
     by_slot = latency_by(attempts, "at", "duration_ms")
     folded: dict[datetime, float] = {}
     start = since - timedelta(seconds=since.timestamp() % bucket.total_seconds())
@@ -243,6 +255,28 @@ def _series(since: datetime, now: datetime, bucket: timedelta, trunc: Any) -> di
         folded[slot] = max(folded.get(slot, 0), lat["p95"] or 0)
     series["latency_p95_ms"] = [(slot, folded.get(slot, 0)) for slot, _ in series["received"]]
     return series
+
+
+def _longest_wait(
+    delivered: Any, messages: Any, slots: list[tuple[datetime, float]], now: datetime, bucket: timedelta
+) -> list[tuple[datetime, float]]:
+    """Backlog age per bucket: the longest a message delivered in it had waited, in seconds.
+
+    The last bucket also counts what still waits now (its age so far), so an outage shows while it lasts.
+    """
+    starts = [slot for slot, _ in slots]
+    if not starts:
+        return []
+    worst = dict.fromkeys(starts, 0.0)
+    start = starts[0]
+    for created, done in delivered.values_list("created_at", "delivered_at").iterator(chunk_size=2000):
+        slot = start + bucket * int((done - start) / bucket)
+        if slot in worst:
+            worst[slot] = max(worst[slot], (done - created).total_seconds())
+    oldest = messages.filter(status__in=OPEN).order_by("created_at").values_list("created_at", flat=True).first()
+    if oldest is not None:
+        worst[starts[-1]] = max(worst[starts[-1]], (now - oldest).total_seconds())
+    return sorted(worst.items())
 
 
 def throttled_by_system(*, since: datetime) -> dict[str, int]:

@@ -13,7 +13,7 @@ from integrations.models import Flow, Message, System
 from integrations.pipeline.ingest import message_ingest
 from integrations.pipeline.prepare import complete_truncated
 from integrations.systems.dataverse.inbound import dataverse_event
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 from tests.api.conftest import CONTACT_ID, dataverse_truncated, dataverse_update
 
 TRUNCATED_HEADERS = {"x-ms-dynamics-msg-size-exceeded": "true"}

@@ -295,7 +295,7 @@ def test_auth_is_checked_before_the_body_is_parsed(client: Client, inbound_flow:
 
 def test_bearer_token_from_the_azure_ad_emulator(client: Client, inbound_flow: Callable[..., Flow]) -> None:
     # given an app registered in the sandbox Azure AD, and a flow trusting that tenant's tokens
-    from sandbox.emulators import azuread
+    from sandbox import azuread
 
     tenant = azuread.DEFAULT_TENANT
     azuread.register_app(client_id="dataverse-sender", client_secret="app-secret")

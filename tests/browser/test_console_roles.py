@@ -12,7 +12,8 @@ from integrations.models import Message
 from integrations.pipeline import deliver as pipeline
 from integrations.pipeline.ingest import message_ingest
 from monitoring.roles import console_roles_ensure
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
+from tests.browser.conftest import screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 Status = Message.Status
@@ -128,11 +129,12 @@ def test_the_dashboard_renders_with_data(login, dead, recorder_flow):
 
     assert page.locator("#tile-delivered").inner_text() == "3"
     assert page.locator("#tile-dead").inner_text() == "1"
-    assert page.locator("svg.chart").count() == 2
+    assert page.locator("svg.chart").count() == 3  # throughput, latency, backlog age
     assert page.locator("svg.chart polyline.series-delivered").count() == 1
     assert recorder_flow.name in page.locator("#rows-flow").inner_text()
     page.click("text=last day")
     assert page.locator("#tile-delivered").inner_text() == "3"
+    screenshot(page, "dashboard")
 
 
 def test_an_operator_bulk_retries_everything_the_filter_matches(login, dead, recorder_flow):
@@ -148,6 +150,7 @@ def test_an_operator_bulk_retries_everything_the_filter_matches(login, dead, rec
     page.goto("/admin/integrations/message/?status__exact=dead")
     page.click("#retry-matching")
     assert page.locator("#matching-count strong").inner_text() == "3"
+    screenshot(page, "retry-matching")
     page.fill("#id_reason", "recorder outage is over")
     page.click("#confirm")
     page.wait_for_url("**/admin/integrations/message/?status__exact=dead")

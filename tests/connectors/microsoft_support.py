@@ -30,7 +30,7 @@ from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler, _St
 
 from integrations.models import System
 from integrations.protocols import microsoft as msal_auth
-from sandbox.emulators import azuread, dataverse, finops
+from sandbox import azuread, dataverse, finops
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TENANT = azuread.DEFAULT_TENANT

@@ -12,7 +12,7 @@ from integrations.polling.poll import flow_poll, poll_flow_ids
 from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import get_connector
 from integrations.systems.ax2012.connector import message_id_for
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_bearer_token_from_the_azure_ad_emulator_as_through_application_proxy(
     make_system, live_server, monkeypatch, settings
 ):
     from integrations.protocols import microsoft as msal_auth
-    from sandbox.emulators import azuread
+    from sandbox import azuread
 
     msal_auth.clear_providers()
     azuread.register_app(client_id="ax-proxy-app", client_secret="proxy-secret")

@@ -17,8 +17,8 @@ from integrations.protocols.transport import DeliveryRequest
 from integrations.services.systems import system_test_connection
 from integrations.systems import get_connector
 from integrations.systems.dataverse.connector import DataverseConnector, is_deleted
-from sandbox.emulators import azuread, dataverse
-from sandbox.faults import set_faults
+from sandbox import azuread, dataverse
+from sandbox.common.faults import set_faults
 from tests.connectors.microsoft_support import CLIENT_ID, CLIENT_SECRET, TENANT
 
 pytest_plugins = ["tests.connectors.microsoft_support"]

@@ -14,8 +14,8 @@ from integrations.protocols.transport import DeliveryRequest
 from integrations.services.systems import system_test_connection
 from integrations.systems import get_connector
 from integrations.systems.finops.connector import FinOpsConnector
-from sandbox.emulators import azuread, finops
-from sandbox.faults import set_faults
+from sandbox import azuread, finops
+from sandbox.common.faults import set_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import wait_until
 from tests.connectors.microsoft_support import CLIENT_ID, CLIENT_SECRET, TENANT, Inbox

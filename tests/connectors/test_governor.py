@@ -27,7 +27,7 @@ from integrations.protocols import governor as gov
 from integrations.protocols.governor import Governor, Limits, LocalBackend, RedisBackend
 from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import connector_class, get_connector
-from sandbox.faults import clear_faults, set_faults
+from sandbox.common.faults import clear_faults, set_faults
 from sandbox.models import RecorderRecord
 from tests.conftest import ROOT, wait_until
 

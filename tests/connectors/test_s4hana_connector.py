@@ -11,8 +11,8 @@ from integrations.models import System
 from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import get_connector
 from integrations.systems.s4hana.connector import sap_error_text
-from sandbox.emulators import s4hana
-from sandbox.faults import set_faults
+from sandbox import s4hana
+from sandbox.common.faults import set_faults
 
 ORDERS = "API_SALES_ORDER_SRV/A_SalesOrder"
 

@@ -16,7 +16,7 @@ from django.db import connection
 from integrations.models import Attempt, Message, RecordLink
 from integrations.pipeline.ingest import message_ingest
 from monitoring.services.reconciliation import reconciliation_run
-from sandbox.faults import clear_faults, set_faults
+from sandbox.common.faults import clear_faults, set_faults
 from sandbox.models import RecorderRecord, RecorderWrite
 from tests.conftest import broker, wait_until
 

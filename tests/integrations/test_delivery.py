@@ -43,15 +43,27 @@ def test_a_claim_counts_no_attempt(recorder_flow):
     assert delivery.number == 1
 
 
-def test_a_mapping_error_writes_no_attempt_and_counts_none(recorder_flow):
+def test_a_mapping_error_fails_at_once_with_an_attempt_and_a_retry_that_fails_again_writes_another(
+    recorder_flow, django_user_model
+):
+    from integrations.pipeline.operator import messages_retry
+
     recorder_flow.mapping_spec = {"fields": {"Qty": {"path": "Qty", "type": "decimal"}}}
     recorder_flow.save()
 
     message = process(ingest(recorder_flow, Qty="two"))
 
     assert message.status == Status.FAILED
-    assert message.attempts == 0
-    assert message.attempt_set.exists() is False
+    assert message.attempts == 1
+    failed = message.attempt_set.get()
+    assert (failed.outcome, failed.error_class) == (Attempt.Outcome.FAILED, "errors.MappingError")
+    assert "field 'Qty'" in failed.error_text
+
+    messages_retry(messages=[message], actor=django_user_model.objects.create(username="op"), reason="fixed?")
+    message = process(message)
+
+    assert message.status == Status.FAILED
+    assert message.attempt_set.count() == 2  # the retry shows: it ran, and failed the same way
 
 
 def test_a_lost_worker_counts_its_attempt_and_the_next_try_is_number_two(recorder_flow):

@@ -124,3 +124,26 @@ def test_the_operator_api_pauses_and_resumes_with_an_audit_row(client, webhook_f
     assert (paused.json()["state"], paused.json()["changed"]) == ("paused", True)
     assert (resumed.json()["state"], resumed.json()["released"]) == ("running", 1)
     assert AuditEntry.objects.filter(action__in=["flow_pause", "flow_resume"], actor_name="omar").count() == 2
+
+
+def test_the_operator_api_pauses_a_system_and_an_auditor_may_not(client, webhook_flow):
+    from monitoring.roles import console_roles_ensure
+
+    console_roles_ensure()
+    auditor = User.objects.create_user("audrey", password="x", is_staff=True)
+    auditor.groups.add(Group.objects.get(name="auditor"))
+    engineer = User.objects.create_user("erik", password="x", is_staff=True)
+    engineer.groups.add(Group.objects.get(name="integration engineer"))
+    url = f"/api/systems/{webhook_flow.target.slug}/pause"
+
+    client.force_login(auditor)
+    refused = client.post(url, {}, content_type="application/json")
+    client.force_login(engineer)
+    paused = client.post(url, {"reason": "AX upgrade"}, content_type="application/json")
+    post_event(client, webhook_flow, "SO-6")
+    state = client.post(url, {}, content_type="application/json").json()
+
+    assert refused.status_code == 403
+    assert (paused.status_code, paused.json()["state"]) == (200, "paused")
+    assert (state["changed"], state["held"]) == (False, 1)
+    assert AuditEntry.objects.get(action="system_pause").reason == "AX upgrade"

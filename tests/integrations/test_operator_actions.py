@@ -9,7 +9,7 @@ from integrations.models import AuditEntry, Message
 from integrations.pipeline import deliver as pipeline
 from integrations.pipeline import operator
 from integrations.pipeline.ingest import message_ingest
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 from sandbox.models import RecorderRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)

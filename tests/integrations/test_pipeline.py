@@ -11,7 +11,7 @@ from integrations.models import Attempt, Flow, Message, RecordLink
 from integrations.pipeline import deliver as pipeline
 from integrations.pipeline import sweep
 from integrations.pipeline.ingest import message_ingest
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 from sandbox.models import RecorderRecord, RecorderWrite
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from integrations.models import Message
 from integrations.pipeline.ingest import message_ingest
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 from sandbox.models import RecorderRecord, RecorderWrite
 from tests.conftest import broker, wait_until
 

@@ -9,7 +9,7 @@ import pytest
 from integrations import mapping
 from integrations.errors import MappingError
 from integrations.mapping import valuemaps
-from integrations.models import ValueMapEntry
+from integrations.models import ValueMap, ValueMapEntry
 
 
 @pytest.mark.parametrize(
@@ -132,11 +132,36 @@ def test_value_map_changes_reach_the_engine_at_once(make_value_map):
     assert mapping.apply(spec=spec, payload={"u": "pcs"}, context={}) == {"U": "PC"}
 
 
-def test_value_maps_are_read_from_the_database_once_while_cached(make_value_map, django_assert_num_queries):
+def test_value_maps_are_read_once_then_only_their_stamp_per_payload(make_value_map, django_assert_num_queries):
     make_value_map("uom", {"pcs": "PC"})
     spec = {"fields": {"U": {"path": "u", "lookup": "uom"}, "V": {"path": "v", "lookup": "uom"}}}
     valuemaps.clear()
 
-    with django_assert_num_queries(2):  # the map, then its entries; the second field and run hit the cache
+    # The map, then its entries; each later payload reads the cached maps' stamps (one query), and the
+    # second field and every lookup hit the cache.
+    with django_assert_num_queries(4):
         for _ in range(3):
             mapping.apply(spec=spec, payload={"u": "pcs", "v": "pcs"}, context={})
+
+
+def test_a_value_map_changed_in_another_process_is_read_by_the_next_payload(make_value_map):
+    from django.utils import timezone
+
+    value_map = make_value_map("uom", {"pcs": "PC"})
+    spec = {"fields": {"U": {"path": "u", "lookup": "uom"}}}
+    assert mapping.apply(spec=spec, payload={"u": "pcs"}, context={}) == {"U": "PC"}
+
+    # What another worker's save leaves in the database; this process hears no signal of it.
+    ValueMapEntry.objects.filter(value_map=value_map, source_value="pcs").update(target_value="ST")
+    ValueMap.objects.filter(pk=value_map.pk).update(updated_at=timezone.now())
+
+    assert mapping.apply(spec=spec, payload={"u": "pcs"}, context={}) == {"U": "ST"}
+
+
+def test_saving_an_entry_moves_its_maps_stamp(make_value_map):
+    value_map = make_value_map("uom", {"pcs": "PC"})
+    before = ValueMap.objects.get(pk=value_map.pk).updated_at
+
+    ValueMapEntry.objects.create(value_map=value_map, source_value="kg", target_value="KGM")
+
+    assert ValueMap.objects.get(pk=value_map.pk).updated_at > before

@@ -11,7 +11,7 @@ from django.utils import timezone
 from integrations.models import Flow, Message
 from monitoring.models import Alert, AlertRule, ReconciliationRun
 from monitoring.services import alerts
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = Message.Status

@@ -13,7 +13,7 @@ from integrations.models import AuditEntry, MappingVersion, Message
 from integrations.pipeline import deliver as pipeline
 from integrations.pipeline.ingest import message_ingest
 from monitoring.roles import console_roles_ensure
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = Message.Status
@@ -224,7 +224,7 @@ def test_the_dashboard_renders_flows_systems_and_charts(operator_client, dead, d
 
     assert 'id="tile-delivered">1<' in html
     assert 'id="tile-dead">1<' in html
-    assert html.count('<svg class="chart"') == 2
+    assert html.count('<svg class="chart"') == 3  # throughput, latency, backlog age
     assert 'class="series-delivered"' in html
     assert dead.flow.name in html
     assert "Recorder" in html
@@ -237,7 +237,7 @@ def test_the_dashboard_is_for_staff_only_and_names_bad_windows(client, operator_
 
     operator_client.force_login(member("operator", "oscar"))
     bad = operator_client.get("/monitoring/dashboard?window=year")
-    assert (bad.status_code, bad.content.decode()) == (400, "window must be one of: hour, day")
+    assert (bad.status_code, bad.content.decode()) == (400, "window must be one of: hour, day, week")
 
 
 def test_an_engineer_edits_a_reconciliation_schedule_and_beat_follows(client, make_flow):

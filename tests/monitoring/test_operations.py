@@ -221,3 +221,94 @@ def test_the_schedule_list_renders_with_runs(admin_client, make_flow):
 
     assert response.status_code == 200
     assert ": 12 checked, 0 discrepancies" in response.content.decode()
+
+
+# --- safer bulk retry -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator_client(client):
+    from django.contrib.auth.models import Group, User
+
+    from monitoring.roles import console_roles_ensure
+
+    console_roles_ensure()
+    user = User.objects.create_user("olga", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name="operator"))
+    client.force_login(user)
+    return client
+
+
+def test_retry_all_matching_leaves_skipped_echoes_out_and_shows_what_will_run(operator_client, make_flow, make_message):
+    flow = make_flow(name="Accounts to F&O")
+    for _ in range(5):
+        make_message(flow, status=Status.SKIPPED)
+    dead = [make_message(flow, status=Status.DEAD) for _ in range(2)]
+    url = "/admin/integrations/message/retry-matching/?attention=all"
+
+    page = operator_client.get(url).content.decode()
+    operator_client.post(url, {"reason": "F&O is back"})
+
+    assert "<strong>2</strong> retryable message(s)" in page
+    assert "5 skipped message(s)" in page
+    assert '<td><span class="icb-badge dead">dead</span></td><td>Accounts to F&amp;O</td><td>2</td>' in page
+    assert set(Message.objects.filter(status=Status.RECEIVED).values_list("pk", flat=True)) == {m.pk for m in dead}
+    assert Message.objects.filter(status=Status.SKIPPED).count() == 5
+
+
+def test_retry_all_matching_includes_skipped_when_asked(operator_client, make_flow, make_message):
+    flow = make_flow()
+    make_message(flow, status=Status.SKIPPED)
+    url = "/admin/integrations/message/retry-matching/?attention=all&include_final=1"
+
+    page = operator_client.get(url).content.decode()
+    operator_client.post(url, {"reason": "re-send the echo", "include_final": "1"})
+
+    assert "<strong>1</strong> retryable message(s)" in page
+    assert Message.objects.get().status == Status.RECEIVED
+
+
+def test_the_operator_api_searches_by_document_number(operator_client, make_flow, make_message):
+    flow = make_flow()
+    wanted = make_message(flow, payload_in={"SalesOrder": {"PurchaseOrderNumber": "ORD-407050"}})
+    make_message(flow, payload_in={"SalesOrder": {"PurchaseOrderNumber": "ORD-1"}})
+
+    body = operator_client.get("/api/messages", {"search": "ord-407050"}).json()
+    too_long = operator_client.get("/api/messages", {"search": "x" * 256})
+
+    assert [m["id"] for m in body["results"]] == [wanted.pk]
+    assert too_long.status_code == 400
+    assert too_long.json()["field"] == "search"
+
+
+def test_the_dashboard_charts_one_flow_over_a_week_with_its_backlog_age(operator_client, make_flow, make_message):
+    from django.utils import timezone as tz
+
+    mine, other = make_flow(slug="mine"), make_flow(slug="other")
+    waiting = make_message(mine, status=Status.RETRYING)
+    Message.objects.filter(pk=waiting.pk).update(created_at=tz.now() - timedelta(hours=2))
+    make_message(other, status=Status.RECEIVED)
+
+    page = operator_client.get("/monitoring/dashboard", {"window": "week", "flow": "mine"})
+    unknown = operator_client.get("/monitoring/dashboard", {"flow": "nope"})
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert html.count('<svg class="chart"') == 3
+    assert 'class="series-wait_max_s"' in html
+    assert "<strong>last week</strong>" in html
+    assert (unknown.status_code, unknown.content.decode()) == (400, "flow 'nope' does not exist")
+
+
+def test_backlog_age_counts_what_still_waits(make_flow, make_message):
+    from django.utils import timezone as tz
+
+    from monitoring.services import stats
+
+    flow = make_flow()
+    waiting = make_message(flow, status=Status.RETRYING)
+    Message.objects.filter(pk=waiting.pk).update(created_at=tz.now() - timedelta(minutes=20))
+
+    series = stats.dashboard(window="hour", flow=flow).series["wait_max_s"]
+
+    assert series[-1][1] >= 20 * 60

@@ -127,7 +127,7 @@ def test_fetch_mode_reads_the_source_and_finds_records_deleted_there(five_orders
 
 
 def test_an_unreachable_target_is_counted_as_errors_not_as_matches(five_orders):
-    from sandbox.faults import set_faults
+    from sandbox.common.faults import set_faults
 
     set_faults("recorder", down=True)
     run = reconciliation.reconciliation_run(flow=five_orders)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 from sandbox.models import FaultSettings
 
 pytestmark = pytest.mark.django_db

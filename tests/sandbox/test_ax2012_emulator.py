@@ -12,8 +12,8 @@ from zeep import Client
 from zeep.exceptions import Fault
 from zeep.transports import Transport
 
-from sandbox.emulators.ax2012_schema import NS_CTX, NS_FAULT, SERVICES
-from sandbox.faults import set_faults
+from sandbox.ax2012.schema import NS_CTX, NS_FAULT, SERVICES
+from sandbox.common.faults import set_faults
 from tests.conftest import fixture_path
 
 AUTH = ("icbridge", "sandbox")

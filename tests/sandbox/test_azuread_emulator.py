@@ -7,8 +7,8 @@ import pytest
 import requests
 
 from integrations.protocols.microsoft import MsalHttpClient
-from sandbox.emulators import azuread
-from sandbox.faults import set_faults
+from sandbox import azuread
+from sandbox.common.faults import set_faults
 from tests.connectors.microsoft_support import CLIENT_ID, CLIENT_SECRET, TENANT, TlsServer, fixture_json
 
 pytest_plugins = ["tests.connectors.microsoft_support"]

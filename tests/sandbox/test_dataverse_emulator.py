@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from sandbox.emulators import azuread, dataverse
-from sandbox.emulators._odata4_limits import DEFAULT_LIMITS, ServiceProtection
-from sandbox.faults import set_faults
+from sandbox import azuread, dataverse
+from sandbox.common.faults import set_faults
+from sandbox.common.limits import DEFAULT_LIMITS, ServiceProtection
+from sandbox.dataverse.auth import throttled
 from tests.connectors.microsoft_support import CLIENT_ID, CLIENT_SECRET, TENANT, MsClient, fixture_json, fixture_text
 
 pytest_plugins = ["tests.connectors.microsoft_support"]
@@ -246,9 +247,7 @@ def test_default_limits_and_messages_are_the_documented_ones() -> None:
     table = fixture_text("dataverse/service-protection-error-codes.md")
     rows = dict(re.findall(r"\| `(0x[0-9A-F]+)` \| `([^`]+)` \|", table))
 
-    messages = {
-        name: dataverse._throttled(name, 5, DEFAULT_LIMITS) for name in ("requests", "execution_ms", "concurrent")
-    }
+    messages = {name: throttled(name, 5, DEFAULT_LIMITS) for name in ("requests", "execution_ms", "concurrent")}
 
     assert DEFAULT_LIMITS == {"requests": 6000, "window_seconds": 300, "execution_ms": 1_200_000, "concurrent": 52}
     for result in messages.values():

@@ -7,7 +7,8 @@ import pytest
 from azure.identity import ClientSecretCredential
 from PowerPlatform.Dataverse.client import DataverseClient
 
-from sandbox.emulators import azuread
+from sandbox import azuread
+from sandbox.dataverse.store import live
 from tests.connectors.microsoft_support import CLIENT_ID, CLIENT_SECRET, TENANT, TlsServer
 
 pytest_plugins = ["tests.connectors.microsoft_support"]
@@ -39,3 +40,24 @@ def test_the_dataverse_sdk_creates_reads_updates_and_queries(sdk: DataverseClien
     assert record["name"] == "Fourth Coffee (sample)"
     assert [row["name"] for page in pages for row in page] == ["Fourth Coffee (sample)"]
     assert azuread.tokens_issued(CLIENT_ID) == 1
+
+
+def test_the_dataverse_sdk_creates_updates_and_upserts_in_bulk(sdk: DataverseClient) -> None:
+    """Use bulk operation messages: the SDK's list create, update and upsert call CreateMultiple,
+    UpdateMultiple and UpsertMultiple, and the emulator answers them as Dataverse documents."""
+    ids = sdk.records.create("account", [{"name": f"Bulk {n}", "accountnumber": f"SDK-B{n}"} for n in range(3)])
+    sdk.records.update("account", ids[:2], {"description": "updated in bulk"})
+    sdk.records.upsert(
+        "account",
+        [
+            {"alternate_key": {"accountnumber": "SDK-B0"}, "record": {"name": "Bulk zero"}},
+            {"alternate_key": {"accountnumber": "SDK-B9"}, "record": {"name": "Bulk nine"}},
+        ],
+    )
+
+    rows = {row.data["accountnumber"]: row.data for row in live("accounts")}
+    assert len(ids) == 3
+    assert sorted(row["accountid"] for n, row in rows.items() if n != "SDK-B9") == sorted(ids)
+    assert rows["SDK-B0"]["name"] == "Bulk zero"
+    assert rows["SDK-B9"]["name"] == "Bulk nine"
+    assert [rows[f"SDK-B{n}"].get("description") for n in range(3)] == ["updated in bulk"] * 2 + [None]

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from integrations.systems.dataverse.inbound import dataverse_event
-from sandbox.emulators import dataverse, dataverse_webhooks
+from sandbox import dataverse
+from sandbox.dataverse import events as dataverse_webhooks
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import wait_until
 from tests.connectors.microsoft_support import Inbox, MsClient, fixture_json

@@ -7,8 +7,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sandbox.emulators import finops
-from sandbox.faults import set_faults
+from sandbox import finops
+from sandbox.common.faults import set_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import wait_until
 from tests.connectors.microsoft_support import Inbox, MsClient, fixture_json, fixture_text

@@ -10,8 +10,8 @@ import pyodata
 import pytest
 import requests
 
-from sandbox.emulators import s4hana
-from sandbox.faults import set_faults
+from sandbox import s4hana
+from sandbox.common.faults import set_faults
 from sandbox.models import EmulatorSubscription
 from tests.conftest import fixture_path, wait_until
 

@@ -43,8 +43,8 @@ def staff_client(client, django_user_model):
 def p2c_flows(live_server):
     """The prospect-to-cash template against the live sandbox, retrying within seconds; flows by slug."""
     from integrations.scenarios.install import templates_install
-    from sandbox.emulators import dataverse
-    from sandbox.faults import clear_faults
+    from sandbox import dataverse
+    from sandbox.common.faults import clear_faults
 
     templates_install(name="prospect_to_cash", base_url=live_server.url)
     Flow.objects.all().update(retry_policy={"max_attempts": 10, "backoff": {"1": 1}, "jitter": 0})

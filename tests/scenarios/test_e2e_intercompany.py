@@ -16,7 +16,7 @@ from integrations.scenarios.install import templates_install
 from integrations.scenarios.templates.intercompany import LINK
 from integrations.selectors.chains import chain_for
 from integrations.systems import get_connector
-from sandbox.faults import clear_faults, set_faults
+from sandbox.common.faults import clear_faults, set_faults
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until
 
@@ -151,7 +151,7 @@ def test_ax_outage_in_the_middle_of_the_chain_completes_after_recovery(start_wor
 
 
 def test_mirror_fo_purchase_order_becomes_an_ax_sales_order_for_se01(start_worker, link):
-    from sandbox.emulators.finops import business_event
+    from sandbox.finops import business_event
 
     start_worker()
     with transaction.atomic():  # the emulator numbers its events (ControlNumber) under a row lock

@@ -19,8 +19,8 @@ from integrations.scenarios import traffic
 from integrations.scenarios.install import templates_install
 from integrations.selectors.chains import chain_for
 from integrations.systems import get_connector
-from sandbox.emulators import dataverse
-from sandbox.faults import clear_faults, set_faults
+from sandbox import dataverse
+from sandbox.common.faults import clear_faults, set_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import wait_until
 

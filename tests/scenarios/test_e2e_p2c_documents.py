@@ -15,7 +15,7 @@ from integrations.models import Message, RecordLink
 from integrations.protocols.transport import DeliveryRequest
 from integrations.selectors.chains import chain_for
 from integrations.systems import get_connector
-from sandbox.faults import set_faults
+from sandbox.common.faults import set_faults
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until
 

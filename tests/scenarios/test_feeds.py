@@ -11,7 +11,7 @@ from integrations.polling.poll import flow_poll, poll_by_id, poll_flow_ids
 from integrations.protocols.transport import DeliveryRequest
 from integrations.scenarios.install import templates_install
 from integrations.systems import get_connector
-from sandbox.faults import clear_faults, set_faults
+from sandbox.common.faults import clear_faults, set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PRODUCTS = "p2c-products-fo-to-sales"

@@ -13,7 +13,7 @@ from integrations.scenarios import traffic
 from integrations.scenarios.install import seed_scenarios
 from integrations.scenarios.templates import TEMPLATES
 from integrations.scenarios.templates.systems import SANDBOX_CLIENT_ID
-from sandbox.emulators import dataverse
+from sandbox import dataverse
 from sandbox.models import EmulatorRecord
 from tests.conftest import wait_until
 

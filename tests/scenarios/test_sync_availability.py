@@ -10,7 +10,7 @@ from integrations.scenarios.install import templates_install
 from integrations.scenarios.templates.intercompany import LINK
 from integrations.services.roles import OPERATOR
 from monitoring.roles import console_roles_ensure
-from sandbox.faults import clear_faults, set_faults
+from sandbox.common.faults import clear_faults, set_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/sync/availability"

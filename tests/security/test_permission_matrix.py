@@ -99,6 +99,8 @@ def _api(hub: Hub) -> list[tuple[str, str, dict[str, Any] | None, set[str]]]:
         ("post", f"/api/flows/{flow}/mapping", {"spec": {}}, {ENG}),
         ("post", f"/api/flows/{flow}/mapping/preview", {"payload": {}}, {OP, ENG, AUD}),
         ("get", "/api/systems", None, {OP, ENG, AUD}),
+        ("post", f"/api/systems/{hub.flow.target.slug}/pause", {"reason": "t"}, {OP, ENG}),
+        ("post", f"/api/systems/{hub.flow.target.slug}/resume", {"reason": "t"}, {OP, ENG}),
         ("get", "/api/audit", None, {AUD}),
         ("get", f"/api/deeplink/{flow}/R-1", None, {OP, ENG, AUD}),
         ("get", "/api/chains/c-1", None, {OP, ENG, AUD}),

@@ -87,13 +87,14 @@ class _AifTransport(Transport):
                 f"{self.connector.system.name}: the delivery's deadline passed before this call",
                 request_summary=f"{summary} (not sent)",
             )
-        with self.connector.governor.slot(summary):
+        with self.connector.governor.slot(summary, max_wait=left):
             response = super().post(address, message, headers)  # bounded in total by the session's DeadlineAdapter
-        try:
-            _raise_for_http(response, summary)
-        except errors.ThrottledError as failure:
-            self.connector.note_throttled(failure)  # every worker waits out the Retry-After, not only this one
-            raise
+            try:
+                _raise_for_http(response, summary)
+            except errors.ThrottledError as failure:
+                # Every worker waits out the Retry-After; stored before the slot goes to the next sender.
+                self.connector.note_throttled(failure)
+                raise
         return response
 
 

@@ -4,7 +4,8 @@ System: base_url = the environment (https://org.crm4.dynamics.com), auth_url = t
 (https://login.microsoftonline.com/<tenant>), client_id / secret of the app registration that has an
 application user in the environment, scope = "<base_url>/.default" (the default when empty).
 settings: "ca_bundle" (a private CA), "page_size" (Prefer odata.maxpagesize, default 5000),
-"check_entities" (tables Test connection reads, default ["accounts"]).
+"check_entities" (tables Test connection reads, default ["accounts"]), "bulk_tables" (entity sets written
+with CreateMultiple / UpsertMultiple in batches, default bulk.BULK_TABLES; [] for $batch only).
 
 DeliveryRequest.entity is the entity set (accounts, salesorders…); key the alternate key values.
 """
@@ -15,13 +16,14 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import requests
 
 from integrations import errors
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
+from integrations.protocols.odata.keys import format_key
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
+from integrations.systems.dataverse import bulk
 from integrations.systems.dataverse.keys import canonical_key
 
 if TYPE_CHECKING:
@@ -44,20 +46,6 @@ def primary_id(entity_set: str) -> str:
         return PRIMARY_IDS[entity_set]
     singular = entity_set[:-3] + "y" if entity_set.endswith("ies") else entity_set.removesuffix("s")
     return f"{singular}id"
-
-
-def format_key(key: dict[str, Any]) -> str:
-    """Alternate key segment: accountnumber='A1' (quotes doubled, numbers bare)."""
-    parts = []
-    for name, value in key.items():
-        if isinstance(value, bool):
-            rendered = "true" if value else "false"
-        elif isinstance(value, int | float):
-            rendered = str(value)
-        else:
-            rendered = "'" + str(value).replace("'", "''") + "'"
-        parts.append(f"{name}={quote(rendered, safe=chr(39) + '=,')}")
-    return ",".join(parts)
 
 
 def is_deleted(record: dict[str, Any]) -> bool:
@@ -145,7 +133,7 @@ class DataverseConnector(MicrosoftConnector):
             headers["If-Match"] = "*"  # update only: 404 instead of creating
         elif operation == "create" or request.options.create_only:
             headers["If-None-Match"] = "*"  # create only: 412 instead of overwriting
-        url = f"{self.api}/{request.entity}({format_key(request.key)})"
+        url = f"{self.api}/{request.entity}({format_key(request.key, url=True)})"
         return BatchPart("PATCH", url, request.payload, headers)
 
     def _with_client_id(self, request: DeliveryRequest) -> dict[str, Any]:
@@ -170,7 +158,7 @@ class DataverseConnector(MicrosoftConnector):
         if request.target_key:
             segment = canonical_key(request.target_key)
         elif request.key:
-            segment = format_key(request.key)
+            segment = format_key(request.key, url=True)
         else:
             raise errors.RejectedError(f"{self.system.name}: no key of the {request.entity} row to {policy.action}")
         url = f"{self.api}/{request.entity}({segment})"
@@ -238,16 +226,37 @@ class DataverseConnector(MicrosoftConnector):
     def deliver_many(
         self, requests_: Sequence[DeliveryRequest], *, atomic: bool = False
     ) -> list[DeliveryResult | errors.ConnectorError]:
-        """Write many records through $batch, up to 1,000 per call.
+        """Write many records, up to 1,000 per call: bulk messages where they fit, else $batch.
 
-        Each record is its own change set (a bad record fails alone) unless atomic=True, when each
-        chunk is one change set: all of it is written or none.
+        Keyless creates and upserts of a table that takes bulk messages go as CreateMultiple /
+        UpsertMultiple (bulk.py); the rest through $batch, each record its own change set (a bad record
+        fails alone) unless atomic=True, when each chunk is one change set: all of it is written or none.
         """
         results: list[DeliveryResult | errors.ConnectorError] = []
         size = max(1, min(self.system.batch_size or MAX_BATCH, MAX_BATCH))
         for start in range(0, len(requests_), size):
-            results += self._batch(list(requests_[start : start + size]), atomic)
+            chunk = list(requests_[start : start + size])
+            results += self._batch(chunk, atomic) if atomic else self._bulk_or_batch(chunk)
         return results
+
+    def _bulk_or_batch(self, chunk: list[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
+        """Creates and upserts of one table as one bulk message (bulk.py), everything else as $batch."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for n, request in enumerate(chunk):
+            if action := bulk.bulk_action(self, request):
+                groups.setdefault((request.entity, action), []).append(n)
+        outcome: dict[int, DeliveryResult | errors.ConnectorError] = {}
+        for (_, action), members in groups.items():
+            if len(members) >= bulk.MIN_BULK:
+                group = [chunk[n] for n in members]
+                outcome.update(zip(members, bulk.deliver_bulk(self, action, group, self._one_by_one), strict=True))
+        rest = [n for n in range(len(chunk)) if n not in outcome]
+        if rest:
+            outcome.update(zip(rest, self._batch([chunk[n] for n in rest], False), strict=True))
+        return [outcome[n] for n in range(len(chunk))]
+
+    def _one_by_one(self, group: list[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
+        return self._batch(group, False)
 
     def _batch(self, chunk: list[DeliveryRequest], atomic: bool) -> list[DeliveryResult | errors.ConnectorError]:
         parts: list[BatchPart] = []
@@ -345,7 +354,7 @@ class DataverseConnector(MicrosoftConnector):
     def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
         """One row by alternate key (or {primary id: guid}); None when it does not exist."""
         pk = primary_id(entity)
-        segment = str(key[pk]) if set(key) == {pk} else format_key(key)
+        segment = str(key[pk]) if set(key) == {pk} else format_key(key, url=True)
         try:
             response = self.request("GET", f"{self.api}/{entity}({segment})", headers=ODATA_HEADERS)
         except errors.RejectedError as exc:
@@ -397,6 +406,26 @@ class DataverseConnector(MicrosoftConnector):
                 f"{self.system.name}: change tracking is not enabled for {entity} (no delta link)"
             )
         return records, delta
+
+    def read_page(
+        self, entity: str, cursor: str = "", filters: dict[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of an initial load: the rows at the cursor (an @odata.nextLink) and the next one ("" at the end).
+
+        Paged with Prefer: odata.maxpagesize (at most 5,000), filtered by filters["since"] on modifiedon.
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results
+        """
+        filters = filters or {}
+        size = min(5000, int(filters.get("page_size") or self.page_size))
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={size}"}
+        if cursor:
+            response = self.request("GET", cursor, headers=headers)
+        else:
+            since = filters.get("since")
+            params = {"$filter": f"{filters.get('field') or 'modifiedon'} ge {since}"} if since else None
+            response = self.request("GET", f"{self.api}/{entity}", params=params, headers=headers)
+        body = response.json()
+        return body.get("value", []), body.get("@odata.nextLink") or ""
 
     # --- connection check -------------------------------------------------------------------------
 

@@ -159,7 +159,9 @@ def dataverse_event(body: Any, *, headers: dict[str, str]) -> InboundEvent:
         modified = (target or {}).get("attributes", {}).get("modifiedon") or (post or {}).get("attributes", {}).get(
             "modifiedon"
         )
-        source_version = iso_to_micros(modified) or iso_to_micros(context.get("OperationCreatedOn"))
+        source_version = iso_to_micros(modified, "modifiedon") or iso_to_micros(
+            context.get("OperationCreatedOn"), "OperationCreatedOn"
+        )
 
     attributes: dict[str, Any] = {}
     for image in (pre, post, target):  # the Target is what changed: it wins over the images

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from integrations import errors
 from integrations.flow_options import LinesSpec
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
+from integrations.protocols.odata import keys
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.finops import records
 from integrations.systems.finops.keys import canonical_key, format_key
@@ -48,13 +49,6 @@ class HeaderLines:
 
     spec: LineSpec
     rows: list[dict[str, Any]]
-
-
-def _literal(value: Any) -> str:
-    """An OData literal for a $filter: numbers bare, strings quoted with quotes doubled."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _error_texts(text: str) -> tuple[str, str, str]:
@@ -159,7 +153,7 @@ class FinOpsConnector(MicrosoftConnector):
             return self._deliver_with_lines(request, company, payload, lines)
         if records.keyless(request):
             return records.create_once(self, request, company, payload)
-        if request.operation == "create":
+        if request.operation == "create" or not request.key:
             return self._post(request, company, payload)
         if request.operation == "upsert" and request.exists is False:
             # Never written by us: create first, one round trip in the usual case.
@@ -276,8 +270,8 @@ class FinOpsConnector(MicrosoftConnector):
         return parts
 
     def _existing_lines(self, spec: LineSpec, company: str, header_key: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        clauses = [f"dataAreaId eq {_literal(company)}"]
-        clauses += [f"{name} eq {_literal(value)}" for name, value in header_key.items() if name != "dataAreaId"]
+        clauses = [f"dataAreaId eq {keys.literal(company)}"]
+        clauses += [f"{name} eq {keys.literal(value)}" for name, value in header_key.items() if name != "dataAreaId"]
         rows = self.query(spec.entity, filter=" and ".join(clauses), select=",".join([*spec.key, spec.match]))
         return {str(row.get(spec.match)): row for row in rows}
 
@@ -472,10 +466,47 @@ class FinOpsConnector(MicrosoftConnector):
         if cursor:
             clauses.append(f"{field} gt {cursor}")
         if company:
-            clauses.append(f"dataAreaId eq '{company.replace(chr(39), chr(39) * 2)}'")
+            clauses.append(f"dataAreaId eq {keys.string_literal(company)}")
         records = list(self.query(entity, filter=" and ".join(clauses), orderby=field))
         newest = max((str(r.get(field) or "") for r in records), default="") or (cursor or "")
         return records, newest
+
+    def read_page(
+        self, entity: str, cursor: str = "", filters: dict[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of an initial load: the rows at the cursor (an @odata.nextLink) and the next one ("" at the end).
+
+        Cross-company, filtered by filters["company"] (dataAreaId) and filters["since"] (ModifiedDateTime);
+        the page size is filters["page_size"] or the system's, sent as Prefer: odata.maxpagesize.
+        https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/odata#paging
+        """
+        filters = filters or {}
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={int(filters.get('page_size') or self.page_size)}"}
+        if cursor:
+            response = self.request("GET", cursor, headers=headers)
+        else:
+            clauses = []
+            if filters.get("since"):
+                clauses.append(f"{filters.get('field') or 'ModifiedDateTime'} ge {filters['since']}")
+            if filters.get("company"):
+                clauses.append(f"dataAreaId eq {keys.string_literal(str(filters['company']).lower())}")
+            params = {**CROSS_COMPANY, **({"$filter": " and ".join(clauses)} if clauses else {})}
+            response = self.request("GET", f"{self.data}/{entity}", params=params, headers=headers)
+        body = response.json()
+        return body.get("value", []), body.get("@odata.nextLink") or ""
+
+    def count(self, entity: str, filters: dict[str, Any] | None = None) -> int | None:
+        """How many rows a load would read ($count), for the preview; None if the entity cannot count."""
+        filters = filters or {}
+        clauses = []
+        if filters.get("since"):
+            clauses.append(f"{filters.get('field') or 'ModifiedDateTime'} ge {filters['since']}")
+        if filters.get("company"):
+            clauses.append(f"dataAreaId eq {keys.string_literal(str(filters['company']).lower())}")
+        params = {**CROSS_COMPANY, "$count": "true", "$top": "0", **({"$filter": " and ".join(clauses)} if clauses else {})}
+        body = self.request("GET", f"{self.data}/{entity}", params=params, headers=ODATA_HEADERS).json()
+        count = body.get("@odata.count")
+        return int(count) if count is not None else None
 
     def call_service(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         """POST to a custom service operation /api/services/<group>/<service>/<operation>."""

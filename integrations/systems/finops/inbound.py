@@ -49,7 +49,7 @@ def finops_event(body: Any, *, endpoint: InboundEndpoint | None = None) -> Inbou
         entity=event_type,
         event_type=event_type,
         source_record_key=record_key,
-        source_version=control_number or iso_to_micros(event.get("EventTime")),
+        source_version=control_number or iso_to_micros(event.get("EventTime"), "EventTime"),
         correlation_id=event_id.strip("{}").lower()[:100],
         headers={
             "business_event_id": event_type,

@@ -11,64 +11,29 @@ reconciliation compare keys in this form only.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote
+
+from integrations.protocols.odata import keys
+from integrations.protocols.odata.errors import ODataError
 
 COMPANY = "dataAreaId"
 
 
-def _render(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def format_key(company: str, key: dict[str, Any]) -> str:
     """dataAreaId='se01',SalesOrderNumber='SO-1': the normal form (company lower-cased, quotes doubled)."""
-    values = {**key, COMPANY: str(company or key.get(COMPANY, "")).lower()}
-    ordered = {COMPANY: values.pop(COMPANY), **values}
-    return ",".join(f"{name}={quote(_render(value), safe=chr(39) + '=,')}" for name, value in ordered.items())
+    values = {COMPANY: str(company or key.get(COMPANY, "")).lower()}
+    values.update((name, value) for name, value in key.items() if name != COMPANY)
+    return keys.format_key(values, url=True)
 
 
 def parse_key(text: str) -> dict[str, Any]:
-    """The fields of a key predicate (quoted or not): {"dataAreaId": "se01", "CustomerAccount": "C-1"}."""
-    text = unquote(text.strip())
+    """The fields of a key predicate (URL-quoted or not): {"dataAreaId": "se01", "CustomerAccount": "C-1"}."""
+    text = text.strip()
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1]
-    fields: dict[str, Any] = {}
-    position = 0
-    while position < len(text):
-        equals = text.index("=", position)
-        name = text[position:equals].strip()
-        position = equals + 1
-        if text[position : position + 1] == "'":
-            value, position = _quoted(text, position)
-        else:
-            end = text.find(",", position)
-            end = len(text) if end < 0 else end
-            raw = text[position:end].strip()
-            value = int(raw) if raw.lstrip("-").isdigit() else raw
-            position = end
-        fields[name] = value
-        position += 1  # the comma
-    return fields
-
-
-def _quoted(text: str, start: int) -> tuple[str, int]:
-    chars: list[str] = []
-    position = start + 1
-    while position < len(text):
-        char = text[position]
-        if char == "'":
-            if text[position + 1 : position + 2] == "'":
-                chars.append("'")
-                position += 2
-                continue
-            return "".join(chars), position + 1
-        chars.append(char)
-        position += 1
-    raise ValueError(f"unterminated quote in key {text!r}")
+    parsed = keys.parse_key(text)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{text!r} is not a named F&O key")
+    return parsed
 
 
 def canonical_key(text: str) -> str:
@@ -77,7 +42,7 @@ def canonical_key(text: str) -> str:
         return text
     try:
         fields = parse_key(text)
-    except ValueError:
+    except (ValueError, ODataError):
         return text
     if COMPANY not in fields:
         return text

@@ -66,7 +66,7 @@ def delete(connector: FinOpsConnector, request: DeliveryRequest) -> DeliveryResu
     """
     policy = request.options.on_delete
     key = canonical_key(request.target_key)
-    if not key and request.key and request.company:
+    if not key and request.company and not keyless(request) and all(v not in (None, "") for v in request.key.values()):
         key = format_key(request.company, request.key)
     if not key:
         raise errors.RejectedError(f"{connector.system.name}: no key of the {request.entity} record to {policy.action}")

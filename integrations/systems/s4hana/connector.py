@@ -14,10 +14,8 @@ operator's text; 400/404 → rejected, 401/403 → auth, 412 → conflict, 429 �
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from integrations import errors
+from integrations.protocols.odata import keys
+from integrations.protocols.odata.batch import BatchRequest, ChangeSet, decode_responses, encode_requests
 from integrations.protocols.transport import (
     ConnectionReport,
     DeliveryRequest,
@@ -53,15 +53,6 @@ def sap_error_text(body: Any) -> str:
     code = error.get("code", "")
     joined = "; ".join(t for t in texts if t)
     return f"{joined} [{code}]" if code else joined
-
-
-def _key_predicate(key: dict[str, Any]) -> str:
-    def literal(value: Any) -> str:
-        return "'" + str(value).replace("'", "''") + "'" if isinstance(value, str) else str(value)
-
-    if len(key) == 1:
-        return f"({literal(next(iter(key.values())))})"
-    return "(" + ",".join(f"{name}={literal(value)}" for name, value in key.items()) + ")"
 
 
 def _target_key(entity: dict[str, Any]) -> str:
@@ -200,12 +191,7 @@ class S4HanaConnector(HttpConnector):
 
     def find(self, service: str, entity_set: str, key: dict[str, Any]) -> list[dict[str, Any]]:
         """Entities whose fields equal the given values ($filter), with their __metadata (etag)."""
-        clauses = " and ".join(
-            f"{name} eq '{str(value).replace(chr(39), chr(39) * 2)}'"
-            if isinstance(value, str)
-            else f"{name} eq {value}"
-            for name, value in key.items()
-        )
+        clauses = " and ".join(f"{name} eq {keys.v2_literal(value)}" for name, value in key.items())
         response = self._send(
             "GET", f"{self.base_url}/{service}/{entity_set}", params={"$filter": clauses, "$top": "2"}
         )
@@ -268,10 +254,10 @@ class S4HanaConnector(HttpConnector):
         policy = request.options.on_delete
         key = canonical_key(request.target_key)
         if key:
-            predicate = f"{entity_set}({key})" if "=" in key else f"{entity_set}('{key.replace(chr(39), chr(39) * 2)}')"
+            predicate = f"{entity_set}({key})" if "=" in key else f"{entity_set}({keys.string_literal(key)})"
         elif request.key:
-            predicate = f"{entity_set}{_key_predicate(request.key)}"
-            key = canonical_key(_key_predicate(request.key))
+            predicate = f"{entity_set}({keys.format_v2_key(request.key)})"
+            key = canonical_key(keys.format_v2_key(request.key))
         else:
             raise errors.RejectedError(f"S/4HANA: no key of the {entity_set} entity to {policy.action}")
         method = "DELETE" if policy.action == "delete" else "PATCH"
@@ -328,37 +314,23 @@ class S4HanaConnector(HttpConnector):
         ):
             return super().deliver_many(requests_)
         service = services.pop()
-        boundary = f"batch_{uuid.uuid4()}"
-        lines = []
-        for number, request in enumerate(requests_, start=1):
-            changeset = f"changeset_{uuid.uuid4()}"
-            body = json.dumps(request.payload)
-            lines += [
-                f"--{boundary}",
-                f"Content-Type: multipart/mixed; boundary={changeset}",
-                "",
-                f"--{changeset}",
-                "Content-Type: application/http",
-                "Content-Transfer-Encoding: binary",
-                f"Content-ID: {number}",
-                "",
-                f"POST {self._split_entity(request.entity)[1]} HTTP/1.1",
-                "Content-Type: application/json",
-                "Accept: application/json",
-                f"Content-Length: {len(body.encode())}",
-                "",
-                body,
-                f"--{changeset}--",
-            ]
-        lines += [f"--{boundary}--", ""]
-        response = self._write(
-            "POST",
-            service,
-            "$batch",
-            data="\r\n".join(lines).encode(),
-            headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
-        )
-        answers = _parse_batch_response(response)
+        changesets = []
+        for request in requests_:
+            body = json.dumps(request.payload).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Content-Length": str(len(body)),
+            }
+            post = BatchRequest("POST", self._split_entity(request.entity)[1], headers, body)
+            changesets.append(ChangeSet([post]))
+        data, content_type = encode_requests(changesets)
+        response = self._write("POST", service, "$batch", data=data, headers={"Content-Type": content_type})
+        try:
+            parts = decode_responses(response.content, response.headers.get("Content-Type", ""))
+        except ValueError as exc:
+            raise errors.TransientError(f"S/4HANA: unreadable $batch answer: {exc}") from exc
+        answers = [(part.status, part.text) for part in parts]
         if len(answers) != len(requests_):
             raise errors.TransientError(f"S/4HANA: $batch answered {len(answers)} parts for {len(requests_)} requests")
         results: list[DeliveryResult | errors.ConnectorError] = []
@@ -386,7 +358,7 @@ class S4HanaConnector(HttpConnector):
     def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
         service, entity_set = self._split_entity(entity)
         try:
-            response = self._send("GET", f"{self.base_url}/{service}/{entity_set}{_key_predicate(key)}")
+            response = self._send("GET", f"{self.base_url}/{service}/{entity_set}({keys.format_v2_key(key)})")
         except errors.RejectedError as exc:
             if exc.status_code == 404:
                 return None
@@ -409,16 +381,3 @@ class S4HanaConnector(HttpConnector):
             else:
                 report.add(f"{service} $metadata", True, "readable")
         return report
-
-
-def _parse_batch_response(response: requests.Response) -> list[tuple[int, str]]:
-    """(status, body) of each operation in a $batch answer, in order; a failed change set gives one."""
-    match = re.search(r'boundary="?([^";]+)"?', response.headers.get("Content-Type", ""))
-    if not match:
-        raise errors.TransientError("S/4HANA: $batch answer without a multipart boundary")
-    out = []
-    for status, body in re.findall(
-        r"HTTP/1\.1 (\d{3})[^\n]*\n(?:[^\n]*\S[^\n]*\n)*?\r?\n(.*?)(?=\r?\n--)", response.text, re.S
-    ):
-        out.append((int(status), body.strip()))
-    return out

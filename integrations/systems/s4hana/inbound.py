@@ -60,7 +60,7 @@ def sap_event(body: Any, *, endpoint: InboundEndpoint | None = None) -> InboundE
         if len(scalars) == 1:
             record_key = scalar_text(scalars[0])
     time_value = event.get("time")
-    if time_value is not None and iso_to_micros(time_value) is None:
+    if time_value is not None and iso_to_micros(time_value, "time") is None:
         raise EventError(f"field 'time' must be an RFC 3339 time, got {time_value!r}", "time")
     return InboundEvent(
         payload=event,
@@ -68,7 +68,7 @@ def sap_event(body: Any, *, endpoint: InboundEndpoint | None = None) -> InboundE
         entity=event["type"],
         event_type=event["type"],
         source_record_key=record_key,
-        source_version=iso_to_micros(time_value),
+        source_version=iso_to_micros(time_value, "time"),
         correlation_id=str(event["id"])[:100],
         headers={"ce_type": event["type"], "ce_source": event["source"], "ce_subject": event.get("subject", "")},
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from integrations.protocols.odata.keys import string_value
+
 _KEY_IN_URI = re.compile(r"\(([^()]*)\)$")
 
 
@@ -26,7 +28,7 @@ def canonical_key(text: str) -> str:
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1]
     if text.startswith("'") and text.endswith("'") and "=" not in text:
-        return text[1:-1].replace("''", "'")
+        return string_value(text)
     return text
 
 

@@ -1,0 +1,259 @@
+"""Initial load and re-sync: every source record of a flow, read page by page, ingested as a Message.
+
+Each record goes through the same mapping and idempotent delivery as live traffic. Its idempotency
+key is "<entity>:<record key>:<version>" (the F&O poller's form), so a page read twice after a crash,
+or a record the poller already took, is stored once.
+
+A page is one unit: a worker leases the run, reads the page at the run's cursor, then stores the
+page's messages, the new cursor and the counts in one transaction, and queues the next page after
+commit. A worker killed mid-page commits nothing; the lease runs out and the sweeper queues the page
+again (load_runs_sweep). A cancel is seen under the run's row lock, so a page in flight stores nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations import errors, systems
+from integrations.models import Flow, LoadRun, Message
+from integrations.pipeline import dispatch
+from integrations.pipeline.ingest import message_ingest
+
+logger = logging.getLogger(__name__)
+State = LoadRun.State
+VERSION_FIELDS = ("@odata.etag", "ModifiedDateTime", "modifiedon", "LastChangeDateTime", "modifiedDateTime")
+
+
+class LoadError(ValueError):
+    """A load that cannot start: no readable source, no key fields, one already running."""
+
+
+@dataclass(frozen=True)
+class LoadSource:
+    entity: str
+    key: tuple[str, ...]
+
+
+def load_source(*, flow: Flow, entity: str = "", key: tuple[str, ...] | list[str] = ()) -> LoadSource:
+    """What a load of this flow reads: the given entity and key fields, else the flow's poll options."""
+    poll = flow.opts.poll
+    entity = entity or (poll.entity if poll else "") or flow.opts.ax_service or flow.entity
+    key = tuple(key) or (tuple(poll.key) if poll else ())
+    if not key:
+        raise LoadError(f"flow {flow.slug}: the load needs the source key fields (options.poll.key, or key=)")
+    if not hasattr(systems.connector_class(flow.source.kind), "read_page"):
+        raise LoadError(f"flow {flow.slug}: {flow.source.kind} sources cannot be read page by page")
+    return LoadSource(entity=entity, key=key)
+
+
+def _filters(since: dt.datetime | str | None, company: str, page_size: int | None) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    if since:
+        moment = since if isinstance(since, dt.datetime) else dt.datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        filters["since"] = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if company:
+        filters["company"] = company
+    if page_size:
+        filters["page_size"] = int(page_size)
+    return filters
+
+
+def load_preview(
+    *, flow: Flow, since: dt.datetime | str | None = None, company: str = "", entity: str = ""
+) -> int | None:
+    """How many records a load would read, if the source can count them (F&O $count); None otherwise."""
+    source = load_source(flow=flow, entity=entity, key=("-",))
+    connector = systems.get_connector(flow.source)
+    count = getattr(connector, "count", None)
+    return count(source.entity, _filters(since, company, None)) if count else None
+
+
+def load_start(
+    *,
+    flow: Flow,
+    since: dt.datetime | str | None = None,
+    company: str = "",
+    entity: str = "",
+    key: tuple[str, ...] | list[str] = (),
+    page_size: int | None = None,
+    actor: Any = None,
+) -> LoadRun:
+    """Create the run (one running load per flow) and queue its first page after commit."""
+    source = load_source(flow=flow, entity=entity, key=key)
+    filters = {**_filters(since, company, page_size), "key": list(source.key)}
+    try:
+        expected = load_preview(flow=flow, since=since, company=company, entity=source.entity)
+    except errors.ConnectorError:
+        expected = None  # the preview is a courtesy; the load itself reports a source that fails
+    try:
+        with transaction.atomic():
+            run = LoadRun.objects.create(
+                flow=flow,
+                entity=source.entity,
+                filters=filters,
+                expected=expected,
+                started_by=actor if getattr(actor, "pk", None) else None,
+            )
+            transaction.on_commit(partial(dispatch.queue_load_page, run_id=run.pk))
+    except IntegrityError as exc:
+        raise LoadError(f"flow {flow.slug}: a load is already running") from exc
+    logger.info("load %s of flow %s started (%s)", run.pk, flow.slug, filters, extra={"flow_id": flow.pk})
+    return run
+
+
+def load_cancel(*, run: LoadRun) -> bool:
+    """Stop a running load: the page in flight stores nothing, no further page is read."""
+    return bool(
+        LoadRun.objects.filter(pk=run.pk, state=State.RUNNING).update(
+            state=State.CANCELLED, finished_at=timezone.now(), lease_expires_at=None
+        )
+    )
+
+
+def record_identity(*, entity: str, key: tuple[str, ...], row: dict[str, Any]) -> tuple[str, str]:
+    """The record's key (dataAreaId='se01',CustomerAccount='C1' for company-bound rows) and its version."""
+    missing = [name for name in key if row.get(name) in (None, "")]
+    if missing:
+        raise LoadError(f"{entity} record without key field(s) {', '.join(missing)}")
+    parts = {name: row[name] for name in key}
+    if row.get("dataAreaId") and "dataAreaId" not in parts:
+        parts = {"dataAreaId": str(row["dataAreaId"]).lower(), **parts}
+    record_key = ",".join(f"{name}='{value}'" if isinstance(value, str) else f"{name}={value}" for name, value in parts.items())
+    version = next((str(row[name]) for name in VERSION_FIELDS if row.get(name)), "")
+    if not version:  # no version field: the content is the version, so an unchanged record is stored once
+        version = hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return record_key, version
+
+
+def _claim(run_id: int) -> bool:
+    now = timezone.now()
+    lease = now + dt.timedelta(seconds=float(settings.ICBRIDGE_LOAD_LEASE_SECONDS))
+    return bool(
+        LoadRun.objects.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now), pk=run_id, state=State.RUNNING)
+        .update(lease_expires_at=lease, updated_at=now)
+    )
+
+
+def _end(run_id: int, state: str, error: str) -> None:
+    LoadRun.objects.filter(pk=run_id, state=State.RUNNING).update(
+        state=state, last_error=error[:2000], finished_at=timezone.now(), lease_expires_at=None
+    )
+
+
+def load_page(*, run_id: int) -> LoadRun | None:
+    """Read and store one page of a running load, then queue the next (None: not ours to run now).
+
+    1. Lease the run; a duplicate task, or one for a finished run, does nothing.
+    2. Read the page at the cursor, with no transaction open while the source answers.
+    3. Under the run's row lock (a cancel waits for it), ingest every record, move the cursor and
+       the counts, and queue the next page after commit; at the last page the run is done.
+    """
+    if not _claim(run_id):
+        return None
+    run = LoadRun.objects.select_related("flow__source", "flow__target", "flow__company_link").get(pk=run_id)
+    key = tuple(run.filters.get("key") or ())
+    try:
+        rows, next_cursor = systems.get_connector(run.flow.source).read_page(run.entity, run.cursor, run.filters)
+    except errors.TransientError as exc:
+        # Left leased: the sweeper queues the page again once the lease has run out, not in a hot loop.
+        LoadRun.objects.filter(pk=run_id).update(last_error=exc.message[:2000])
+        logger.warning("load %s: page read failed, will retry: %s", run_id, exc.message, extra={"flow_id": run.flow_id})
+        return run
+    except errors.ConnectorError as exc:
+        _end(run_id, State.FAILED, exc.message)
+        logger.warning("load %s failed: %s", run_id, exc.message, extra={"flow_id": run.flow_id})
+        return run
+    with transaction.atomic():
+        run = LoadRun.objects.select_for_update().select_related("flow").get(pk=run_id)
+        if run.state != State.RUNNING:
+            return run  # cancelled while the page was read: store nothing
+        written = failed = 0
+        for row in rows:
+            try:
+                record_key, version = record_identity(entity=run.entity, key=key, row=row)
+            except LoadError as exc:
+                failed += 1
+                run.last_error = str(exc)[:2000]
+                continue
+            _, created = message_ingest(
+                flow=run.flow,
+                payload=row,
+                idempotency_key=f"{run.entity}:{record_key}:{version}",
+                source_record_key=record_key,
+                headers={"load_run": run.pk, "entity": run.entity},
+            )
+            written += int(created)
+        run.read += len(rows)
+        run.written += written
+        run.failed += failed
+        run.pages += 1
+        run.cursor = next_cursor
+        run.lease_expires_at = None
+        if not next_cursor:
+            run.state, run.finished_at = State.DONE, timezone.now()
+        else:
+            transaction.on_commit(partial(dispatch.queue_load_page, run_id=run.pk))
+        run.save(update_fields=["read", "written", "failed", "pages", "cursor", "lease_expires_at", "state", "finished_at", "last_error", "updated_at"])
+    return run
+
+
+def load_runs_sweep() -> int:
+    """Queue again the page of every running load whose worker is gone (lease run out, or no progress)."""
+    now = timezone.now()
+    idle = now - dt.timedelta(seconds=float(settings.ICBRIDGE_LOAD_LEASE_SECONDS))
+    ids = list(
+        LoadRun.objects.filter(state=State.RUNNING)
+        .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True, updated_at__lt=idle))
+        .values_list("pk", flat=True)
+    )
+    for run_id in ids:
+        LoadRun.objects.filter(pk=run_id).update(updated_at=now)  # one re-queue per idle period
+        dispatch.queue_load_page(run_id=run_id)
+    return len(ids)
+
+
+def load_progress(*, run: LoadRun) -> dict[str, Any]:
+    """Counts, rate and ETA of a load, and how its messages stand (delivered, failed)."""
+    end = run.finished_at or timezone.now()
+    seconds = max((end - run.started_at).total_seconds(), 0.001)
+    messages = Message.objects.filter(flow_id=run.flow_id, headers__load_run=run.pk)
+    delivered = messages.filter(status=Message.Status.DELIVERED).count()
+    failing = messages.filter(status__in=[Message.Status.FAILED, Message.Status.DEAD]).count()
+    rate = run.read / seconds
+    eta = None
+    if run.expected and rate > 0 and not run.is_finished:
+        eta = max(run.expected - run.read, 0) / rate
+    percent = min(100, round(100 * run.read / run.expected)) if run.expected else (100 if run.is_finished else None)
+    return {
+        "id": run.pk,
+        "flow": run.flow.slug,
+        "state": run.state,
+        "entity": run.entity,
+        "filters": run.filters,
+        "expected": run.expected,
+        "read": run.read,
+        "written": run.written,
+        "failed": run.failed,
+        "pages": run.pages,
+        "delivered": delivered,
+        "messages_failed": failing,
+        "rate_per_second": round(rate, 2),
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "percent": percent,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "last_error": run.last_error,
+    }

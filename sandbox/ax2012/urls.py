@@ -1,0 +1,7 @@
+from django.urls import path
+
+from sandbox.ax2012.soap import port_view
+
+urlpatterns = [
+    path("MicrosoftDynamicsAXAif60/<str:port>/xppservice.svc", port_view, name="ax2012-port"),
+]

@@ -1,0 +1,206 @@
+"""One Web API call on a table: read, create, upsert, delete, and collection-valued navigation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import IntegrityError
+
+from integrations.protocols.odata import ODataError
+from integrations.protocols.odata.keys import format_key, parse_key
+from sandbox.common.result import Result
+from sandbox.dataverse.auth import error
+from sandbox.dataverse.bulk import BULK_PATH, bulk
+from sandbox.dataverse.events import raise_webhooks
+from sandbox.dataverse.metadata import entity_definitions, who_am_i
+from sandbox.dataverse.query import ROW_OPTIONS, read_list, unsupported_option
+from sandbox.dataverse.store import (
+    Call,
+    context_url,
+    duplicate_key,
+    entity_json,
+    etag,
+    find,
+    live,
+    not_found,
+    stored_values,
+    validate,
+    write,
+    written,
+)
+from sandbox.dataverse.tables import _ENTITY_PATH, NAVIGATION, TABLES, Table
+from sandbox.models.store import next_change_seq
+
+
+def _create(call: Call, table: Table, set_name: str, body: dict[str, Any]) -> Result:
+    return create_row(call, table, set_name, body)[0]
+
+
+def create_row(call: Call, table: Table, set_name: str, body: dict[str, Any]) -> tuple[Result, str]:
+    """Create one row: the answer, and the new row's id ("" when refused)."""
+    if failure := validate(table, set_name, body, creating=True):
+        return failure, ""
+    values = stored_values(body)
+    primary = str(values.pop(table.primary_id, "") or "") or None
+    if primary and live(set_name).filter(key=primary).exists():
+        return error(412, "0x80040237", "Cannot insert duplicate key."), ""
+    if failure := duplicate_key(table, set_name, values):
+        return failure, ""
+    record, _ = write(table, set_name, None, values, {}, primary)
+    raise_webhooks(call, table, "Create", record, body)
+    return written(call, table, set_name, record, True, record.key), record.key
+
+
+def _upsert(call: Call, table: Table, set_name: str, key: dict[str, Any] | str, body: dict[str, Any]) -> Result:
+    return upsert_row(call, table, set_name, key, body)[0]
+
+
+def upsert_row(
+    call: Call, table: Table, set_name: str, key: dict[str, Any] | str, body: dict[str, Any]
+) -> tuple[Result, str]:
+    """Create or update one row by key: the answer, and the row's id ("" when refused)."""
+    record, failure = find(table, set_name, key)
+    if failure:
+        return failure, ""
+    result = _upsert_found(call, table, set_name, key, body, record)
+    found, _ = find(table, set_name, key) if result.status < 400 else (None, None)
+    return result, found.key if found is not None else ""
+
+
+def _upsert_found(
+    call: Call, table: Table, set_name: str, key: dict[str, Any] | str, body: dict[str, Any], record: Any
+) -> Result:
+    if_match = call.headers.get("if-match", "")
+    if_none_match = call.headers.get("if-none-match", "")
+    if if_none_match == "*" and record is not None:
+        return error(412, "0x80040237", "A record with matching key values already exists.")
+    if if_match and record is None:
+        return not_found(table, key)
+    if if_match and if_match != "*" and if_match != etag(record.version):
+        return error(
+            412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided."
+        )
+    if failure := validate(table, set_name, body, creating=record is None):
+        return failure
+    values = stored_values(body)
+    key_values = key if isinstance(key, dict) else {}
+    if isinstance(key, str) and values.get(table.primary_id, key) != key:
+        return error(400, "0x80060888", f"The {table.primary_id} in the body does not match the key in the URL.")
+    values.pop(table.primary_id, None)
+    if failure := duplicate_key(table, set_name, {**values, **key_values}, exclude=record.key if record else ""):
+        return failure
+    before = dict(record.data) if record is not None else None
+    record, created = write(table, set_name, record, values, key_values, key if isinstance(key, str) else None)
+    message = "Create" if created else "Update"
+    raise_webhooks(call, table, message, record, body, before=before, key_values=key_values)
+    key_text = format_key(key) if isinstance(key, dict) else record.key
+    return written(call, table, set_name, record, created, key_text)
+
+
+def _related(call: Call, table: Table, set_name: str, raw_key: str, navigation: str) -> Result:
+    """GET <set>(<key>)/<collection navigation>: the related rows whose lookup points at this one."""
+    target = NAVIGATION.get((set_name, navigation))
+    if call.method != "GET" or target is None:
+        return error(
+            400,
+            "0x80060888",
+            f"Could not find a property named '{navigation}' on type 'Microsoft.Dynamics.CRM.{table.logical_name}'.",
+        )
+    try:
+        record, failure = find(table, set_name, parse_key(raw_key))
+    except ODataError as exc:
+        return error(400, "0x80060888", str(exc))
+    if failure or record is None:
+        return failure or not_found(table, raw_key)
+    related_set, column = target
+    related_table = TABLES[related_set]
+    select = call.query.get("$select")
+    rows = live(related_set).filter(**{f"data__{column}": record.key}).order_by("key")
+    return Result.json(
+        {
+            "@odata.context": context_url(call, related_set, select),
+            "value": [entity_json(related_table, r, select) for r in rows],
+        }
+    )
+
+
+def dispatch(call: Call) -> Result:
+    """Answer one Web API call (not $batch)."""
+    if call.path in ("WhoAmI", "WhoAmI()"):
+        return who_am_i(call) if call.method == "GET" else error(405, "0x80060888", "WhoAmI is a function: use GET")
+    if call.path.startswith("EntityDefinitions(") and "/Attributes" in call.path and call.method == "GET":
+        # Column metadata: the sandbox declares no option sets; casts like
+        # /Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata answer an empty collection.
+        return Result.json({"@odata.context": f"{call.root}/$metadata#EntityDefinitions/Attributes", "value": []})
+    if call.path.startswith("EntityDefinitions") and "/" not in call.path:
+        if call.method != "GET":
+            return error(405, "0x80060888", "The sandbox serves table metadata read-only.")
+        try:
+            return entity_definitions(call)
+        except ODataError as exc:
+            return error(400, "0x80060888", str(exc))
+    if bulk_match := BULK_PATH.match(call.path):
+        return bulk(call, bulk_match.group("set"), bulk_match.group("action"))
+    match = _ENTITY_PATH.match(call.path)
+    table = TABLES.get(match.group("set")) if match else None
+    if match is None or table is None:
+        return error(404, "0x80060888", f"Resource not found for the segment '{call.path.split('(')[0]}'.")
+    set_name, raw_key = match.group("set"), match.group("key")
+    if match.group("navigation"):
+        return _related(call, table, set_name, raw_key or "", match.group("navigation"))
+    try:
+        key = parse_key(raw_key) if raw_key is not None else None
+        body: Any = None
+        if call.method in ("POST", "PATCH"):
+            try:
+                body = json.loads(call.body or b"{}")
+            except ValueError:
+                return error(
+                    400,
+                    "0x80048d19",
+                    f"Error identified in Payload provided by the user for Entity :'{set_name}': the body is not JSON.",
+                )
+        if key is None:
+            if call.method == "GET":
+                return read_list(call, table, set_name)
+            if call.method == "POST":
+                return _create(call, table, set_name, body)
+            return error(405, "0x80060888", f"{call.method} is not allowed on the collection '{set_name}'.")
+        if call.method == "GET":
+            if failure := unsupported_option(call, ROW_OPTIONS):
+                return failure
+            record, failure = find(table, set_name, key)
+            if failure or record is None:
+                return failure or not_found(table, key)
+            select = call.query.get("$select")
+            return Result.json(
+                {
+                    "@odata.context": context_url(call, set_name, select, entity=True),
+                    **entity_json(table, record, select),
+                },
+                ETag=etag(record.version),
+            )
+        if call.method == "PATCH":
+            return _upsert(call, table, set_name, key, body)
+        if call.method == "DELETE":
+            record, failure = find(table, set_name, key)
+            if failure or record is None:
+                return failure or not_found(table, key)
+            if_match = call.headers.get("if-match", "")
+            if if_match and if_match not in ("*", etag(record.version)):
+                return error(
+                    412,
+                    "0x80060882",
+                    "The version of the existing record doesn't match the RowVersion property provided.",
+                )
+            record.deleted = True
+            record.change_seq = next_change_seq()
+            record.save(update_fields=["deleted", "change_seq", "modified_at"])
+            raise_webhooks(call, table, "Delete", record, None, before=record.data)
+            return Result(204, {"OData-Version": "4.0"})
+        return error(405, "0x80060888", f"{call.method} is not allowed on '{set_name}({raw_key})'.")
+    except ODataError as exc:
+        return error(400, "0x80060888", str(exc))
+    except IntegrityError:
+        return error(412, "0x80040237", "Cannot insert duplicate key.")

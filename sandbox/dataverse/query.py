@@ -1,0 +1,167 @@
+"""Reading a table: $filter, $orderby, $top, server-driven paging ($skiptoken) and change tracking (delta links)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote, unquote, urlencode
+
+from django.utils import timezone
+
+from integrations.protocols.odata import ODataError
+from integrations.protocols.odata.filter import V4, parse_filter
+from sandbox.common.result import Result
+from sandbox.common.v4 import order_by
+from sandbox.dataverse.auth import error
+from sandbox.dataverse.store import Call, context_url, entity_json, live
+from sandbox.dataverse.tables import EMULATOR, MAX_PAGE_SIZE, Table
+from sandbox.models import EmulatorRecord
+from sandbox.models.store import next_change_seq
+
+
+def _skiptoken(page: int, last: str, extra: str = "") -> str:
+    inner = quote(quote(f'<cookie page="{page - 1}"><key last="{{{last.upper()}}}" /></cookie>', safe=""), safe="")
+    return f'<cookie pagenumber="{page}" pagingcookie="{inner}" {extra}/>'
+
+
+def _read_skiptoken(token: str) -> tuple[int, str, int | None]:
+    """Page number, last primary id and (for change tracking) the snapshot sequence from a $skiptoken."""
+    text = token
+    for _ in range(3):  # the paging cookie sits URL-encoded inside the (encoded) skiptoken
+        text = unquote(text)
+    page = re.search(r'pagenumber="(\d+)"', text)
+    last = re.search(r'last="\{([0-9A-Fa-f-]{36})\}"', text)
+    snapshot = re.search(r'snapshot="(\d+)"', text)
+    if not page or not last:
+        raise ODataError(f"$skiptoken '{token[:80]}' is not a paging cookie this service issued")
+    return int(page.group(1)), last.group(1).lower(), int(snapshot.group(1)) if snapshot else None
+
+
+def _page_size(call: Call) -> int | None:
+    raw = call.prefer().get("odata.maxpagesize")
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ODataError(f"Prefer: odata.maxpagesize must be a positive number, got '{raw}'")
+    return min(int(raw), MAX_PAGE_SIZE)
+
+
+def _link(call: Call, set_name: str, **params: str) -> str:
+    query = {k: v for k, v in call.query.items() if k not in ("$skiptoken", "$deltatoken")}
+    query.update(params)
+    return f"{call.root}/{set_name}?{urlencode(query, quote_via=quote, safe='$,()')}"
+
+
+def _delta_token(seq: int) -> str:
+    return f"{seq}!{timezone.now().strftime('%m/%d/%Y %H:%M:%S')}"
+
+
+# What the emulator implements. Dataverse answers 400 to a query option it does not know; the options it
+# knows but the sandbox does not implement ($expand, $apply, $count, $search, fetchXml, savedQuery,
+# userQuery, parameter aliases) are refused too rather than silently ignored, which would return the
+# whole table. "Query data using the Web API"
+# https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-data-web-api
+LIST_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$skiptoken", "$deltatoken"})
+ROW_OPTIONS = frozenset({"$select"})
+NOT_EMULATED = frozenset({"$expand", "$apply", "$count", "$search", "fetchXml", "savedQuery", "userQuery"})
+
+
+def unsupported_option(call: Call, allowed: frozenset[str]) -> Result | None:
+    """The 400 for the first query option this read does not take, None when all are known."""
+    for name in call.query:
+        if name in allowed:
+            continue
+        if name in NOT_EMULATED or name.startswith("@"):
+            return error(
+                400,
+                "0x80060888",
+                f"The query parameter '{name}' is not supported by the icbridge sandbox (Dataverse implements it; "
+                "see docs/sandbox.md).",
+            )
+        return error(400, "0x80060888", f"The query parameter '{name}' is not supported.")
+    return None
+
+
+def read_list(call: Call, table: Table, set_name: str) -> Result:
+    if failure := unsupported_option(call, LIST_OPTIONS):
+        return failure
+    select = call.query.get("$select")
+    tracking = "odata.track-changes" in call.prefer()
+    delta = call.query.get("$deltatoken")
+    if (tracking or delta) and any(p in call.query for p in ("$filter", "$orderby", "$top", "$expand")):
+        return error(
+            400, "0x80060888", "Change tracking supports only $select; remove $filter, $orderby, $top and $expand."
+        )
+    if delta is not None:
+        return read_changes(call, table, set_name, delta)
+    page_size = _page_size(call) or MAX_PAGE_SIZE
+    records = list(live(set_name).order_by("key"))  # Dataverse pages in primary id order
+    if "$filter" in call.query:
+        matches = parse_filter(call.query["$filter"], V4())
+        records = [r for r in records if matches(r.data)]
+    if order := call.query.get("$orderby"):
+        order_by(records, order, lambda value: (value is None, value if value is not None else ""))
+    snapshot: int | None = None
+    page = 1
+    if token := call.query.get("$skiptoken"):
+        page, last, snapshot = _read_skiptoken(token)
+        if order:
+            records = records[(page - 1) * page_size :]
+        else:
+            records = [r for r in records if r.key > last]
+    if tracking and snapshot is None:
+        snapshot = next_change_seq()  # taken before reading: a change made meanwhile comes again in the delta
+    body: dict[str, Any] = {"@odata.context": context_url(call, set_name, select)}
+    headers: dict[str, str] = {}
+    if "$top" in call.query:
+        top = call.query["$top"]
+        if not top.isdigit():
+            return error(400, "0x80060888", f"$top must be a non-negative integer, got '{top}'")
+        records = records[: int(top)]
+    elif len(records) > page_size:
+        records = records[:page_size]
+        extra = f'snapshot="{snapshot}" istracking="True" ' if tracking else 'istracking="False" '
+        body["@odata.nextLink"] = _link(call, set_name, **{"$skiptoken": _skiptoken(page + 1, records[-1].key, extra)})
+    elif tracking:
+        body["@odata.deltaLink"] = _link(call, set_name, **{"$deltatoken": _delta_token(snapshot)})
+    if _page_size(call):
+        headers["Preference-Applied"] = f"odata.maxpagesize={_page_size(call)}"
+    if tracking:
+        headers["Preference-Applied"] = ",".join(
+            filter(None, [headers.get("Preference-Applied"), "odata.track-changes"])
+        )
+    body["value"] = [entity_json(table, r, select) for r in records]
+    return Result.json(body, **headers)
+
+
+def read_changes(call: Call, table: Table, set_name: str, delta: str) -> Result:
+    """Rows changed or deleted since the delta token, oldest change first."""
+    match = re.match(r"^(\d+)", unquote(delta))
+    if not match:
+        return error(400, "0x80060888", f"$deltatoken '{delta[:40]}' is not a token this service issued")
+    since = int(match.group(1))
+    snapshot = next_change_seq()
+    changed = list(
+        EmulatorRecord.objects.filter(
+            emulator=EMULATOR, entity=set_name, change_seq__gt=since, change_seq__lte=snapshot
+        ).order_by("change_seq")
+    )
+    select = call.query.get("$select")
+    value: list[dict[str, Any]] = []
+    for record in changed:
+        if record.deleted:
+            value.append(
+                {
+                    "@odata.context": f"{call.root}/$metadata#{set_name}/$deletedEntity",
+                    "id": record.key,
+                    "reason": "deleted",
+                }
+            )
+        else:
+            value.append(entity_json(table, record, select))
+    body = {
+        "@odata.context": f"{context_url(call, set_name, select)}/$delta",
+        "value": value,
+        "@odata.deltaLink": _link(call, set_name, **{"$deltatoken": _delta_token(snapshot)}),
+    }
+    return Result.json(body)

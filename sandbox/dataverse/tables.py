@@ -1,0 +1,71 @@
+"""The tables the Dataverse emulator holds, their keys and navigation properties."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+EMULATOR = "dataverse"
+ORGANIZATION = "icbridgesandbox"  # the environment's unique name (OrganizationName in webhooks)
+API = "api/data/v9.2"
+MAX_PAGE_SIZE = 5000
+MAX_BATCH_REQUESTS = 1000
+
+
+@dataclass(frozen=True)
+class Table:
+    logical_name: str
+    primary_id: str
+    alternate_keys: tuple[tuple[str, ...], ...]
+    required: tuple[str, ...]
+    max_lengths: dict[str, int] = field(default_factory=dict)
+
+
+TABLES: dict[str, Table] = {
+    "accounts": Table("account", "accountid", (("accountnumber",),), ("name",), {"name": 160, "accountnumber": 20}),
+    "contacts": Table(
+        "contact", "contactid", (("emailaddress1",), ("msdyn_contactpersonid",)), ("lastname",), {"lastname": 50}
+    ),
+    "products": Table("product", "productid", (("productnumber",),), ("name",), {"name": 100, "productnumber": 100}),
+    "quotes": Table("quote", "quoteid", (("quotenumber",),), ("name",), {"name": 300}),
+    "salesorders": Table("salesorder", "salesorderid", (("ordernumber",),), ("name",), {"name": 300}),
+    "invoices": Table("invoice", "invoiceid", (("invoicenumber",),), ("name",), {"name": 300}),
+    # Tasks have no standard alternate key; icb_externalkey is the custom one the hub writes holds by.
+    "tasks": Table("task", "activityid", (("icb_externalkey",),), ("subject",), {"subject": 200}),
+}
+
+_ATTRIBUTE = re.compile(r"^[a-z_][a-z0-9_]*$")
+# Greedy key: a ")" inside a quoted key value still belongs to the key.
+_ENTITY_PATH = re.compile(r"^(?P<set>\w+)(?:\((?P<key>.*)\))?(?:/(?P<navigation>\w+))?$")
+# Collection-valued navigation properties: (table, property) → (related table, its lookup column).
+NAVIGATION = {
+    ("accounts", "Account_Tasks"): ("tasks", "_regardingobjectid_value"),
+    ("accounts", "contact_customer_accounts"): ("contacts", "_parentcustomerid_value"),
+    ("accounts", "order_customer_accounts"): ("salesorders", "_customerid_value"),
+    ("accounts", "quote_customer_accounts"): ("quotes", "_customerid_value"),
+    ("accounts", "invoice_customer_accounts"): ("invoices", "_customerid_value"),
+    ("salesorders", "SalesOrder_Tasks"): ("tasks", "_regardingobjectid_value"),
+}
+
+PRIMARY_NAMES = {"contacts": "fullname", "tasks": "subject"}
+
+
+def lookup_name(navigation: str) -> str:
+    """The lookup column behind a single-valued navigation property.
+
+    Polymorphic lookups name their navigation <lookup>_<target table>[_<source table>]
+    (regardingobjectid_account_task, parentcustomerid_account): the column is the part before the target.
+    """
+    for table in TABLES.values():
+        marker = f"_{table.logical_name}"
+        if marker in navigation:
+            return navigation.split(marker, 1)[0]
+    return navigation
+
+
+def primary_name(set_name: str, data: dict[str, Any]) -> str | None:
+    name = data.get(PRIMARY_NAMES.get(set_name, "name"))
+    if name is None and set_name == "contacts":  # fullname is composed from the name parts
+        name = " ".join(str(data[part]) for part in ("firstname", "lastname") if data.get(part)) or None
+    return name if isinstance(name, str) else None

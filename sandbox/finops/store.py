@@ -1,0 +1,128 @@
+"""Rows of the data entities (EmulatorRecord, keyed by company and key) as the OData endpoint reads and writes them."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils import timezone
+
+from integrations.protocols.odata.keys import parse_key
+from sandbox.common import v4
+from sandbox.common.result import Result
+from sandbox.common.v4 import select_fields
+from sandbox.finops.auth import error, write_failed
+from sandbox.finops.model import _FIELD, EMULATOR, Entity
+from sandbox.models import EmulatorRecord
+from sandbox.models.store import next_change_seq
+
+
+@dataclass
+class Call(v4.Call):
+    """A data entity call; path is after data/, root https://host/sandbox/finops/data."""
+
+    default_company: str
+    # Headers written earlier in the same change set: their lines need not look them up again.
+    created: set[tuple[str, str, str]] = field(default_factory=set)
+
+    @property
+    def cross_company(self) -> bool:
+        return self.query.get("cross-company", "").lower() == "true"
+
+
+def etag(record: EmulatorRecord) -> str:
+    # F&O ETags are W/"<base64 of '1,<RecVersion>'>".
+    return 'W/"' + base64.b64encode(f"'1,{record.version}'".encode()).decode() + '"'
+
+
+def now_iso() -> str:
+    return timezone.now().isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def record_key(entity: Entity, values: dict[str, Any]) -> str:
+    return "|".join(str(values[name]) for name in entity.keys)
+
+
+def entity_json(record: EmulatorRecord, select: str | None) -> dict[str, Any]:
+    return select_fields({"@odata.etag": etag(record), **record.data}, select)
+
+
+def rows(name: str):
+    return EmulatorRecord.objects.filter(emulator=EMULATOR, entity=name, deleted=False)
+
+
+def key_of(call: Call, entity_name: str, entity: Entity, raw: str) -> tuple[str, str] | Result:
+    """(company, record key) from dataAreaId='x',K='v'; a key outside the default company needs cross-company."""
+    key = parse_key(raw)
+    expected = {"dataAreaId", *entity.keys}
+    if not isinstance(key, dict) or set(key) != expected:
+        return error(
+            400,
+            f"The key of {entity_name} is ({', '.join(sorted(expected))}); got ({raw}).",
+        )
+    company = str(key["dataAreaId"]).lower()
+    if company != call.default_company and not call.cross_company:
+        return not_found()
+    return company, record_key(entity, key)
+
+
+def not_found() -> Result:
+    return error(404, "An error has occurred.", inner="Requested resource not found.")
+
+
+def validate(entity: Entity, body: Any, *, creating: bool) -> Result | None:
+    if not isinstance(body, dict):
+        return error(400, "The request body must be a JSON object.")
+    for name in body:
+        if not name.startswith("@") and not _FIELD.match(name):
+            return error(
+                400,
+                f"The property '{name}' does not exist on type "
+                f"'Microsoft.Dynamics.DataEntities.{entity.table.removesuffix('Entity')}'. Make sure to only use "
+                "property names that are defined by the type.",
+            )
+    for name, value in body.items():
+        if isinstance(value, list | dict):
+            # F&O data entities take no deep insert: lines are written through their own entity.
+            return error(
+                400,
+                f"The property '{name}' of '{entity.table}' is a navigation property or holds a structured "
+                "value; deep insert and nested values are not supported. Create the header, then write "
+                "related records (lines) through their own entity.",
+                inner=f"Deep insert is not supported on {entity.table}.",
+                kind="Microsoft.OData.ODataException",
+            )
+    if creating:
+        for name in entity.required:
+            if body.get(name) in (None, ""):
+                return write_failed(entity, f"Field '{name}' must be filled in.")
+    for name in ("OrderedSalesQuantity", "OrderedPurchaseQuantity", "RequestedSalesQuantity"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int | float) or value <= 0):
+            return write_failed(entity, f"{name} must be a positive number, got {value!r}.")
+    return None
+
+
+def write(
+    name: str, entity: Entity, company: str, record: EmulatorRecord | None, values: dict[str, Any]
+) -> EmulatorRecord:
+    seq = next_change_seq()
+    version = seq % 2_000_000_000  # RecVersion is an int32 in F&O
+    values = {k: v for k, v in values.items() if not k.startswith("@")}
+    if record is None:
+        data = {**values, "dataAreaId": company, "ModifiedDateTime": now_iso()}
+        # A key deleted before may be created again (F&O keeps no tombstone): the emulator's row is reused.
+        record, _ = EmulatorRecord.objects.update_or_create(
+            emulator=EMULATOR,
+            entity=name,
+            company=company,
+            key=record_key(entity, data),
+            defaults={"data": data, "version": version, "change_seq": seq, "deleted": False},
+        )
+        return record
+    record.data = {**record.data, **values, "dataAreaId": company, "ModifiedDateTime": now_iso()}
+    record.version = version
+    record.change_seq = seq
+    record.save(update_fields=["data", "version", "change_seq", "modified_at"])
+    return record
