@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +27,7 @@ from common import (
     ROOT,
     free_port,
     fresh_database,
+    logged_process,
     percentiles,
     print_table,
     setup_django,
@@ -67,31 +65,19 @@ def server(workers: int, threads: int, **extra_env: str) -> Iterator[str]:
         "--timeout", "60", "--log-level", "warning",
         "--no-control-socket",  # one shared default path would collide with other gunicorns on the machine
     ]  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / "ingress-gunicorn.log").open("w") as log:
-        process = subprocess.Popen(
-            args, cwd=ROOT, env={**ENV, **extra_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    # A cheap route (401 without a login) rather than /api/health, whose broker checks take time.
-                    requests.get(f"{base}/api/messages", timeout=10)
-                    break
-                except requests.RequestException:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError(f"gunicorn did not start; see {log.name}") from None
-                    time.sleep(0.3)
-            yield base
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+    with logged_process(args, "ingress-gunicorn", {**ENV, **extra_env}) as process:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                # A cheap route (401 without a login) rather than /api/health, whose broker checks take time.
+                requests.get(f"{base}/api/messages", timeout=10)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"gunicorn did not start; see {RESULTS / 'ingress-gunicorn.log'}") from None
+                time.sleep(0.3)
+        yield base
 
 
 def create_missing_tables() -> None:

@@ -79,7 +79,7 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextmanager
-def _process(args: Sequence[str], log_name: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+def logged_process(args: Sequence[str], log_name: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with (RESULTS / f"{log_name}.log").open("w") as log:
         process = subprocess.Popen(
@@ -106,7 +106,7 @@ def hub_server(workers: int = 2, threads: int = 8, **extra_env: str) -> Iterator
         "--timeout", "120", "--log-level", "warning", "--no-control-socket",
     ]  # fmt: skip
     env = {**ENV, "ICBRIDGE_PORT": str(port), **extra_env}
-    with _process(args, "gunicorn", env):
+    with logged_process(args, "gunicorn", env):
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/admin/login/")
         yield base
@@ -130,14 +130,14 @@ def _started_workers(count: int, concurrency: int, pool: str, env: dict[str, str
         f"--concurrency={concurrency}", f"--hostname=bench{count}@%h", "--loglevel=WARNING",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
-    with _process(args, f"worker-{count}", env), _started_workers(count - 1, concurrency, pool, env):
+    with logged_process(args, f"worker-{count}", env), _started_workers(count - 1, concurrency, pool, env):
         yield
 
 
 @contextmanager
 def celery_beat() -> Iterator[None]:
     args = [sys.executable, "-m", "celery", "-A", "icbridge", "beat", "--loglevel=WARNING"]
-    with _process(args, "beat", ENV):
+    with logged_process(args, "beat", ENV):
         yield
 
 

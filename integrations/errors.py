@@ -73,6 +73,18 @@ class ConflictError(ConnectorError):
         )
 
 
+class CallerError(Exception):
+    """A request the hub cannot serve, in words for its caller: the text, the input field at fault, an HTTP status."""
+
+    default_status = 400
+
+    def __init__(self, text: str, *, field: str | None = None, status: int | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.field = field
+        self.status = self.default_status if status is None else status
+
+
 class MappingError(Exception):
     """A transform failed: says which target field, source path and value."""
 

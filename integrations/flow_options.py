@@ -389,6 +389,8 @@ class FlowOptions:
     on_delete: DeleteSpec = option(DeleteRule(), default=DeleteSpec(), doc="what a Delete event does at the target")
     reference_field: str = option(Text(), default="", doc="target field keeping our reference on keyless creates")
     template: str = option(Text(), default="", doc="the template that installed the flow")
+    transport: str = option(OneOf("odata", "package"), default="odata", doc="F&O bulk path: odata or package")
+    package_project: str = option(Text(), default="", doc="F&O data project a package transport exports")
 
     @classmethod
     def parse(cls, raw: Any, *, where: str = "") -> FlowOptions:

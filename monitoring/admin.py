@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from integrations.admin.common import HistoryInline, ReadOnlyAdmin, link_to_message
 from monitoring.models import (
     Alert,
     AlertRule,
@@ -20,17 +21,6 @@ from monitoring.models import (
     ReconciliationSchedule,
 )
 from monitoring.services import alerts, reconciliation
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(ReconciliationSchedule)
@@ -81,19 +71,13 @@ class ReconciliationScheduleAdmin(admin.ModelAdmin):
             )
 
 
-class DiscrepancyInline(admin.TabularInline):
+class DiscrepancyInline(HistoryInline):
     model = Discrepancy
-    extra = 0
-    can_delete = False
     fields = ("kind", "source_key", "target_key", "fields", "source_values", "target_values", "repair", "detail")
-    readonly_fields = fields
 
     @admin.display(description="repair")
     def repair(self, obj: Discrepancy) -> str:
-        if obj.repair_message_id is None:
-            return "—"
-        url = reverse("admin:integrations_message_change", args=[obj.repair_message_id])
-        return format_html("<a href='{}'>message {}</a>", url, obj.repair_message_id)
+        return link_to_message(obj.repair_message_id)
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -103,7 +87,7 @@ class DiscrepancyInline(admin.TabularInline):
 
 
 @admin.register(ReconciliationRun)
-class ReconciliationRunAdmin(ReadOnly):
+class ReconciliationRunAdmin(ReadOnlyAdmin):
     list_display = (
         "flow",
         "started_at",
@@ -177,7 +161,7 @@ class ReconciliationRunAdmin(ReadOnly):
 
 
 @admin.register(Discrepancy)
-class DiscrepancyAdmin(ReadOnly):
+class DiscrepancyAdmin(ReadOnlyAdmin):
     list_display = ("run", "kind", "source_key", "target_key", "fields", "repaired_at")
     list_filter = ("kind", "run__flow")
     list_select_related = ("run__flow",)
@@ -185,12 +169,9 @@ class DiscrepancyAdmin(ReadOnly):
     show_full_result_count = False
 
 
-class AlertInline(admin.TabularInline):
+class AlertInline(HistoryInline):
     model = Alert
-    extra = 0
-    can_delete = False
     fields = ("opened_at", "resolved_at", "value", "detail")
-    readonly_fields = fields
     ordering = ("-opened_at",)
     max_num = 0
 
@@ -217,12 +198,12 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnly):
+class AlertAdmin(ReadOnlyAdmin):
     list_display = ("rule", "opened_at", "resolved_at", "value", "detail")
     list_filter = ("rule", "rule__kind")
     list_select_related = ("rule",)
 
 
 @admin.register(Heartbeat)
-class HeartbeatAdmin(ReadOnly):
+class HeartbeatAdmin(ReadOnlyAdmin):
     list_display = ("name", "seen_at", "details")

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from integrations.admin.common import HistoryInline
 from sandbox.common.faults import FIELDS as FAULT_FIELDS
 from sandbox.common.faults import clear_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription, FaultSettings, RecorderRecord, RecorderWrite
@@ -61,12 +62,9 @@ class FaultSettingsAdmin(admin.ModelAdmin):
             self.message_user(request, f"{name}: reset.")
 
 
-class RecorderWriteInline(admin.TabularInline):
+class RecorderWriteInline(HistoryInline):
     model = RecorderWrite
-    extra = 0
-    can_delete = False
     fields = ("at", "idempotency_key", "correlation_id", "applied")
-    readonly_fields = fields
     ordering = ("-at",)
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from integrations.admin import flows, messages, records, systems  # noqa: F401
+from integrations.admin import flows, loads, messages, records, systems  # noqa: F401
 
 # The console is icbridge's, not "Django administration".
 admin.site.site_header = "icbridge operator console"

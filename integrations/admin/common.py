@@ -12,6 +12,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -131,6 +132,24 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class HistoryInline(admin.TabularInline):
+    """Rows recorded under a parent (writes, alerts, discrepancies): shown read-only, none deleted, no blank row."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> Any:
+        return self.fields
+
+
+def link_to_message(pk: int | None, *, prefix: str = "message ") -> str:
+    """A link to the message's console page, "message 42"; "—" for none."""
+    if pk is None:
+        return "—"
+    url = reverse("admin:integrations_message_change", args=[pk])
+    return format_html("<a href='{}'>{}{}</a>", url, prefix, pk)
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):

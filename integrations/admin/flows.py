@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from integrations import mapping
 from integrations.admin.audit import ConfigAuditMixin
 from integrations.admin.common import ago, state_chip
+from integrations.admin.loads import preview_initial_load, start_initial_load
 from integrations.flow_options import options_problems
 from integrations.models import Flow, MappingVersion, Message, ValueMap, ValueMapEntry
 from integrations.pipeline import pause, preview
@@ -121,7 +122,7 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
     search_fields = ("name", "slug", "entity")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("mapping_version", "mapping_tools")
-    actions = ["pause_flows", "resume_flows", "enable_flows", "disable_flows"]
+    actions = ["pause_flows", "resume_flows", "enable_flows", "disable_flows", preview_initial_load, start_initial_load]
     fieldsets = (
         (None, {"fields": ("name", "slug", "entity", "source", "target", "company_link", "trigger", "enabled")}),
         ("Target", {"fields": ("target_entity", "target_operation", "target_key_fields", "options")}),

@@ -28,6 +28,7 @@ from integrations.admin.common import (  # noqa: F401 - EstimatedCountPaginator 
     ResolveForm,
     _payload,
     ago,
+    link_to_message,
     pretty_json,
 )
 from integrations.models import AuditEntry, MappingVersion, Message, RecordLink
@@ -173,10 +174,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="replay of")
     def replay_of_link(self, obj: Message) -> str:
-        if obj.replay_of_id is None:
-            return "—"
-        url = reverse("admin:integrations_message_change", args=[obj.replay_of_id])
-        return format_html("<a href='{}'>message {}</a>", url, obj.replay_of_id)
+        return link_to_message(obj.replay_of_id)
 
     @admin.display(description="replayed as")
     def replays_links(self, obj: Message) -> str:

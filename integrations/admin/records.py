@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.urls import reverse
 from django.utils.html import format_html
 
-from integrations.admin.common import EstimatedCountPaginator, ReadOnlyAdmin
+from integrations.admin.common import EstimatedCountPaginator, ReadOnlyAdmin, link_to_message
 from integrations.models import Attempt, AuditEntry, RecordLink
 
 
@@ -58,11 +57,7 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="message")
     def message_link(self, obj: AuditEntry) -> str:
-        if obj.message_id is None:
-            return "—"
-        return format_html(
-            "<a href='{}'>{}</a>", reverse("admin:integrations_message_change", args=[obj.message_id]), obj.message_id
-        )
+        return link_to_message(obj.message_id, prefix="")
 
 
 @admin.register(RecordLink)
@@ -86,10 +81,7 @@ class RecordLinkAdmin(admin.ModelAdmin):
 
     @admin.display(description="last message")
     def message_link(self, obj: RecordLink) -> str:
-        if obj.last_message_id is None:
-            return "—"
-        url = reverse("admin:integrations_message_change", args=[obj.last_message_id])
-        return format_html("<a href='{}'>{}</a>", url, obj.last_message_id)
+        return link_to_message(obj.last_message_id, prefix="")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # links are written by deliveries

@@ -264,18 +264,15 @@ def credentials_check(*, endpoint: InboundEndpoint | None, request: HttpRequest,
     if not secret and mode != AuthType.BEARER:
         raise fail(f"{label} has no inbound secret configured; it accepts no events")
     name = endpoint.credential_name or DEFAULT_NAMES.get(mode, "")
-    if mode == AuthType.HEADER:
-        given = request.headers.get(name)
+    if mode in (AuthType.HEADER, AuthType.QUERY_KEY):
+        if mode == AuthType.HEADER:
+            where, given = f"header '{name}'", request.headers.get(name)
+        else:
+            where, given = f"query parameter '{name}'", request.GET.get(name)
         if not given:
-            raise fail(f"header '{name}' is missing")
+            raise fail(f"{where} is missing")
         if not _same(given, secret):
-            raise fail(f"header '{name}' does not hold the right key")
-    elif mode == AuthType.QUERY_KEY:
-        given = request.GET.get(name)
-        if not given:
-            raise fail(f"query parameter '{name}' is missing")
-        if not _same(given, secret):
-            raise fail(f"query parameter '{name}' does not hold the right key")
+            raise fail(f"{where} does not hold the right key")
     elif mode == AuthType.BASIC:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic" or not encoded:

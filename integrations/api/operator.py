@@ -11,12 +11,13 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
@@ -127,9 +128,20 @@ def _message(pk: int) -> Message:
     return get_object_or_404(_messages(), pk=pk)
 
 
-class MessageRetryApi(OperatorApi, APIView):
+def valid_input(serializer_class: type[Serializer], request: Request) -> dict[str, Any]:
+    """The request body validated by serializer_class; a 400 in the one error shape when it does not fit."""
+    data = serializer_class(data=request.data)
+    data.is_valid(raise_exception=True)
+    return data.validated_data
+
+
+class _MessageActionApi(OperatorApi, APIView):
+    """An action on messages: viewing and changing them."""
+
     required_perms = ("integrations.view_message", "integrations.change_message")
 
+
+class MessageRetryApi(_MessageActionApi):
     @extend_schema(
         tags=["messages"],
         operation_id="message_retry",
@@ -139,9 +151,8 @@ class MessageRetryApi(OperatorApi, APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         message = _message(pk)
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        if not operator.messages_retry(messages=[message], actor=request.user, reason=data.validated_data["reason"]):
+        reason = valid_input(ReasonSerializer, request)["reason"]
+        if not operator.messages_retry(messages=[message], actor=request.user, reason=reason):
             raise InputError(
                 f"message {message.pk} is {message.status}; only {', '.join(operator.RETRYABLE)} can be retried",
                 field="status",
@@ -151,9 +162,7 @@ class MessageRetryApi(OperatorApi, APIView):
         return Response(MessageSerializer(message).data, status=status.HTTP_202_ACCEPTED)
 
 
-class MessagesBulkRetryApi(OperatorApi, APIView):
-    required_perms = ("integrations.view_message", "integrations.change_message")
-
+class MessagesBulkRetryApi(_MessageActionApi):
     @extend_schema(
         tags=["messages"],
         operation_id="messages_bulk_retry",
@@ -162,9 +171,7 @@ class MessagesBulkRetryApi(OperatorApi, APIView):
         responses={202: CountSerializer, **ERRORS, 400: ErrorSerializer},
     )
     def post(self, request: Request) -> Response:
-        data = BulkRetrySerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        filters = data.validated_data
+        filters = valid_input(BulkRetrySerializer, request)
         matching = messages_filter(queryset=_messages(), filters=filters).filter(status__in=operator.RETRYABLE)
         ids = list(matching.order_by("created_at").values_list("pk", flat=True)[: filters["limit"]])
         count = operator.messages_retry(
@@ -173,9 +180,7 @@ class MessagesBulkRetryApi(OperatorApi, APIView):
         return Response({"retried": count}, status=status.HTTP_202_ACCEPTED)
 
 
-class MessageReplayApi(OperatorApi, APIView):
-    required_perms = ("integrations.view_message", "integrations.change_message")
-
+class MessageReplayApi(_MessageActionApi):
     @extend_schema(
         tags=["messages"],
         summary="Send a copy of the message, its payload optionally edited; the copy links to the original",
@@ -184,14 +189,10 @@ class MessageReplayApi(OperatorApi, APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         message = _message(pk)
-        data = ReplaySerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = valid_input(ReplaySerializer, request)
         try:
             replay = operator.message_replay(
-                message=message,
-                actor=request.user,
-                reason=data.validated_data["reason"],
-                payload=data.validated_data.get("payload"),
+                message=message, actor=request.user, reason=data["reason"], payload=data.get("payload")
             )
         except operator.OperatorError as exc:
             raise InputError(str(exc), field="payload", status_code=400) from None
@@ -199,9 +200,7 @@ class MessageReplayApi(OperatorApi, APIView):
         return Response(MessageDetailSerializer(replay).data, status=status.HTTP_201_CREATED)
 
 
-class MessageDiscardApi(OperatorApi, APIView):
-    required_perms = ("integrations.view_message", "integrations.change_message")
-
+class MessageDiscardApi(_MessageActionApi):
     @extend_schema(
         tags=["messages"],
         summary="Discard a message, saying why",
@@ -210,14 +209,11 @@ class MessageDiscardApi(OperatorApi, APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         message = _message(pk)
-        data = DiscardSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        reason = valid_input(DiscardSerializer, request)["reason"]
         try:
-            message = operator.message_discard(
-                message=message, actor=request.user, reason=data.validated_data["reason"]
-            )
+            message = operator.message_discard(message=message, actor=request.user, reason=reason)
         except operator.OperatorError as exc:
-            field = "reason" if not data.validated_data["reason"].strip() else "status"
+            field = "reason" if not reason.strip() else "status"
             raise InputError(str(exc), field=field, status_code=400 if field == "reason" else 409) from None
         return Response(MessageSerializer(message).data)
 
@@ -254,42 +250,6 @@ def _flow_state(flow: Flow, **extra: Any) -> dict[str, Any]:
     return {"flow": flow.slug, "state": state, "why": why, "held": held, "paused_at": flow.paused_at, **extra}
 
 
-class FlowPauseApi(OperatorApi, APIView):
-    permission_classes: ClassVar[list[Any]] = [CanPause]
-
-    @extend_schema(
-        tags=["configuration"],
-        operation_id="flow_pause",
-        summary="Pause a flow: its events are still accepted (202) and held until it is resumed",
-        request=ReasonSerializer,
-        responses={200: OpenApiResponse(description="The flow's state and held count."), **ACTION_ERRORS},
-    )
-    def post(self, request: Request, slug: str) -> Response:
-        flow = get_object_or_404(Flow, slug=slug)
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        changed = pause.flow_pause(flow=flow, actor=request.user, reason=data.validated_data["reason"])
-        return Response(_flow_state(flow, changed=changed))
-
-
-class FlowResumeApi(OperatorApi, APIView):
-    permission_classes: ClassVar[list[Any]] = [CanPause]
-
-    @extend_schema(
-        tags=["configuration"],
-        operation_id="flow_resume",
-        summary="Resume a paused flow: what it held is delivered, oldest first",
-        request=ReasonSerializer,
-        responses={200: OpenApiResponse(description="The flow's state and how many were released."), **ACTION_ERRORS},
-    )
-    def post(self, request: Request, slug: str) -> Response:
-        flow = get_object_or_404(Flow, slug=slug)
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        released = pause.flow_resume(flow=flow, actor=request.user, reason=data.validated_data["reason"])
-        return Response(_flow_state(flow, released=released))
-
-
 def _system_state(system: System, **extra: Any) -> dict[str, Any]:
     system = overview.systems_with_state(System.objects.filter(pk=system.pk)).get()
     state, why = overview.system_state(system)
@@ -297,40 +257,71 @@ def _system_state(system: System, **extra: Any) -> dict[str, Any]:
     return {"system": system.slug, "state": state, "why": why, "held": held, "paused_at": system.paused_at, **extra}
 
 
-class SystemPauseApi(OperatorApi, APIView):
-    permission_classes: ClassVar[list[Any]] = [CanPause]
+# What a pause answers beside the state, and what a resume does.
+_ANSWERS = {"pause": "state and held count.", "resume": "state and how many were released."}
 
-    @extend_schema(
-        tags=["configuration"],
-        operation_id="system_pause",
-        summary="Pause a system: every flow from or to it accepts its events and holds them",
-        request=ReasonSerializer,
-        responses={200: OpenApiResponse(description="The system's state and held count."), **ACTION_ERRORS},
+
+def _pause_schema(operation_id: str, summary: str) -> Any:
+    """A pause or resume POST (operation_id "<flow|system>_<pause|resume>"): a reason in, the state out."""
+    kind, action = operation_id.split("_")
+    answer = OpenApiResponse(description=f"The {kind}'s {_ANSWERS[action]}")
+    return extend_schema_view(
+        post=extend_schema(
+            tags=["configuration"],
+            operation_id=operation_id,
+            summary=summary,
+            request=ReasonSerializer,
+            responses={200: answer, **ACTION_ERRORS},
+        )
     )
-    def post(self, request: Request, slug: str) -> Response:
-        system = get_object_or_404(System, slug=slug)
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        changed = pause.system_pause(system=system, actor=request.user, reason=data.validated_data["reason"])
-        return Response(_system_state(system, changed=changed))
 
 
-class SystemResumeApi(OperatorApi, APIView):
+class _PauseActionApi(OperatorApi, APIView):
+    """POST pauses or resumes one flow or system (by slug), saying why; answers with its state after."""
+
     permission_classes: ClassVar[list[Any]] = [CanPause]
+    model: ClassVar[type[Flow] | type[System]]
 
-    @extend_schema(
-        tags=["configuration"],
-        operation_id="system_resume",
-        summary="Resume a paused system: what its flows held is delivered, oldest first",
-        request=ReasonSerializer,
-        responses={200: OpenApiResponse(description="The system's state and how many were released."), **ACTION_ERRORS},
-    )
+    def act(self, target: Any, *, actor: Any, reason: str) -> dict[str, Any]:
+        """Pause or resume `target`; its state after, with what changed."""
+        raise NotImplementedError
+
     def post(self, request: Request, slug: str) -> Response:
-        system = get_object_or_404(System, slug=slug)
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        released = pause.system_resume(system=system, actor=request.user, reason=data.validated_data["reason"])
-        return Response(_system_state(system, released=released))
+        target = get_object_or_404(self.model, slug=slug)
+        reason = valid_input(ReasonSerializer, request)["reason"]
+        return Response(self.act(target, actor=request.user, reason=reason))
+
+
+class _FlowActionApi(_PauseActionApi):
+    model = Flow
+
+
+class _SystemActionApi(_PauseActionApi):
+    model = System
+
+
+@_pause_schema("flow_pause", "Pause a flow: its events are still accepted (202) and held until it is resumed")
+class FlowPauseApi(_FlowActionApi):
+    def act(self, target: Flow, *, actor: Any, reason: str) -> dict[str, Any]:
+        return _flow_state(target, changed=pause.flow_pause(flow=target, actor=actor, reason=reason))
+
+
+@_pause_schema("flow_resume", "Resume a paused flow: what it held is delivered, oldest first")
+class FlowResumeApi(_FlowActionApi):
+    def act(self, target: Flow, *, actor: Any, reason: str) -> dict[str, Any]:
+        return _flow_state(target, released=pause.flow_resume(flow=target, actor=actor, reason=reason))
+
+
+@_pause_schema("system_pause", "Pause a system: every flow from or to it accepts its events and holds them")
+class SystemPauseApi(_SystemActionApi):
+    def act(self, target: System, *, actor: Any, reason: str) -> dict[str, Any]:
+        return _system_state(target, changed=pause.system_pause(system=target, actor=actor, reason=reason))
+
+
+@_pause_schema("system_resume", "Resume a paused system: what its flows held is delivered, oldest first")
+class SystemResumeApi(_SystemActionApi):
+    def act(self, target: System, *, actor: Any, reason: str) -> dict[str, Any]:
+        return _system_state(target, released=pause.system_resume(system=target, actor=actor, reason=reason))
 
 
 @extend_schema(tags=["configuration"], responses={200: SystemSerializer, **ERRORS})

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from integrations.api import mapping, operator, webhooks
+from integrations.api import loads, mapping, operator, webhooks
 from monitoring.views import health
 
 urlpatterns = [
@@ -21,6 +21,7 @@ urlpatterns = [
     path("flows/<slug:slug>", operator.FlowDetailApi.as_view(), name="api-flow"),
     path("flows/<slug:slug>/pause", operator.FlowPauseApi.as_view(), name="api-flow-pause"),
     path("flows/<slug:slug>/resume", operator.FlowResumeApi.as_view(), name="api-flow-resume"),
+    path("flows/<slug:slug>/load", loads.FlowLoadApi.as_view(), name="api-flow-load"),
     path("flows/<slug:flow_slug>/mapping", mapping.FlowMappingApi.as_view(), name="api-flow-mapping"),
     path(
         "flows/<slug:flow_slug>/mapping/preview", mapping.MappingPreviewApi.as_view(), name="api-flow-mapping-preview"

@@ -60,7 +60,9 @@ def load_source(*, flow: Flow, entity: str = "", key: tuple[str, ...] | list[str
 def _filters(since: dt.datetime | str | None, company: str, page_size: int | None) -> dict[str, Any]:
     filters: dict[str, Any] = {}
     if since:
-        moment = since if isinstance(since, dt.datetime) else dt.datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+        moment = (
+            since if isinstance(since, dt.datetime) else dt.datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+        )
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.UTC)
         filters["since"] = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -76,6 +78,8 @@ def load_preview(
 ) -> int | None:
     """How many records a load would read, if the source can count them (F&O $count); None otherwise."""
     source = load_source(flow=flow, entity=entity, key=("-",))
+    if flow.opts.transport == "package":
+        return None  # counted only by exporting the package: the load itself reports it
     connector = systems.get_connector(flow.source)
     count = getattr(connector, "count", None)
     return count(source.entity, _filters(since, company, None)) if count else None
@@ -93,7 +97,14 @@ def load_start(
 ) -> LoadRun:
     """Create the run (one running load per flow) and queue its first page after commit."""
     source = load_source(flow=flow, entity=entity, key=key)
+    company = company or flow.opts.ax_company  # an AX service is read one company at a time
     filters = {**_filters(since, company, page_size), "key": list(source.key)}
+    if flow.opts.transport == "package":  # F&O: read an export of the data project, not the OData entity
+        # An export is of one legal entity: the given company, else the poll's, else the company link's.
+        poll_company = flow.opts.poll.company if flow.opts.poll else ""
+        linked = flow.company_link.context_for(flow.source)["source_company"] if flow.company_link else ""
+        filters.update(transport="package", project=flow.opts.package_project)
+        filters.setdefault("company", poll_company or linked)
     try:
         expected = load_preview(flow=flow, since=since, company=company, entity=source.entity)
     except errors.ConnectorError:
@@ -131,7 +142,9 @@ def record_identity(*, entity: str, key: tuple[str, ...], row: dict[str, Any]) -
     parts = {name: row[name] for name in key}
     if row.get("dataAreaId") and "dataAreaId" not in parts:
         parts = {"dataAreaId": str(row["dataAreaId"]).lower(), **parts}
-    record_key = ",".join(f"{name}='{value}'" if isinstance(value, str) else f"{name}={value}" for name, value in parts.items())
+    record_key = ",".join(
+        f"{name}='{value}'" if isinstance(value, str) else f"{name}={value}" for name, value in parts.items()
+    )
     version = next((str(row[name]) for name in VERSION_FIELDS if row.get(name)), "")
     if not version:  # no version field: the content is the version, so an unchanged record is stored once
         version = hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -142,8 +155,9 @@ def _claim(run_id: int) -> bool:
     now = timezone.now()
     lease = now + dt.timedelta(seconds=float(settings.ICBRIDGE_LOAD_LEASE_SECONDS))
     return bool(
-        LoadRun.objects.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now), pk=run_id, state=State.RUNNING)
-        .update(lease_expires_at=lease, updated_at=now)
+        LoadRun.objects.filter(
+            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now), pk=run_id, state=State.RUNNING
+        ).update(lease_expires_at=lease, updated_at=now)
     )
 
 
@@ -206,7 +220,20 @@ def load_page(*, run_id: int) -> LoadRun | None:
             run.state, run.finished_at = State.DONE, timezone.now()
         else:
             transaction.on_commit(partial(dispatch.queue_load_page, run_id=run.pk))
-        run.save(update_fields=["read", "written", "failed", "pages", "cursor", "lease_expires_at", "state", "finished_at", "last_error", "updated_at"])
+        run.save(
+            update_fields=[
+                "read",
+                "written",
+                "failed",
+                "pages",
+                "cursor",
+                "lease_expires_at",
+                "state",
+                "finished_at",
+                "last_error",
+                "updated_at",
+            ]
+        )
     return run
 
 

@@ -7,19 +7,17 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from integrations.errors import CallerError
 from integrations.flow_options import FlowOptionsError
 from integrations.models import Flow, Message, System
 from integrations.pipeline.ingest import message_ingest
 from integrations.protocols.events import InboundEvent, InboundFormat, key_fit
 
 
-class RoutingError(ValueError):
+class RoutingError(CallerError, ValueError):
     """No flow takes the event (422): the text names what the event is about and what the flow takes."""
 
-    def __init__(self, text: str, field: str | None) -> None:
-        super().__init__(text)
-        self.text = text
-        self.field = field
+    default_status = 422
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ def check_takes(flow: Flow, entity: str, fmt: InboundFormat) -> None:
         return
     if fmt.entity_is_flow_entity or types:
         takes = ", ".join(repr(t) for t in types) if types else repr(flow.entity)
-        raise RoutingError(f"flow {flow.slug} takes {takes} events, not {entity!r}", fmt.entity_field or None)
+        raise RoutingError(f"flow {flow.slug} takes {takes} events, not {entity!r}", field=fmt.entity_field or None)
 
 
 def routed_flows(system: System, label: str, event: InboundEvent, fmt: InboundFormat) -> list[Flow]:
@@ -60,7 +58,7 @@ def routed_flows(system: System, label: str, event: InboundEvent, fmt: InboundFo
         if flow.entity.lower() == wanted or event.entity in _event_types(flow)
     ]
     if not flows:
-        raise RoutingError(f"no enabled flow from {label} takes {event.entity!r}", fmt.entity_field or None)
+        raise RoutingError(f"no enabled flow from {label} takes {event.entity!r}", field=fmt.entity_field or None)
     return flows
 
 

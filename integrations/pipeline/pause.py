@@ -31,51 +31,50 @@ def _actor_name(actor: Any) -> str:
     return actor.get_username() if actor is not None and getattr(actor, "is_authenticated", False) else "system"
 
 
-def flow_pause(*, flow: Flow, actor: Any, reason: str = "") -> bool:
-    """Hold the flow's messages from now on; False when it was paused already (nothing audited)."""
+def _hold(obj: Flow | System, *, actor: Any, reason: str, action: str) -> bool:
+    """Mark the flow or system paused unless it is already; audited only when it changed."""
     with transaction.atomic():
-        changed = Flow.objects.filter(pk=flow.pk, paused_at__isnull=True).update(
-            paused_at=timezone.now(), paused_by=_actor_name(actor)
+        changed = (
+            type(obj)
+            .objects.filter(pk=obj.pk, paused_at__isnull=True)
+            .update(paused_at=timezone.now(), paused_by=_actor_name(actor))
         )
         if changed:
-            audit_record(actor=actor, action="flow_pause", obj=flow, reason=reason)
-    flow.refresh_from_db(fields=["paused_at", "paused_by"])
+            audit_record(actor=actor, action=action, obj=obj, reason=reason)
+    obj.refresh_from_db(fields=["paused_at", "paused_by"])
     return bool(changed)
+
+
+def _unhold(obj: Flow | System, flows: QuerySet[Flow], *, actor: Any, reason: str, action: str) -> int:
+    """Clear the pause, release what `flows` held (if it was paused) and audit how many."""
+    with transaction.atomic():
+        changed = type(obj).objects.filter(pk=obj.pk, paused_at__isnull=False).update(paused_at=None, paused_by="")
+        released = _release(flows) if changed else 0
+        if changed:
+            audit_record(actor=actor, action=action, obj=obj, reason=reason, details={"released": released})
+    obj.refresh_from_db(fields=["paused_at", "paused_by"])
+    return released
+
+
+def flow_pause(*, flow: Flow, actor: Any, reason: str = "") -> bool:
+    """Hold the flow's messages from now on; False when it was paused already (nothing audited)."""
+    return _hold(flow, actor=actor, reason=reason, action="flow_pause")
 
 
 def flow_resume(*, flow: Flow, actor: Any, reason: str = "") -> int:
     """Deliver again; returns how many held messages were released (queued oldest first)."""
-    with transaction.atomic():
-        changed = Flow.objects.filter(pk=flow.pk, paused_at__isnull=False).update(paused_at=None, paused_by="")
-        released = _release(Flow.objects.filter(pk=flow.pk)) if changed else 0
-        if changed:
-            audit_record(actor=actor, action="flow_resume", obj=flow, reason=reason, details={"released": released})
-    flow.refresh_from_db(fields=["paused_at", "paused_by"])
-    return released
+    return _unhold(flow, Flow.objects.filter(pk=flow.pk), actor=actor, reason=reason, action="flow_resume")
 
 
 def system_pause(*, system: System, actor: Any, reason: str = "") -> bool:
     """Hold every flow from or to the system (an announced outage, a maintenance window)."""
-    with transaction.atomic():
-        changed = System.objects.filter(pk=system.pk, paused_at__isnull=True).update(
-            paused_at=timezone.now(), paused_by=_actor_name(actor)
-        )
-        if changed:
-            audit_record(actor=actor, action="system_pause", obj=system, reason=reason)
-    system.refresh_from_db(fields=["paused_at", "paused_by"])
-    return bool(changed)
+    return _hold(system, actor=actor, reason=reason, action="system_pause")
 
 
 def system_resume(*, system: System, actor: Any, reason: str = "") -> int:
     """Deliver again to and from the system; flows still held by another pause stay held."""
-    with transaction.atomic():
-        changed = System.objects.filter(pk=system.pk, paused_at__isnull=False).update(paused_at=None, paused_by="")
-        flows = Flow.objects.filter(Q(source=system) | Q(target=system))
-        released = _release(flows) if changed else 0
-        if changed:
-            audit_record(actor=actor, action="system_resume", obj=system, reason=reason, details={"released": released})
-    system.refresh_from_db(fields=["paused_at", "paused_by"])
-    return released
+    flows = Flow.objects.filter(Q(source=system) | Q(target=system))
+    return _unhold(system, flows, actor=actor, reason=reason, action="system_resume")
 
 
 def held_messages() -> QuerySet[Message]:

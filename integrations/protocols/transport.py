@@ -180,6 +180,16 @@ class Connector(ABC):
         """Read one record by key (reconciliation, conflicts, truncated events); None if absent."""
         raise errors.RejectedError(f"{self.kind} connector cannot read {entity}")
 
+    def fetch_document(
+        self, *, entity: str, key: dict[str, Any], company: str = "", lines: Sequence[str] = (), options: Any = None
+    ) -> dict[str, Any] | None:
+        """A record with its lines (the list fields named, as the flow wrote them), for reconciliation.
+
+        By default the record as fetch() reads it; a connector whose lines live apart (F&O line entities,
+        S/4 navigation properties) overrides this to put them back under the header's field names.
+        """
+        return self.fetch(entity=entity, key=key, company=company)
+
     def fetch_event_record(self, *, entity: str, record_id: str) -> dict[str, Any] | None:
         """Read the record an event names by its entity and primary id (read-back of partial events)."""
         return self.fetch(entity=entity, key={f"{entity}id": record_id})
@@ -198,7 +208,8 @@ class Connector(ABC):
     def note_throttled(self, failure: errors.ConnectorError) -> None:
         """A 429 the target answered pauses every worker for this target until its Retry-After has passed."""
         if isinstance(failure, errors.ThrottledError) and failure.status_code == 429:
-            self.governor.pause(failure.retry_after)
+            # Capped as the pipeline caps it: one absurd Retry-After must not stop a target for years.
+            self.governor.pause(errors.bounded_retry_after(failure.retry_after))
 
     def transport_error(self, exc: requests.RequestException, summary: str) -> errors.TransientError:
         """A timeout or a connection that failed: worth a retry, whatever the protocol."""

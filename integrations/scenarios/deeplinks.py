@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from integrations import systems
+from integrations.errors import CallerError
 from integrations.flow_options import FlowOptionsError
 from integrations.models import Flow, RecordLink, System
 from integrations.scenarios.chains import parse_key
@@ -29,13 +30,14 @@ from integrations.scenarios.chains import parse_key
 KEY_SEPARATOR = "|"
 
 
-class DeepLinkError(Exception):
+class DeepLinkError(CallerError):
     """No deep link can be built; the text says why, for the caller."""
 
-    def __init__(self, message: str, *, status: int = 404) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+    default_status = 404
+
+    @property
+    def message(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,13 @@ SALES_FLOWS = {
     "prospect_to_cash": ("p2c-accounts-sales-to-fo", "p2c-orders-sales-to-fo"),
     "order_to_cash": ("o2c-accounts-d365-to-s4", "o2c-orders-d365-to-s4"),
 }
-CITIES = [("Malmö", "211 20", "SE"), ("Göteborg", "411 03", "SE"), ("Aarhus", "8000", "DK"), ("Boston", "02110", "US")]
+# Sales keeps address1_country as text, the way users type it (the templates map it to an ISO code).
+CITIES = [
+    ("Malmö", "211 20", "Sweden"),
+    ("Göteborg", "411 03", "Sweden"),
+    ("Aarhus", "8000", "Denmark"),
+    ("Boston", "02110", "United States"),
+]
 NAMES = ["Contoso", "Fabrikam", "Northwind", "Litware", "Adventure Works", "Tailspin", "Wingtip", "Proseware"]
 
 

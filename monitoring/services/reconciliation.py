@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 TASK_NAME = "monitoring.tasks.reconcile_flow"
 Kind = Discrepancy.Kind
 REPAIRABLE = (Kind.MISSING_IN_TARGET, Kind.DIFFERENT)
+NOT_RECONCILABLE = "not_reconcilable"  # run.totals key of an action flow's run (see _not_reconcilable)
 
 
 # --- schedules ------------------------------------------------------------------
@@ -96,14 +98,52 @@ def schedule_delete(*, schedule: ReconciliationSchedule) -> None:
 
 
 def _normal(value: Any) -> Any:
-    """Compare 10, 10.0 and "10.0"-free JSON the same way; the target may echo numbers as floats."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    """One form for numbers: 10, 10.0, "10" and "10.000" compare equal (OData v2 answers Edm.Decimal as a
+    string with the property's scale, F&O and Dataverse as JSON numbers, whatever the mapping produced)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float | int):
+        number = Decimal(str(value))
+        return int(number) if number == number.to_integral_value() else str(number.normalize())
+    if (
+        isinstance(value, str)
+        and _NUMBER.fullmatch(value)
+        and not (len(value) > 1 and value[0] == "0" and value[1] != ".")
+    ):
+        number = Decimal(value)  # "0002" (payment terms, a code) stays text: leading zeros are significant
+        return int(number) if number == number.to_integral_value() else str(number.normalize())
     if isinstance(value, dict):
         return {k: _normal(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_normal(v) for v in value]
     return value
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def _line_fields(expected: dict[str, Any]) -> list[str]:
+    """The payload fields that hold a document's lines: lists of records (SalesOrderLines, to_Item)."""
+    return [
+        field
+        for field, value in expected.items()
+        if isinstance(value, list) and value and all(isinstance(line, dict) for line in value)
+    ]
+
+
+def _lines_projection(want: list[dict[str, Any]], have: Any, match: str) -> list[dict[str, Any]] | None:
+    """The target's lines cut to the fields the flow wrote, in the order of the expected lines.
+
+    Lines pair by the field that identifies them (options.lines.match, else the first field every expected
+    line carries, e.g. SalesOrderItem); a line the target added shows as an extra, unpaired line.
+    """
+    if not isinstance(have, list):
+        return None
+    fields = sorted({field for line in want for field in line})
+    pair = match if match and all(match in line for line in want) else fields[0] if fields else ""
+    by_key = {_normal(line.get(pair)): line for line in have if isinstance(line, dict)}
+    paired = [_projection(by_key.pop(_normal(line.get(pair)), {}), sorted(line)) for line in want]
+    return paired + [_projection(line, fields) for line in by_key.values()]
 
 
 def _projection(record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
@@ -178,6 +218,8 @@ def reconciliation_run(*, flow: Flow, repair: bool | None = None, actor: Any = N
        schedule's auto_repair) every missing or different record is re-delivered.
     """
     schedule = ReconciliationSchedule.objects.filter(flow=flow).first() or ReconciliationSchedule(flow=flow)
+    if flow.target_operation == Flow.Operation.ACTION:
+        return _not_reconcilable(flow)
     run = ReconciliationRun.objects.create(flow=flow)
     context = mapping_context(flow)
     totals = _Totals(schedule.totals, context.get("target_company", ""))
@@ -228,6 +270,19 @@ def reconciliation_run(*, flow: Flow, repair: bool | None = None, actor: Any = N
     return run
 
 
+def _not_reconcilable(flow: Flow) -> ReconciliationRun:
+    """An action flow calls an operation (post an invoice, place a hold): there is no record at the target
+    to read back by key, so its records are counted as not reconcilable, not compared and not reported."""
+    records = RecordLink.objects.filter(flow=flow).count()
+    logger.info("flow %s is an action flow: %d record(s) not reconcilable", flow.slug, records)
+    return ReconciliationRun.objects.create(
+        flow=flow,
+        status=ReconciliationRun.Status.DONE,
+        finished_at=timezone.now(),
+        totals={NOT_RECONCILABLE: {"reason": "action flow", "records": records}},
+    )
+
+
 def _compare(
     flow: Flow,
     schedule: ReconciliationSchedule,
@@ -266,8 +321,15 @@ def _compare(
         return Discrepancy(
             kind=Kind.UNREADABLE, detail=f"target key fields {flow.target_key_fields} are not in the payload", **common
         )
+    lines = _line_fields(expected)
     try:
-        actual = target.fetch(entity=flow.target_entity, key=key, company=context.get("target_company", ""))
+        actual = target.fetch_document(
+            entity=flow.target_entity,
+            key=key,
+            company=context.get("target_company", ""),
+            lines=lines,
+            options=flow.opts,
+        )
     except errors.ConnectorError as exc:
         return Discrepancy(kind=Kind.UNREADABLE, detail=f"target: {exc.message}", **common)
     totals.add(expected, actual)
@@ -276,6 +338,10 @@ def _compare(
     if actual is None:
         return Discrepancy(kind=Kind.MISSING_IN_TARGET, source_values=want, **common)
     have = _projection(actual, fields)
+    # Header + lines: the target's lines (read from their entity or navigation) against the lines written.
+    spec = flow.opts.lines
+    for field in lines:
+        have[field] = _lines_projection(want[field], actual.get(field), spec.match if spec else "")
     # Key fields compare in the target's normal form (F&O answers dataAreaId in lower case, whatever we sent).
     kind = flow.target.kind
     for field in flow.target_key_fields:

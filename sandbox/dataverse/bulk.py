@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -47,10 +48,11 @@ def _bad(message: str) -> Result:
     return error(400, "0x80048d19", message)
 
 
-def bulk(call: Call, set_name: str, action: str) -> Result:
-    """Answer one bulk operation message on an entity set."""
-    from sandbox.dataverse.entities import create_row, upsert_row  # entities dispatches here
+Writer = Callable[..., tuple[Result, str]]
 
+
+def bulk(call: Call, set_name: str, action: str, *, create_row: Writer, upsert_row: Writer) -> Result:
+    """Answer one bulk operation message on an entity set; create_row / upsert_row write one target."""
     table = TABLES.get(set_name)
     if table is None:
         return error(404, "0x80060888", f"Resource not found for the segment '{set_name}'.")

@@ -141,7 +141,9 @@ def dispatch(call: Call) -> Result:
         except ODataError as exc:
             return error(400, "0x80060888", str(exc))
     if bulk_match := BULK_PATH.match(call.path):
-        return bulk(call, bulk_match.group("set"), bulk_match.group("action"))
+        return bulk(
+            call, bulk_match.group("set"), bulk_match.group("action"), create_row=create_row, upsert_row=upsert_row
+        )
     match = _ENTITY_PATH.match(call.path)
     table = TABLES.get(match.group("set")) if match else None
     if match is None or table is None:

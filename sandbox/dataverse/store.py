@@ -15,7 +15,7 @@ from sandbox.common.result import Result
 from sandbox.common.v4 import select_fields
 from sandbox.dataverse.auth import error
 from sandbox.dataverse.context import Caller
-from sandbox.dataverse.tables import _ATTRIBUTE, EMULATOR, ORGANIZATION, Table, lookup_name
+from sandbox.dataverse.tables import _ATTRIBUTE, EMULATOR, LOOKUPS, ORGANIZATION, Table, lookup_name
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import next_change_seq
 
@@ -95,9 +95,12 @@ def validate(table: Table, set_name: str, body: Any, *, creating: bool) -> Resul
             "this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ----> "
             "InnerException : Microsoft.OData.ODataException: The body must be a JSON object.",
         )
+    lookups = LOOKUPS.get(set_name, ())
     for name, value in body.items():
         if name.startswith("@"):
             continue
+        if failure := _lookup_failure(table, name, value, lookups):
+            return failure
         bare = name.removesuffix("@odata.bind")
         if not _ATTRIBUTE.match(bare):
             return error(
@@ -121,6 +124,39 @@ def validate(table: Table, set_name: str, body: Any, *, creating: bool) -> Resul
                     "0x80040203",
                     f"Required field '{name}' is missing or empty for entity '{table.logical_name}'.",
                 )
+    return None
+
+
+_BIND = re.compile(r"^(?:.*/)?\w+\((?:[0-9A-Fa-f-]{36}|\w+=.+)\)$")
+
+
+def _lookup_failure(table: Table, name: str, value: Any, lookups: tuple[str, ...]) -> Result | None:
+    """A lookup set as text, a _<lookup>_value written, or a bind that names no row: what Dataverse refuses."""
+    if name.endswith("@odata.bind"):
+        if value is not None and not (isinstance(value, str) and _BIND.match(value)):
+            return error(
+                400,
+                "0x80048d19",
+                f"Error identified in Payload provided by the user for Entity :'{table.logical_name}' ----> "
+                f"InnerException : Microsoft.OData.ODataException: The value '{value}' of '{name}' is not a "
+                "reference to a row: expected '/<entity set>(<id>)'.",
+            )
+        return None
+    if name.startswith("_") and name.endswith("_value"):
+        return error(
+            400,
+            "0x80060888",
+            "CRM do not support direct update of Entity Reference properties, Use Navigation properties instead.",
+        )
+    if name in lookups and value is not None:
+        return error(
+            400,
+            "0x80048d19",
+            f"Error identified in Payload provided by the user for Entity :'{table.logical_name}' ----> "
+            "InnerException : Microsoft.OData.ODataException: A 'PrimitiveValue' node with non-null value was "
+            f"found when trying to read the value of the navigation property '{name}'; however, a 'StartArray' "
+            "node, a 'StartObject' node, or a 'PrimitiveValue' node with null value was expected.",
+        )
     return None
 
 

@@ -50,6 +50,21 @@ NAVIGATION = {
 
 PRIMARY_NAMES = {"contacts": "fullname", "tasks": "subject"}
 
+# Lookup columns (single-valued navigation properties) per table. A lookup is set with
+# "<navigation>@odata.bind": "/<entity set>(<id>)" and read back as _<lookup>_value, never set as text.
+# "Associate and disassociate table rows using the Web API"
+# https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api
+_SALES_DOCUMENT = ("customerid", "pricelevelid", "transactioncurrencyid", "opportunityid", "ownerid")
+LOOKUPS: dict[str, tuple[str, ...]] = {
+    "accounts": ("primarycontactid", "parentaccountid", "transactioncurrencyid", "defaultpricelevelid", "ownerid"),
+    "contacts": ("parentcustomerid", "transactioncurrencyid", "ownerid"),
+    "products": ("defaultuomid", "defaultuomscheduleid", "pricelevelid", "transactioncurrencyid", "subjectid"),
+    "quotes": _SALES_DOCUMENT,
+    "salesorders": (*_SALES_DOCUMENT, "quoteid"),
+    "invoices": (*_SALES_DOCUMENT, "salesorderid"),
+    "tasks": ("regardingobjectid", "ownerid"),
+}
+
 
 def lookup_name(navigation: str) -> str:
     """The lookup column behind a single-valued navigation property.

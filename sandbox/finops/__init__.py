@@ -4,6 +4,9 @@ data/<Entity>                          OData v4 data entities keyed with dataAre
                                        caller's default company unless ?cross-company=true (as F&O does)
 data/<Entity>(dataAreaId='x',K='v')    GET / PATCH (update, If-Match → 412) / DELETE; POST on the collection
 data/$batch                            multipart/mixed with change sets
+data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities.<action>
+                                       Data management package API (ExportToPackage, ImportFromPackage, …)
+api/connector/{enqueue,dequeue,ack}/<activity id>   recurring integrations; dmf-blob/<id> the package store
 api/services                           custom services: groups, services, operations (GET lists, POST calls)
   IcbAvailabilityServices/IcbAvailabilityService/checkAvailability   availability and price of an item
   IcbSandboxServices/IcbSalesOrderService/{confirm,postPackingSlip,postInvoice,placeHold}
@@ -33,6 +36,7 @@ from sandbox.finops.auth import LIMITS, configure_service_protection
 from sandbox.finops.config import configure, settings_get
 from sandbox.finops.events import business_event, raise_event
 from sandbox.finops.model import EMULATOR
+from sandbox.finops.packages import data_project, recurring_export_run, recurring_job
 from sandbox.models import EmulatorRecord
 from sandbox.registry import Emulator
 
@@ -50,7 +54,10 @@ __all__ = [
     "business_event",
     "configure",
     "configure_service_protection",
+    "data_project",
     "raise_event",
+    "recurring_export_run",
+    "recurring_job",
     "reset",
     "settings_get",
 ]

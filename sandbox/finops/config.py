@@ -12,18 +12,39 @@ def config_row(name: str) -> EmulatorRecord | None:
     return EmulatorRecord.objects.filter(emulator=EMULATOR, entity="$config", company="", key=name).first()
 
 
+# Customer customizations the environment has deployed, not standard F&O. "order_holds": the X++ service
+# IcbOrderHoldServices/IcbOrderHoldService/clearHold and the custom business event
+# SalesOrderHoldPlacedBusinessEvent (standard F&O has neither; a customer writes them, see "Business events
+# developer documentation" https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/business-events/business-events-dev-doc
+# and "Service endpoints" for custom services). On by default, as the prospect-to-cash template needs them.
+CUSTOMIZATIONS = ("order_holds",)
+
+
 def settings_get() -> dict[str, Any]:
     row = config_row("settings")
-    return {"default_company": DEFAULT_COMPANY, "currency": "EUR", **(row.data if row else {})}
+    defaults = {"default_company": DEFAULT_COMPANY, "currency": "EUR", "customizations": list(CUSTOMIZATIONS)}
+    return {**defaults, **(row.data if row else {})}
 
 
-def configure(*, default_company: str | None = None, currency: str | None = None) -> dict[str, Any]:
-    """Set the application user's default company (reads without cross-company see only it) and currency."""
+def customization_deployed(name: str) -> bool:
+    return name in settings_get()["customizations"]
+
+
+def configure(
+    *, default_company: str | None = None, currency: str | None = None, customizations: list[str] | None = None
+) -> dict[str, Any]:
+    """Set the application user's default company (reads without cross-company see only it), the currency and
+    which customizations (CUSTOMIZATIONS) the environment has deployed."""
     values = settings_get()
     if default_company is not None:
         values["default_company"] = default_company.lower()
     if currency is not None:
         values["currency"] = currency
+    if customizations is not None:
+        unknown = set(customizations) - set(CUSTOMIZATIONS)
+        if unknown:
+            raise ValueError(f"unknown customization(s): {', '.join(sorted(unknown))}")
+        values["customizations"] = list(customizations)
     EmulatorRecord.objects.update_or_create(
         emulator=EMULATOR, entity="$config", company="", key="settings", defaults={"data": values}
     )

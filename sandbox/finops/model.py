@@ -61,3 +61,19 @@ LINE_PARENTS: dict[str, tuple[str, str]] = {
 }
 _ENTITY_PATH = re.compile(r"^(?P<set>\w+)(?:\((?P<key>.*)\))?$")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+# Reference data the emulator checks codes against (F&O: the Currency and LogisticsAddressCountryRegion
+# tables). F&O stores ISO codes: a currency is its ISO 4217 code (CurrencyCode), a country/region its
+# ISO 3166 code (AddressCountryRegionISOCode, 2 letters) or F&O id (AddressCountryRegionId, 3 letters);
+# a name ("Danish Krone", "Denmark") is not found in the relating table. The lists are the common codes,
+# not all of ISO (a simplification, docs/sandbox.md). "Currencies and exchange rates" / "Configure
+# country/region" https://learn.microsoft.com/dynamics365/finance/general-ledger/currencies-exchange-rates
+CURRENCIES = frozenset(
+    "AUD BRL CAD CHF CNY CZK DKK EUR GBP HKD HUF INR ISK JPY KRW MXN NOK NZD PLN RON SEK SGD THB TRY USD ZAR".split()
+)
+COUNTRIES = {  # ISO 3166 alpha-2 → alpha-3 (F&O's country/region id)
+    "AT": "AUT", "AU": "AUS", "BE": "BEL", "BR": "BRA", "CA": "CAN", "CH": "CHE", "CN": "CHN", "CZ": "CZE",
+    "DE": "DEU", "DK": "DNK", "EE": "EST", "ES": "ESP", "FI": "FIN", "FR": "FRA", "GB": "GBR", "IE": "IRL",
+    "IN": "IND", "IS": "ISL", "IT": "ITA", "JP": "JPN", "LT": "LTU", "LV": "LVA", "MX": "MEX", "NL": "NLD",
+    "NO": "NOR", "NZ": "NZL", "PL": "POL", "PT": "PRT", "SE": "SWE", "SG": "SGP", "US": "USA", "ZA": "ZAF",
+}  # fmt: skip

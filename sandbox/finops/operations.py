@@ -9,7 +9,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from sandbox.finops.config import next_number, settings_get
+from sandbox.finops.config import customization_deployed, next_number, settings_get
 from sandbox.finops.events import business_event, date_ms, raise_event
 from sandbox.finops.model import ENTITIES
 from sandbox.finops.store import now_iso, rows, write
@@ -185,6 +185,8 @@ def place_hold(params: dict[str, Any]) -> dict[str, Any]:
     )
     _set_status(company, header, OrderHoldCode=code)
     fields = {"HoldCode": code, "HoldReason": reason}
+    if not customization_deployed("order_holds"):  # the hold-placed event is a customization (config.py)
+        return {"$id": "1", "SalesOrderNumber": header.key, "HoldCode": code}
     return _announce("SalesOrderHoldPlacedBusinessEvent", company, header, {"HoldCode": code}, fields)
 
 

@@ -10,6 +10,7 @@ from django.http import HttpRequest
 
 from sandbox.common.result import Result
 from sandbox.finops.auth import error
+from sandbox.finops.config import customization_deployed
 from sandbox.finops.operations import (
     ServiceFault,
     check_availability,
@@ -56,6 +57,10 @@ SERVICES: dict[str, dict[str, dict[str, tuple[Any, list[tuple[str, str]], str]]]
 }
 
 
+# Service groups that are customer customizations (sandbox.finops.config.CUSTOMIZATIONS), not standard F&O.
+CUSTOM_GROUPS = {"IcbOrderHoldServices": "order_holds"}
+
+
 def _service_fault(text: str) -> Result:
     return Result.json(
         {
@@ -70,10 +75,14 @@ def _service_fault(text: str) -> Result:
 
 def services(request: HttpRequest, rest: str) -> Result:
     parts = [p for p in rest.split("/") if p]
+    # An environment without a customization has no such service group (CUSTOM_GROUPS).
+    available = {
+        g: v for g, v in SERVICES.items() if g not in CUSTOM_GROUPS or customization_deployed(CUSTOM_GROUPS[g])
+    }
     if request.method == "GET" or not parts:
         if not parts:
-            return Result.json({"ServiceGroups": [{"Name": g} for g in SERVICES]})
-        group = SERVICES.get(parts[0])
+            return Result.json({"ServiceGroups": [{"Name": g} for g in available]})
+        group = available.get(parts[0])
         if group is None:
             return error(404, f"Service group '{parts[0]}' not found.")
         if len(parts) == 1:
@@ -94,7 +103,7 @@ def services(request: HttpRequest, rest: str) -> Result:
         )
     if len(parts) != 3:
         return error(404, "Call an operation as /api/services/<group>/<service>/<operation>.")
-    operation = SERVICES.get(parts[0], {}).get(parts[1], {}).get(parts[2])
+    operation = available.get(parts[0], {}).get(parts[1], {}).get(parts[2])
     if operation is None:
         return error(404, f"Operation '{'/'.join(parts)}' not found.")
     try:

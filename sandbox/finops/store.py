@@ -13,7 +13,7 @@ from sandbox.common import v4
 from sandbox.common.result import Result
 from sandbox.common.v4 import select_fields
 from sandbox.finops.auth import error, write_failed
-from sandbox.finops.model import _FIELD, EMULATOR, Entity
+from sandbox.finops.model import _FIELD, COUNTRIES, CURRENCIES, EMULATOR, Entity
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import next_change_seq
 
@@ -97,10 +97,31 @@ def validate(entity: Entity, body: Any, *, creating: bool) -> Result | None:
         for name in entity.required:
             if body.get(name) in (None, ""):
                 return write_failed(entity, f"Field '{name}' must be filled in.")
+    if failure := _code_failure(entity, body):
+        return failure
     for name in ("OrderedSalesQuantity", "OrderedPurchaseQuantity", "RequestedSalesQuantity"):
         value = body.get(name)
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             return write_failed(entity, f"{name} must be a positive number, got {value!r}.")
+    return None
+
+
+def _code_failure(entity: Entity, body: dict[str, Any]) -> Result | None:
+    """A currency or country/region given by name (or an unknown code): not found in the relating table."""
+    for name, value in body.items():
+        if value in (None, ""):
+            continue
+        if name.endswith("CurrencyCode") and value not in CURRENCIES:
+            table = "Currency"
+        elif name.endswith("CountryRegionISOCode") and value not in COUNTRIES:
+            table = "Country/region"
+        elif name.endswith("CountryRegionId") and value not in COUNTRIES.values():
+            table = "Country/region"
+        else:
+            continue
+        return write_failed(
+            entity, f"The value '{value}' in field '{name}' is not found in the relating table '{table}'."
+        )
     return None
 
 

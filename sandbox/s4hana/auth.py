@@ -37,6 +37,11 @@ def _token_hash(token: str) -> str:
 
 
 def authenticate(request: HttpRequest) -> str | None:
+    """The logged-on user, or None (401). The logon client is the sap-client URL parameter, else the
+    system's standard client (SAP Help "SAP URL Parameters"); a client the system does not have fails
+    the logon, as users exist per client."""
+    if request.GET.get("sap-client", CLIENT) != CLIENT:
+        return None
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:

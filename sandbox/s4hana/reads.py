@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
+
+from django.conf import settings
 
 from integrations.protocols.odata.edm import comparable
 from sandbox.models import EmulatorRecord
@@ -166,10 +168,24 @@ def read(ctx: Context, target: Target, query: dict[str, str]) -> Reply:
         skip, top = int(query.get("$skip", 0)), int(query["$top"]) if "$top" in query else None
     except ValueError as exc:
         raise GatewayError(400, "/IWBEP/CM_MGW_RT/000", "$top and $skip must be whole numbers") from exc
-    records = records[skip : None if top is None else skip + top]
+    # Server-driven paging, as SAP Gateway does it for OData V2: with no $top, at most SERVER_PAGE_SIZE
+    # entities, and a "__next" link carrying a $skiptoken to the rest (OData V2 JSON format §"Partial
+    # collections": https://www.odata.org/documentation/odata-version-2-0/json-format/). Here the token
+    # is an offset; a real Gateway's token is opaque, which is all a client may assume.
+    token = query.get("$skiptoken", "")
+    if token and not token.isdigit():
+        raise GatewayError(400, "/IWBEP/CM_MGW_RT/000", f"Invalid $skiptoken '{token}'")
+    skip += int(token or 0)
+    page = getattr(settings, "SANDBOX_S4_PAGE_SIZE", 1000)
+    server_cut = top is None and total - skip > page
+    records = records[skip : skip + page if server_cut else (None if top is None else skip + top)]
     body: dict[str, Any] = {"results": [serialize(ctx, target.entity_set, r, expand, select) for r in records]}
     if query.get("$inlinecount") == "allpages":
         body["__count"] = str(total)
+    if server_cut:
+        rest = {k: v for k, v in query.items() if k not in ("$skiptoken", "$skip")}
+        query_text = urlencode({**rest, "$skiptoken": str(skip + page)}, safe="$',()")
+        body["__next"] = f"{ctx.base}/{target.entity_set.name}?{query_text}"
     return Reply(200, {"d": body})
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 
 from sandbox.models import EmulatorRecord
+from sandbox.s4hana import pricing
 from sandbox.s4hana.events import EVENTS, event_data, push_after_commit
 from sandbox.s4hana.model import EntitySet
 from sandbox.s4hana.reads import Context, Target, json_body, read, resolve, serialize
@@ -78,8 +79,17 @@ def _create(
         prop = entity_set.props.get(name)
         if prop is None:
             raise GatewayError(400, "/IWBEP/CM_MGW_RT/000", f"Property '{name}' is invalid", target=name)
-        if prop.creatable:
-            data[name] = to_wire(prop, value, entity_set.name)
+        if not prop.creatable and name not in inherited:
+            # sap:creatable="false": "values for this property cannot be set in a create request" (SAP
+            # Annotations for OData Version 2.0, https://sap.github.io/odata-vocabularies/docs/v2-annotations.html);
+            # S/4 computes them (NetAmount from pricing, stamps), so a create that carries one is refused.
+            raise GatewayError(
+                400,
+                "/IWBEP/CM_MGW_RT/000",
+                f"Property '{name}' of {entity_set.name} is not creatable (sap:creatable=\"false\")",
+                target=name,
+            )
+        data[name] = to_wire(prop, value, entity_set.name)
     data.update(inherited)
     missing = [k for k in entity_set.keys if not data.get(k)]
     if missing and (service, entity_set.name) in NUMBER_RANGES and missing == entity_set.keys:
@@ -98,6 +108,8 @@ def _create(
         )
     if problems := _validate(service, entity_set, data):
         raise BusinessError(problems)
+    if (service, entity_set.name) == ("API_SALES_ORDER_SRV", "A_SalesOrderItem"):
+        pricing.price_item(data)
     stamp(entity_set, data, ctx.user, created=True)
     key = format_key(entity_set, data)
     if stored(service, entity_set).filter(key=key).exists():
@@ -116,9 +128,20 @@ def _create(
             if not isinstance(row, dict):
                 raise GatewayError(400, "/IWBEP/CM_MGW_RT/000", f"Deep insert '{name}' expects objects")
             _create(ctx, child, row, match, number)
+    if (service, entity_set.name) == ("API_SALES_ORDER_SRV", "A_SalesOrder"):
+        _reprice_order(ctx, entity_set, record)
     if (service, entity_set.name) in EVENTS:
         ctx.events.append(("Created", event_data(service, entity_set, data)))
     return record
+
+
+def _reprice_order(ctx: Context, entity_set: EntitySet, record: EmulatorRecord) -> None:
+    """The order's TotalNetAmount from its items (priced as they were created, sandbox.s4hana.pricing)."""
+    nav = entity_set.navs["to_Item"]
+    child = ctx.service.entity_set(nav.target_set)
+    items = stored(ctx.service.name, child, nav_match(entity_set, record.data, child, True))
+    record.data["TotalNetAmount"] = pricing.total_of([item.data for item in items])
+    record.save(update_fields=["data"])
 
 
 def _update(ctx: Context, target: Target, body: dict[str, Any], method: str, headers: dict[str, str]) -> Reply:
@@ -156,10 +179,18 @@ def _update(ctx: Context, target: Target, body: dict[str, Any], method: str, hea
         }
     if problems := _validate(ctx.service.name, entity_set, data):
         raise BusinessError(problems)
+    priced = (ctx.service.name, entity_set.name) == ("API_SALES_ORDER_SRV", "A_SalesOrderItem")
+    if priced:
+        pricing.price_item(data)  # a changed quantity or material is priced again, and so is its order
     stamp(entity_set, data, ctx.user, created=False)
     record.data = data
     record.version += 1
     record.save()
+    if priced:
+        header_set = ctx.service.entity_set("A_SalesOrder")
+        header = stored(ctx.service.name, header_set, {"SalesOrder": data["SalesOrder"]}).first()
+        if header is not None:
+            _reprice_order(ctx, header_set, header)
     if (ctx.service.name, entity_set.name) in EVENTS:
         ctx.events.append(("Changed", event_data(ctx.service.name, entity_set, data)))
     reply = Reply(204)

@@ -146,6 +146,7 @@ def test_create_only_refuses_an_existing_row_as_duplicate(dataverse_system: Syst
 
 def test_a_batch_of_200_records_is_one_request(dataverse_system: System) -> None:
     dataverse_system.batch_size = 500
+    dataverse_system.settings["bulk_tables"] = []  # the $batch path (bulk messages: test_dataverse_bulk.py)
     connector = connector_of(dataverse_system)
     sent = count_requests(connector)
 

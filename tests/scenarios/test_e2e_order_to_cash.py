@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from decimal import Decimal
 
 import pytest
 import requests
@@ -22,6 +23,7 @@ from integrations.systems import get_connector
 from sandbox import dataverse
 from sandbox.common.faults import clear_faults, set_faults
 from sandbox.models import EmulatorRecord, EmulatorSubscription
+from sandbox.s4hana.pricing import PRICE_CONDITIONS
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -72,6 +74,14 @@ def test_d365_order_reaches_s4_and_its_delivery_and_billing_come_back_as_one_cha
     )
     assert items.exists()
     assert {item.data["RequestedQuantityUnit"] for item in items} <= {"PC", "BOX", "KG", "M"}
+    # S/4 prices the items from its condition records (sandbox.s4hana.pricing); the hub sends no amounts.
+    lines = EmulatorRecord.objects.get(
+        emulator="dataverse", entity="salesorders", data__ordernumber=report.created[0]
+    ).data["icb_lines"]
+    expected = sum(PRICE_CONDITIONS[line["productnumber"]] * Decimal(str(line["quantity"])) for line in lines)
+    assert expected > 0
+    assert Decimal(order["TotalNetAmount"]) == expected
+    assert sum(Decimal(item.data["NetAmount"]) for item in items) == expected
 
     s4_document(hub, "outbound-deliveries", sales_order)
     wait_until(lambda: done(DELIVERIES))
@@ -91,6 +101,7 @@ def test_d365_order_reaches_s4_and_its_delivery_and_billing_come_back_as_one_cha
     invoice = EmulatorRecord.objects.get(emulator="dataverse", entity="invoices")
     assert invoice.data["icb_salesordernumber"] == report.created[0]
     assert invoice.data["icb_accountingdocument"]
+    assert Decimal(str(invoice.data["totalamount"])) == expected  # the billing document's TotalNetAmount
     chain = chain_for(order_message.correlation_id)
     assert [(step.flow.slug, step.state) for step in chain.steps] == [
         (ORDERS, "delivered"),

@@ -18,6 +18,7 @@ from integrations.pipeline.operator import message_resolve_conflict
 from integrations.polling.poll import flow_poll
 from integrations.protocols.transport import DeliveryRequest
 from integrations.scenarios import traffic
+from integrations.scenarios.templates.prospect_to_cash import COUNTRY_NAMES, UOM_IDS
 from integrations.systems import get_connector
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 from tests.conftest import fixture_path, wait_until
@@ -233,6 +234,12 @@ def test_sales_order_goes_to_fo_for_the_customer_its_account_became(start_worker
     header = EmulatorRecord.objects.get(emulator="finops", entity="SalesOrderHeadersV2", key=order_number).data
     assert f"CustomerAccount='{header['OrderingCustomerAccountNumber']}'" in customer
     assert header["CustomersOrderReference"] == f"Web order {order_number.removeprefix('ORD-')}"
+    # Sales holds the country as text ("Denmark"); F&O refuses names, the template sends the ISO code.
+    [account] = EmulatorRecord.objects.filter(emulator="dataverse", entity="accounts")
+    [fo_customer] = EmulatorRecord.objects.filter(emulator="finops", entity="CustomersV3")
+    assert len(account.data["address1_country"]) > 2
+    assert fo_customer.data["AddressCountryRegionISOCode"] == COUNTRY_NAMES[account.data["address1_country"]]
+    assert fo_customer.data["SalesCurrencyCode"] == "SEK"
 
 
 def test_fo_invoice_becomes_a_read_only_copy_in_sales_and_intercompany_ones_do_not(start_worker, flows):
@@ -288,4 +295,6 @@ def test_fo_products_reach_sales_incrementally(start_worker, flows):
         ("A0001", "Demo A0001", 12.5),
         ("B0110", "Demo B0110", 64.0),
     }
+    # The unit is a lookup, bound to its uom row (Dataverse refuses it as text) and read back as _<name>_value.
+    assert {p.data["_defaultuomid_value"] for p in products} == {UOM_IDS["ea"].removeprefix("/uoms(").rstrip(")")}
     assert flow_poll(flow=flows["p2c-products-fo-to-sales"]).messages_created == 0  # nothing new since

@@ -67,7 +67,7 @@ ORDER_TO_S4 = {
                 "Material": {"path": "productnumber", "required": True},
                 "RequestedQuantity": {"path": "quantity", "type": "decimal", "required": True},
                 "RequestedQuantityUnit": {"path": "uomid", "lookup": {"map": "o2c-uom-d365-to-s4"}},
-                "NetAmount": {"expr": "round(number(quantity) * number(priceperunit), 2)", "type": "decimal"},
+                # No NetAmount: S/4 prices the item itself (sap:creatable="false" in $metadata).
             },
         },
     },
@@ -231,7 +231,9 @@ TEMPLATE = {
             "company_link": LINK,
             "trigger": "webhook",
             "target_entity": "API_SALES_ORDER_SRV/A_SalesOrder",
-            "target_operation": "create",
+            # Upsert: a D365 Update (or a reconciliation repair) PATCHes the order found by its customer
+            # reference and then its items one by one (OData v2 has no deep update); a new order is one deep insert.
+            "target_operation": "upsert",
             "target_key_fields": ["PurchaseOrderByCustomer"],
             "mapping_spec": ORDER_TO_S4,
             "master": "source",

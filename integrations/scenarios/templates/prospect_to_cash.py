@@ -9,6 +9,8 @@ Dataverse webhook events reach the mappings as {"event", "entity", "id", "attrib
 
 from __future__ import annotations
 
+import uuid
+
 from integrations.scenarios.templates.systems import DATAVERSE, FINOPS
 
 LINK = "Sales-SE01@F&O"
@@ -23,19 +25,52 @@ CUSTOMER_LINK = {
     "as": "customer",
 }
 
+# F&O takes currencies and countries/regions as ISO codes and refuses names; a Sales currency lookup
+# carries the currency's name, and address1_country is free text. Unmapped values pass as they are
+# (a code already), so F&O names any value the maps lack.
+CURRENCY_MAP = "p2c-currency-sales-to-fo"
+COUNTRY_MAP = "p2c-country-sales-to-fo"
+CURRENCY_CODE = {
+    "path": "attributes.transactioncurrencyid.Name",
+    "default": "SEK",
+    "lookup": {"map": CURRENCY_MAP, "missing": "pass"},
+}
+CURRENCY_NAMES = {
+    "Swedish Krona": "SEK",
+    "Danish Krone": "DKK",
+    "Norwegian Krone": "NOK",
+    "Euro": "EUR",
+    "US Dollar": "USD",
+    "Pound Sterling": "GBP",
+}
+COUNTRY_NAMES = {
+    "Sweden": "SE",
+    "Denmark": "DK",
+    "Norway": "NO",
+    "Finland": "FI",
+    "Germany": "DE",
+    "United Kingdom": "GB",
+    "United States": "US",
+}
+
 ACCOUNT_TO_CUSTOMER = {
     "fields": {
         "dataAreaId": {"context": "target_company", "required": True},
         "CustomerAccount": {"path": "attributes.accountnumber", "required": True},
         "OrganizationName": {"path": "attributes.name", "required": True, "max_length": 100},
         "CustomerGroupId": {"path": "attributes.msdyn_customergroupid.Name", "default": "30"},
-        "SalesCurrencyCode": {"path": "attributes.transactioncurrencyid.Name", "default": "SEK"},
+        "SalesCurrencyCode": CURRENCY_CODE,
         "PrimaryContactEmail": "attributes.emailaddress1",
         "PrimaryContactPhone": "attributes.telephone1",
         "AddressCity": "attributes.address1_city",
         "AddressZipCode": "attributes.address1_postalcode",
         "AddressStreet": "attributes.address1_line1",
-        "AddressCountryRegionISOCode": {"path": "attributes.address1_country", "default": "SE"},
+        # Sales keeps the country as text ("Sweden"); F&O takes the ISO code.
+        "AddressCountryRegionISOCode": {
+            "path": "attributes.address1_country",
+            "default": "SE",
+            "lookup": {"map": COUNTRY_MAP, "missing": "pass"},
+        },
         "CreditLimit": {"path": "attributes.creditlimit", "type": "decimal", "as": "number", "precision": 2},
     },
     "omit_nulls": True,
@@ -70,13 +105,22 @@ CONTACT_TO_CONTACT_PERSON = {
     "omit_nulls": True,
 }
 
+# F&O unit symbol → the Sales unit (uom) row to bind. The GUIDs are the sandbox's; on a real
+# environment an operator enters that environment's uomid values (GET uoms?$select=name).
+UOM_MAP = "p2c-uom-fo-to-sales"
+UOM_IDS = {
+    symbol: f"/uoms({uuid.uuid5(uuid.NAMESPACE_URL, f'icbridge-sandbox/uom/{symbol}')})"
+    for symbol in ("ea", "pcs", "box", "kg", "m")
+}
+
 PRODUCT_TO_SALES = {
     "fields": {
         "productnumber": {"path": "ItemNumber", "required": True},
         "name": {"expr": "coalesce(ProductName, SearchName, ItemNumber)", "max_length": 100},
         "description": "ProductDescription",
         "price": {"path": "SalesPrice", "type": "decimal", "as": "number", "precision": 2},
-        "defaultuomid": {"path": "SalesUnitSymbol", "default": "ea"},
+        # A lookup: bound to the uom row ("/uoms(<id>)"), never set as text; the value map names the rows.
+        "defaultuomid@odata.bind": {"path": "SalesUnitSymbol", "default": "ea", "lookup": {"map": UOM_MAP}},
         "quantitydecimal": {"const": 2},
     },
     "omit_nulls": True,
@@ -106,7 +150,7 @@ QUOTE_TO_FO = {
         "SalesQuotationNumber": {"path": "attributes.quotenumber", "required": True},
         "RequestingCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount", "required": True},
         "QuotationName": {"path": "attributes.name", "max_length": 60},
-        "CurrencyCode": {"path": "attributes.transactioncurrencyid.Name", "default": "SEK"},
+        "CurrencyCode": CURRENCY_CODE,
         "QuotationExpiryDate": {"path": "attributes.expireson", "type": "date"},
         "SalesQuotationLines": QUOTE_LINES,
     },
@@ -121,7 +165,7 @@ ORDER_TO_FO = {
         "OrderingCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount", "required": True},
         "InvoiceCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount"},
         "CustomersOrderReference": "attributes.name",
-        "CurrencyCode": {"path": "attributes.transactioncurrencyid.Name", "default": "SEK"},
+        "CurrencyCode": CURRENCY_CODE,
         "RequestedReceiptDate": {"path": "attributes.requestdeliveryby", "type": "date"},
         "SalesOrderLines": ORDER_LINES,
     },
@@ -185,7 +229,11 @@ TEMPLATE = {
             "defaults": {"customer_group": "30"},
         }
     ],
-    "value_maps": [],
+    "value_maps": [
+        {"name": UOM_MAP, "description": "F&O unit symbol → Sales unit (uoms row to bind)", "entries": UOM_IDS},
+        {"name": CURRENCY_MAP, "description": "Sales currency name → ISO 4217 code", "entries": CURRENCY_NAMES},
+        {"name": COUNTRY_MAP, "description": "Sales country (text) → ISO 3166 code", "entries": COUNTRY_NAMES},
+    ],
     "flows": [
         {
             "slug": "p2c-accounts-sales-to-fo",

@@ -356,6 +356,33 @@ class Ax2012Connector(Connector):
         page = self._call(service, "getChangedKeys", company=company, DocumentPaging=None, ChangedDateTime=since)
         return self._keys_of(page.EntityKeyList if page is not None else None)
 
+    def read_page(
+        self, service: str, cursor: str = "", filters: dict[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of an initial load of an AIF document service: its documents and the next cursor.
+
+        The keys come from getKeys (getChangedKeys with filters["since"]), both paged by AifDocumentPaging
+        on a real AOS; the emulator answers every key in one page. The cursor is the offset into that key
+        list, and each page reads filters["page_size"] documents with `read`.
+        https://learn.microsoft.com/dynamicsax-2012/developer/document-service-operations
+        """
+        filters = filters or {}
+        company = str(filters.get("company") or "")
+        if not company:
+            raise errors.RejectedError(f"{self.system.name}: an AX load needs the company (filters company)")
+        if filters.get("since"):
+            since = dt.datetime.fromisoformat(str(filters["since"]).replace("Z", "+00:00"))
+            all_keys = self.changed_keys(service, company=company, since=since)
+        else:
+            all_keys = self._keys_of(self._call(service, "getKeys", company=company, DocumentPaging=None).EntityKeyList)
+        all_keys = sorted(set(all_keys))  # a stable order, so an offset means the same thing on every page
+        start, size = int(cursor or 0), int(filters.get("page_size") or 100)
+        page = all_keys[start : start + size]
+        documents = self.read_documents(service, company=company, keys=page)
+        for document in documents:
+            document.setdefault("dataAreaId", company.lower())
+        return documents, str(start + size) if start + size < len(all_keys) else ""
+
     # --- Connector interface -------------------------------------------------------------------
 
     def deliver(self, request: DeliveryRequest) -> DeliveryResult:

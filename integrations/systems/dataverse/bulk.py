@@ -12,15 +12,25 @@ https://learn.microsoft.com/power-apps/developer/data-platform/optimize-performa
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from integrations import errors
 from integrations.protocols.odata.keys import format_key, literal
 from integrations.protocols.transport import DeliveryRequest, DeliveryResult
 from integrations.systems.dataverse.keys import canonical_key
 
-if TYPE_CHECKING:
-    from integrations.systems.dataverse.connector import DataverseConnector
+
+class DataverseConnector(Protocol):
+    """What the bulk writes use of the connector (connector.DataverseConnector)."""
+
+    system: Any
+    api: str
+    _tables: dict[str, tuple[str, str]]
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any: ...
+    def query(self, entity: str, *, filter: str = "", select: str = "") -> Any: ...
+    def _with_client_id(self, request: DeliveryRequest) -> dict[str, Any]: ...
+
 
 # Standard tables that take CreateMultiple and UpsertMultiple (the sdkmessagefilter rows of those messages);
 # settings["bulk_tables"] names another list, [] turns bulk writes off.
@@ -57,16 +67,20 @@ def deliver_bulk(
     action: str,
     group: list[DeliveryRequest],
     one_by_one: Callable[[list[DeliveryRequest]], list[Outcome]],
+    *,
+    headers: dict[str, str],
+    pk: str,
 ) -> list[Outcome]:
-    """Write one table's records with one bulk message; a refused message goes again through one_by_one."""
-    from integrations.systems.dataverse.connector import ODATA_HEADERS, primary_id
+    """Write one table's records with one bulk message; a refused message goes again through one_by_one.
 
+    headers are the connector's OData headers, pk the table's primary id column.
+    """
     entity = group[0].entity
     logical_name = entity_logical_name(connector, entity)
     url = f"{connector.api}/{entity}/Microsoft.Dynamics.CRM.{action}"
     body = {"Targets": [_target(connector, r, action, logical_name) for r in group]}
     summary = f"POST {url} ({len(group)} targets)"
-    headers = {**ODATA_HEADERS, "MSCRM.SuppressDuplicateDetection": "true"}
+    headers = {**headers, "MSCRM.SuppressDuplicateDetection": "true"}
     if group[0].correlation_id:
         headers["x-ms-correlation-request-id"] = group[0].correlation_id
     try:
@@ -90,7 +104,6 @@ def deliver_bulk(
         ]
     # UpsertMultiple answers 204 without ids (UpsertMultiple Action): read the rows' ids by their keys,
     # READ_BACK rows per query so the URL stays short.
-    pk = primary_id(entity)
     rows: dict[tuple, dict[str, Any]] = {}
     names = sorted({name for r in group for name in r.key})
     for start in range(0, len(group), READ_BACK):
@@ -125,6 +138,5 @@ def entity_logical_name(connector: DataverseConnector, entity_set: str) -> str:
     for logical, (known_set, _) in connector._tables.items():
         if known_set == entity_set:
             return logical
-    from integrations.systems.dataverse.connector import primary_id
-
-    return primary_id(entity_set).removesuffix("id")
+    singular = entity_set[:-3] + "y" if entity_set.endswith("ies") else entity_set.removesuffix("s")
+    return singular

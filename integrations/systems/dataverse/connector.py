@@ -249,7 +249,15 @@ class DataverseConnector(MicrosoftConnector):
         for (_, action), members in groups.items():
             if len(members) >= bulk.MIN_BULK:
                 group = [chunk[n] for n in members]
-                outcome.update(zip(members, bulk.deliver_bulk(self, action, group, self._one_by_one), strict=True))
+                outcome.update(
+                    zip(
+                        members,
+                        bulk.deliver_bulk(
+                            self, action, group, self._one_by_one, headers=ODATA_HEADERS, pk=primary_id(group[0].entity)
+                        ),
+                        strict=True,
+                    )
+                )
         rest = [n for n in range(len(chunk)) if n not in outcome]
         if rest:
             outcome.update(zip(rest, self._batch([chunk[n] for n in rest], False), strict=True))

@@ -22,11 +22,13 @@ from urllib.parse import unquote
 
 from integrations import errors
 from integrations.flow_options import LinesSpec
+from integrations.protocols import dmf
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
 from integrations.protocols.odata import keys
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.finops import records
 from integrations.systems.finops.keys import canonical_key, format_key
+from integrations.systems.finops.packages import DataPackages
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -94,6 +96,20 @@ def classify(
         vendor_class=vendor_class,
         overrides={409: errors.RejectedError},
     )
+
+
+# The rows of the package a load pages through, kept for its next page (one package per process).
+_PACKAGE_ROWS: dict[str, Any] = {}
+
+
+def _load_params(filters: dict[str, Any]) -> dict[str, str]:
+    """Query options of an initial load: every company, or one (dataAreaId), modified since a moment."""
+    clauses = []
+    if filters.get("since"):
+        clauses.append(f"{filters.get('field') or 'ModifiedDateTime'} ge {filters['since']}")
+    if filters.get("company"):
+        clauses.append(f"dataAreaId eq {keys.string_literal(str(filters['company']).lower())}")
+    return {**CROSS_COMPANY, **({"$filter": " and ".join(clauses)} if clauses else {})}
 
 
 class FinOpsConnector(MicrosoftConnector):
@@ -434,6 +450,19 @@ class FinOpsConnector(MicrosoftConnector):
                 return None
             raise
 
+    def fetch_document(
+        self, *, entity: str, key: dict[str, Any], company: str = "", lines: Any = (), options: Any = None
+    ) -> dict[str, Any] | None:
+        """The header, and its lines read from their own entity (options.lines) under the header's field."""
+        record = self.fetch(entity=entity, key=key, company=company)
+        spec = getattr(options, "lines", None)
+        if record is None or spec is None or spec.field not in lines:
+            return record
+        clauses = [f"dataAreaId eq {keys.literal(company.lower())}"]
+        clauses += [f"{name} eq {keys.literal(value)}" for name, value in key.items() if name != "dataAreaId"]
+        rows = list(self.query(spec.entity, filter=" and ".join(clauses), orderby=spec.match))
+        return {**record, spec.field: rows}
+
     def query(
         self, entity: str, *, filter: str = "", select: str = "", orderby: str = "", top: int | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -481,29 +510,48 @@ class FinOpsConnector(MicrosoftConnector):
         https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/odata#paging
         """
         filters = filters or {}
+        if filters.get("transport") == "package":
+            return self._read_package_page(entity, cursor, filters)
         headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={int(filters.get('page_size') or self.page_size)}"}
         if cursor:
             response = self.request("GET", cursor, headers=headers)
         else:
-            clauses = []
-            if filters.get("since"):
-                clauses.append(f"{filters.get('field') or 'ModifiedDateTime'} ge {filters['since']}")
-            if filters.get("company"):
-                clauses.append(f"dataAreaId eq {keys.string_literal(str(filters['company']).lower())}")
-            params = {**CROSS_COMPANY, **({"$filter": " and ".join(clauses)} if clauses else {})}
-            response = self.request("GET", f"{self.data}/{entity}", params=params, headers=headers)
+            response = self.request("GET", f"{self.data}/{entity}", params=_load_params(filters), headers=headers)
         body = response.json()
         return body.get("value", []), body.get("@odata.nextLink") or ""
 
+    @property
+    def packages(self) -> DataPackages:
+        """The Data management package API and recurring integrations of this environment."""
+        return DataPackages(self)
+
+    def _read_package_page(self, entity: str, cursor: str, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        """A load through an export package: export the data project once, then page through its rows.
+
+        The cursor is "package:<execution id>:<offset>"; a resumed load reads the same package again.
+        """
+        if not cursor:
+            project, company = filters.get("project"), filters.get("company")
+            if not project or not company:
+                raise errors.RejectedError(f"{self.system.name}: a package load needs the data project and company")
+            execution_id = self.packages.export(project=str(project), company=str(company))
+            status = self.packages.wait(execution_id)
+            if status not in ("Succeeded", "PartiallySucceeded"):
+                raise errors.RejectedError(f"{self.system.name}: export {execution_id} ended {status}")
+            cursor = f"package:{execution_id}:0"
+        _, execution_id, offset = cursor.split(":", 2)
+        if _PACKAGE_ROWS.get("execution") != execution_id:
+            url = self.packages.exported_url(execution_id)
+            _PACKAGE_ROWS.clear()
+            _PACKAGE_ROWS.update(execution=execution_id, rows=dmf.package_read(self.packages.download(url))[1])
+        rows = _PACKAGE_ROWS["rows"].get(entity, [])
+        start, size = int(offset), int(filters.get("page_size") or 1000)
+        page = rows[start : start + size]
+        return page, f"package:{execution_id}:{start + size}" if start + size < len(rows) else ""
+
     def count(self, entity: str, filters: dict[str, Any] | None = None) -> int | None:
         """How many rows a load would read ($count), for the preview; None if the entity cannot count."""
-        filters = filters or {}
-        clauses = []
-        if filters.get("since"):
-            clauses.append(f"{filters.get('field') or 'ModifiedDateTime'} ge {filters['since']}")
-        if filters.get("company"):
-            clauses.append(f"dataAreaId eq {keys.string_literal(str(filters['company']).lower())}")
-        params = {**CROSS_COMPANY, "$count": "true", "$top": "0", **({"$filter": " and ".join(clauses)} if clauses else {})}
+        params = {**_load_params(filters or {}), "$count": "true", "$top": "0"}
         body = self.request("GET", f"{self.data}/{entity}", params=params, headers=ODATA_HEADERS).json()
         count = body.get("@odata.count")
         return int(count) if count is not None else None

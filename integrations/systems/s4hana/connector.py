@@ -173,6 +173,9 @@ class S4HanaConnector(HttpConnector):
         return self._send(method, url, headers={**headers, "x-csrf-token": self._csrf_token}, **kwargs)
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        if client := str(self.system.settings.get("sap_client") or ""):
+            # The logon client (SAP Help "SAP URL Parameters": sap-client first, else the system's default).
+            kwargs["params"] = {**(kwargs.get("params") or {}), "sap-client": client}
         response = self.send(method, url, **kwargs)
         summary = summary_of(method, url)
         # SAP marks a refused CSRF token only in a header; remember it for _write's one retry.
@@ -296,13 +299,46 @@ class S4HanaConnector(HttpConnector):
             exc.current = _plain(fresh[0]) if fresh else None
             exc.current_etag = fresh[0].get("__metadata", {}).get("etag", "") if fresh else ""
             raise
+        children = self._update_children(service, predicate, request)
         return DeliveryResult(
             target_key=key,
             etag=response.headers.get("ETag", ""),
             created=False,
             status_code=response.status_code,
-            request_summary=f"PATCH {service}/{predicate}",
+            request_summary=f"PATCH {service}/{predicate}" + (f" + {children} item request(s)" if children else ""),
         )
+
+    def _update_children(self, service: str, predicate: str, request: DeliveryRequest) -> int:
+        """An update's items (to_Item): OData v2 has no deep update, so each item is written on its own.
+
+        Items pair with the existing ones by their key field (SalesOrderItem, the first field of the item
+        entity's key the payload carries); a changed one is PATCHed by its URI, a new one POSTed to the
+        navigation (A_SalesOrder('1')/to_Item, https://api.sap.com/api/API_SALES_ORDER_SRV/resource).
+        Items the payload no longer carries are left alone (deleting order items is a business decision).
+        """
+        written = 0
+        for nav, rows in request.payload.items():
+            if not (isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)):
+                continue
+            existing = self._send("GET", f"{self.base_url}/{service}/{predicate}/{nav}").json()["d"]["results"]
+            pair = next((name for name in rows[0] if all(name in row for row in rows) and name.endswith("Item")), "")
+            by_key = {str(row.get(pair)): row for row in existing} if pair else {}
+            for row in rows:
+                current = by_key.get(str(row.get(pair)))
+                if current is None:
+                    self._write(
+                        "POST", service, f"{predicate}/{nav}", json=row, headers={"Content-Type": "application/json"}
+                    )
+                    written += 1
+                    continue
+                changes = {k: v for k, v in row.items() if k != pair and _plain(current).get(k) != v}
+                if not changes:
+                    continue
+                uri = current["__metadata"]["uri"].rsplit("/", 1)[-1]
+                headers = {"Content-Type": "application/json", "If-Match": current["__metadata"].get("etag") or "*"}
+                self._write("PATCH", service, uri, json=changes, headers=headers)
+                written += 1
+        return written
 
     def deliver_many(self, requests_: Sequence[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
         """Creates into one service go as one $batch, one change set each (one bad record fails alone)."""
@@ -355,6 +391,34 @@ class S4HanaConnector(HttpConnector):
             )
         return results
 
+    def read_page(
+        self, entity: str, cursor: str = "", filters: dict[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of an initial load of <SERVICE>/<EntitySet>: its entities and the next cursor ("" at the end).
+
+        The Gateway pages on the server: a partial collection ends with "__next", a link carrying a
+        $skiptoken, followed as is. filters: "since" (on LastChangeDateTime, or filters["field"]), "company"
+        (on CompanyCode, or filters["company_field"]).
+        https://help.sap.com/docs/SAP_NETWEAVER_750/68bf513362174d54b58cddec28794093/6ee2fd5ad5e044c0ae6a2da5b9c8a0f3.html
+        """
+        filters = filters or {}
+        if cursor:
+            response = self._send("GET", cursor)
+        else:
+            service, entity_set = self._split_entity(entity)
+            clauses = []
+            if filters.get("since"):
+                moment = str(filters["since"]).rstrip("Z")
+                clauses.append(f"{filters.get('field') or 'LastChangeDateTime'} ge datetimeoffset'{moment}Z'")
+            if filters.get("company"):
+                clauses.append(
+                    f"{filters.get('company_field') or 'CompanyCode'} eq {keys.v2_literal(filters['company'])}"
+                )
+            params = {"$filter": " and ".join(clauses)} if clauses else None
+            response = self._send("GET", f"{self.base_url}/{service}/{entity_set}", params=params)
+        body = response.json()["d"]
+        return [_plain(entity) for entity in body.get("results", [])], body.get("__next") or ""
+
     def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
         service, entity_set = self._split_entity(entity)
         try:
@@ -364,6 +428,21 @@ class S4HanaConnector(HttpConnector):
                 return None
             raise
         return _plain(response.json()["d"])
+
+    def fetch_document(
+        self, *, entity: str, key: dict[str, Any], company: str = "", lines: Any = (), options: Any = None
+    ) -> dict[str, Any] | None:
+        """The record found by the flow's key fields ($filter: they need not be the entity's key, e.g.
+        PurchaseOrderByCustomer), with the navigation properties named in lines expanded (to_Item)."""
+        service, entity_set = self._split_entity(entity)
+        clauses = " and ".join(f"{name} eq {keys.v2_literal(value)}" for name, value in key.items())
+        params = {"$filter": clauses, "$top": "2"}
+        if lines:
+            params["$expand"] = ",".join(lines)
+        rows = self._send("GET", f"{self.base_url}/{service}/{entity_set}", params=params).json()["d"]["results"]
+        if len(rows) > 1:
+            raise errors.RejectedError(f"S/4HANA: more than one {entity_set} matches {key}")
+        return _plain(rows[0]) if rows else None
 
     def check_connection(self) -> ConnectionReport:
         report = ConnectionReport()

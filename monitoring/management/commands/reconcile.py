@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations.models import Flow
 from monitoring.models import ReconciliationRun
-from monitoring.services.reconciliation import reconciliation_run
+from monitoring.services.reconciliation import NOT_RECONCILABLE, reconciliation_run
 
 
 class Command(BaseCommand):
@@ -39,6 +39,12 @@ class Command(BaseCommand):
             if options["repair"] and run.status == ReconciliationRun.Status.DONE and run.discrepancies_count:
                 # Repairs travel through the pipeline; what remains is what the next run finds.
                 self.stdout.write(f"{flow.slug}: {run.discrepancies_count} repair(s) queued")
+            skipped = (run.totals or {}).get(NOT_RECONCILABLE)
+            if skipped:
+                self.stdout.write(
+                    f"{flow.slug}: not reconcilable: {skipped['reason']} ({skipped['records']} record(s))"
+                )
+                continue
             self.stdout.write(
                 f"{flow.slug}: {run.status}, {run.checked} checked, {run.matched} matched, "
                 f"{run.missing_in_target} missing in target, {run.missing_in_source} missing in source, "

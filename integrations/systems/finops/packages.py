@@ -1,0 +1,151 @@
+"""F&O's batch data paths: the Data management package REST API and recurring integrations.
+
+OData writes and reads a few thousand records an hour; a data package moves hundreds of thousands
+(docs/bulk.md). A data project (definition group) is set up in F&O's Data management workspace; this
+module exports and imports its packages and works the queue of a recurring data job.
+https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/data-management-api
+https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/recurring-integrations
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from integrations import errors
+from integrations.protocols import dmf
+
+if TYPE_CHECKING:
+    from integrations.systems.finops.connector import FinOpsConnector
+
+ACTIONS = "DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities"
+DONE = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "Canceled"})
+JSON = {"Accept": "application/json", "Content-Type": "application/json"}
+
+
+class DataPackages:
+    """The package API and recurring integrations of one F&O environment, through its connector's auth."""
+
+    def __init__(self, connector: FinOpsConnector) -> None:
+        self.connector = connector
+        self.name = connector.system.name
+
+    def _action(self, action: str, body: dict[str, Any]) -> Any:
+        response = self.connector.request("POST", f"{self.connector.data}/{ACTIONS}.{action}", json=body, headers=JSON)
+        return response.json().get("value")
+
+    # --- package API --------------------------------------------------------------------------------
+
+    def export(self, *, project: str, company: str, execution_id: str = "") -> str:
+        """Start an export of the data project in the company (ExportToPackage); its execution id."""
+        return self._action(
+            "ExportToPackage",
+            {
+                "definitionGroupId": project,
+                "packageName": f"{project}.zip",
+                "executionId": execution_id,
+                "reExecute": False,
+                "legalEntityId": company,
+            },
+        )
+
+    def status(self, execution_id: str) -> str:
+        return str(self._action("GetExecutionSummaryStatus", {"executionId": execution_id}))
+
+    def wait(self, execution_id: str, *, timeout: float = 300, interval: float = 1.0) -> str:
+        """The execution's final status; F&O runs it as a batch job, so it is polled (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(execution_id)
+            if status in DONE:
+                return status
+            if time.monotonic() > deadline:
+                raise errors.TransientError(f"{self.name}: execution {execution_id} still {status} after {timeout} s")
+            time.sleep(interval)
+
+    def exported_url(self, execution_id: str) -> str:
+        return str(self._action("GetExportedPackageUrl", {"executionId": execution_id}))
+
+    def download(self, url: str) -> bytes:
+        """The package at a blob URL (a SAS link: no bearer token goes with it)."""
+        try:
+            response = requests.get(url, verify=self.connector.verify, timeout=self.connector.timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise errors.TransientError(f"{self.name}: package download failed: {exc}") from exc
+        if response.status_code != 200:
+            raise errors.TransientError(f"{self.name}: package download answered {response.status_code}")
+        return response.content
+
+    def export_rows(self, *, project: str, company: str) -> dict[str, list[dict[str, str]]]:
+        """Export the project and read its package: each entity's rows."""
+        execution_id = self.export(project=project, company=company)
+        status = self.wait(execution_id)
+        if status not in ("Succeeded", "PartiallySucceeded"):
+            raise errors.RejectedError(
+                f"{self.name}: export {execution_id} {status}: {self.execution_errors(execution_id)}"
+            )
+        return dmf.package_read(self.download(self.exported_url(execution_id)))[1]
+
+    def upload(self, package: bytes) -> str:
+        """Put a package in the environment's blob storage (GetAzureWriteUrl, then PUT); its URL."""
+        target = json.loads(self._action("GetAzureWriteUrl", {"uniqueFileName": f"icbridge-{uuid.uuid4()}"}))
+        try:
+            response = requests.put(
+                target["BlobUrl"], data=package, headers={"x-ms-blob-type": "BlockBlob"},
+                verify=self.connector.verify, timeout=self.connector.timeout,
+            )  # fmt: skip
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise errors.TransientError(f"{self.name}: package upload failed: {exc}") from exc
+        if response.status_code not in (200, 201):
+            raise errors.TransientError(f"{self.name}: package upload answered {response.status_code}")
+        return target["BlobUrl"]
+
+    def import_package(self, *, package: bytes, project: str, company: str, execution_id: str = "") -> str:
+        """Upload and import a package into the company (ImportFromPackage, execute, overwrite); its execution id."""
+        url = self.upload(package)
+        return self._action(
+            "ImportFromPackage",
+            {
+                "packageUrl": url,
+                "definitionGroupId": project,
+                "executionId": execution_id,
+                "execute": True,
+                "overwrite": True,
+                "legalEntityId": company,
+            },
+        )
+
+    def execution_errors(self, execution_id: str) -> list[dict[str, Any]]:
+        """GetExecutionErrors answers a JSON string: the rows' errors."""
+        value = self._action("GetExecutionErrors", {"executionId": execution_id})
+        return json.loads(value) if value else []
+
+    # --- recurring integrations ---------------------------------------------------------------------
+
+    def _connector_url(self, operation: str, activity_id: str) -> str:
+        return f"{self.connector.base_url}/api/connector/{operation}/{activity_id}"
+
+    def enqueue(self, *, activity_id: str, package: bytes, entity: str = "", company: str = "") -> str:
+        """Hand a package to a recurring import job; the message id, to ask GetMessageStatus about."""
+        params = {k: v for k, v in (("entity", entity), ("company", company)) if v}
+        response = self.connector.request(
+            "POST", self._connector_url("enqueue", activity_id), params=params, data=package,
+            headers={"Content-Type": "application/zip"},
+        )  # fmt: skip
+        return response.text.strip().strip('"')
+
+    def message_status(self, message_id: str) -> str:
+        return str(self._action("GetMessageStatus", {"messageId": message_id}))
+
+    def dequeue(self, *, activity_id: str) -> dict[str, Any] | None:
+        """The next package a recurring export job queued ({CorrelationId, PopReceipt, DownloadLocation}), or None."""
+        response = self.connector.request("GET", self._connector_url("dequeue", activity_id), headers=JSON)
+        return None if response.status_code == 204 or not response.content else response.json()
+
+    def ack(self, *, activity_id: str, dequeued: dict[str, Any]) -> None:
+        """Acknowledge a dequeued package, so the job does not hand it out again."""
+        self.connector.request("POST", self._connector_url("ack", activity_id), json=dequeued, headers=JSON)

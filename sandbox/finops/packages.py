@@ -1,0 +1,230 @@
+"""Data management (DMF): the package REST API and recurring integrations, over data projects.
+
+Package API, OData actions on DataManagementDefinitionGroups (POST data/DataManagementDefinitionGroups/
+Microsoft.Dynamics.DataEntities.<action>, JSON body, answer {"value": …}):
+https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/data-management-api
+  ExportToPackage {definitionGroupId, packageName, executionId, reExecute, legalEntityId} → execution id
+  GetExportedPackageUrl {executionId} → a blob URL (a SAS link: no token) of the package zip
+  GetExecutionSummaryStatus {executionId} → NotRun, Executing, Succeeded, PartiallySucceeded, Failed, Canceled
+  GetAzureWriteUrl {uniqueFileName} → '{"BlobId": …, "BlobUrl": …}' (a JSON string); PUT the zip there
+  ImportFromPackage {packageUrl, definitionGroupId, executionId, execute, overwrite, legalEntityId} → id
+  GetExecutionErrors {executionId} → a JSON string: the errors of the execution's rows
+Recurring integrations, api/connector/… on a recurring data job (its activity id):
+https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/recurring-integrations
+  POST enqueue/<activity>?entity=<name>&company=<c>   body: a package → a message id
+  GET  dequeue/<activity>   → {CorrelationId, PopReceipt, DownloadLocation, IsDownloadFileExist, …}; 204 if empty
+  POST ack/<activity>       body: what dequeue answered → 200; the message leaves the queue
+  GetMessageStatus {messageId} (a package API action) → Processed, ProcessedWithErrors, …
+
+Simplifications (docs/sandbox.md): data projects and recurring jobs are set up with data_project() and
+recurring_job() (F&O: the Data management workspace); executions run at once, inside the call, not in a
+batch job; a recurring export job's package is queued by recurring_export_run() (F&O: its schedule).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+from integrations.protocols import dmf
+from sandbox.common.result import Result
+from sandbox.finops.auth import error
+from sandbox.finops.model import EMULATOR, ENTITIES
+from sandbox.finops.store import Call, record_key, rows, validate, write
+from sandbox.models import EmulatorRecord
+
+ACTION_PREFIX = "DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
+PROJECT, EXECUTION, BLOB, JOB, QUEUED = "$dmf_project", "$dmf_execution", "$dmf_blob", "$dmf_job", "$dmf_message"
+
+
+def _row(kind: str, key: str) -> EmulatorRecord | None:
+    return EmulatorRecord.objects.filter(emulator=EMULATOR, entity=kind, company="", key=key).first()
+
+
+def _put(kind: str, key: str, data: dict[str, Any]) -> EmulatorRecord:
+    row, _ = EmulatorRecord.objects.update_or_create(
+        emulator=EMULATOR, entity=kind, company="", key=key, defaults={"data": data}
+    )
+    return row
+
+
+def data_project(name: str, *, entities: list[str], direction: str = "export") -> None:
+    """A data project (definition group) of these data entities, for export or import."""
+    unknown = [entity for entity in entities if entity not in ENTITIES]
+    if unknown:
+        raise ValueError(f"no data entity {unknown[0]!r}")
+    _put(PROJECT, name, {"entities": entities, "direction": direction})
+
+
+def recurring_job(activity_id: str, *, project: str, company: str) -> None:
+    """A recurring data job on a data project; its activity id is what api/connector/* name."""
+    _put(JOB, activity_id.lower(), {"project": project, "company": company.lower()})
+
+
+def _blob_url(call: Call, blob_id: str) -> str:
+    return f"{call.root.removesuffix('/data')}/dmf-blob/{blob_id}?sv=2014-02-14&sig=sandbox"
+
+
+def _export(project: dict[str, Any], company: str, name: str) -> bytes:
+    entities = {
+        entity: [
+            {k: v for k, v in r.data.items() if k != "ModifiedDateTime"}
+            for r in rows(entity).filter(company=company).order_by("key")
+        ]
+        for entity in project["entities"]
+    }
+    return dmf.package_build(definition_group=name, entities=entities, description=f"Export of {name}")
+
+
+def _import(package: bytes, company: str) -> tuple[int, list[dict[str, Any]]]:
+    """Write every row of the package's entities into the company; the rows F&O would refuse are errors."""
+    _, entities = dmf.package_read(package)
+    written, errors = 0, []
+    for name, records in entities.items():
+        entity = ENTITIES.get(name)
+        if entity is None:
+            errors.append({"Entity": name, "Row": 0, "Message": f"Entity '{name}' does not exist."})
+            continue
+        for n, values in enumerate(records, start=1):
+            values = {k: v for k, v in values.items() if v != "" and k != "dataAreaId"}
+            if failure := validate(entity, values, creating=True):
+                errors.append({"Entity": name, "Row": n, "Message": json.loads(failure.body)["error"]["message"]})
+                continue
+            if any(not values.get(k) for k in entity.keys):
+                errors.append({"Entity": name, "Row": n, "Message": f"Key field(s) {', '.join(entity.keys)} missing."})
+                continue
+            existing = rows(name).filter(company=company, key=record_key(entity, values)).first()
+            write(name, entity, company, existing, values)
+            written += 1
+    return written, errors
+
+
+def _status(written: int, errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return "Succeeded"
+    return "PartiallySucceeded" if written else "Failed"
+
+
+def _start_import(package: bytes, company: str, execution_id: str) -> dict[str, Any]:
+    try:
+        written, errors = _import(package, company)
+    except dmf.PackageError as exc:
+        written, errors = 0, [{"Entity": "", "Row": 0, "Message": str(exc)}]
+    data = {"status": _status(written, errors), "errors": errors, "written": written, "direction": "import"}
+    _put(EXECUTION, execution_id, data)
+    return data
+
+
+def action(call: Call) -> Result:
+    """One package API action; an unknown execution or project is refused as F&O refuses it."""
+    name = call.path.removeprefix(ACTION_PREFIX)
+    if call.method != "POST":
+        return error(405, f"The requested resource does not support http method '{call.method}'.")
+    try:
+        body = json.loads(call.body or b"{}")
+    except ValueError:
+        return error(400, "The request body is not valid JSON.")
+    if name == "ExportToPackage":
+        project = _row(PROJECT, str(body.get("definitionGroupId", "")))
+        if project is None:
+            return error(400, f"Data project '{body.get('definitionGroupId')}' does not exist.")
+        execution_id = body.get("executionId") or f"{body['definitionGroupId']}-{uuid.uuid4()}"
+        package = _export(project.data, str(body.get("legalEntityId", "")).lower(), body["definitionGroupId"])
+        blob_id = uuid.uuid4().hex
+        _put(BLOB, blob_id, {"base64": base64.b64encode(package).decode()})
+        _put(EXECUTION, execution_id, {"status": "Succeeded", "blob": blob_id, "direction": "export", "errors": []})
+        return Result.json({"value": execution_id})
+    if name == "GetAzureWriteUrl":
+        blob_id = uuid.uuid4().hex
+        _put(BLOB, blob_id, {"base64": ""})
+        return Result.json({"value": json.dumps({"BlobId": blob_id, "BlobUrl": _blob_url(call, blob_id)})})
+    if name == "ImportFromPackage":
+        blob = _row(BLOB, str(body.get("packageUrl", "")).split("/dmf-blob/")[-1].split("?")[0])
+        if blob is None or not blob.data.get("base64"):
+            return error(400, "The package was not found at packageUrl.")
+        if _row(PROJECT, str(body.get("definitionGroupId", ""))) is None:
+            return error(400, f"Data project '{body.get('definitionGroupId')}' does not exist.")
+        execution_id = body.get("executionId") or f"{body['definitionGroupId']}-{uuid.uuid4()}"
+        _start_import(base64.b64decode(blob.data["base64"]), str(body.get("legalEntityId", "")).lower(), execution_id)
+        return Result.json({"value": execution_id})
+    if name in ("GetExportedPackageUrl", "GetExecutionSummaryStatus", "GetExecutionErrors"):
+        execution = _row(EXECUTION, str(body.get("executionId", "")))
+        if name == "GetExecutionSummaryStatus":
+            return Result.json({"value": execution.data["status"] if execution else "Unknown"})
+        if execution is None:
+            return error(400, f"Execution '{body.get('executionId')}' does not exist.")
+        if name == "GetExecutionErrors":
+            return Result.json({"value": json.dumps(execution.data.get("errors", []))})
+        return Result.json({"value": _blob_url(call, execution.data["blob"]) if execution.data.get("blob") else ""})
+    if name == "GetMessageStatus":
+        message = _row(QUEUED, str(body.get("messageId", "")).lower())
+        return Result.json({"value": message.data.get("status", "Queued") if message else "Unknown"})
+    return error(404, f"No HTTP resource was found that matches the request URI '{call.root}/{call.path}'.")
+
+
+def blob(method: str, blob_id: str, body: bytes) -> Result:
+    """The package store's blobs: GET a package, PUT one (x-ms-blob-type: BlockBlob) to a write URL."""
+    row = _row(BLOB, blob_id)
+    if row is None:
+        return Result(404, {"Content-Type": "application/xml"}, b"<Error><Code>BlobNotFound</Code></Error>")
+    if method == "PUT":
+        row.data = {"base64": base64.b64encode(body).decode()}
+        row.save(update_fields=["data", "modified_at"])
+        return Result(201)
+    return Result(200, {"Content-Type": "application/octet-stream"}, base64.b64decode(row.data.get("base64", "")))
+
+
+def recurring_export_run(activity_id: str, root: str) -> str:
+    """What a recurring export job's schedule does: export its project and queue the package to dequeue."""
+    job = _row(JOB, activity_id.lower())
+    if job is None:
+        raise ValueError(f"no recurring job {activity_id}")
+    project = _row(PROJECT, job.data["project"])
+    package = _export(project.data, job.data["company"], job.data["project"])
+    blob_id, correlation = uuid.uuid4().hex, str(uuid.uuid4())
+    _put(BLOB, blob_id, {"base64": base64.b64encode(package).decode()})
+    location = f"{root}/dmf-blob/{blob_id}?sv=2014-02-14&sig=sandbox"
+    _put(QUEUED, correlation, {"job": activity_id.lower(), "out": True, "location": location, "popped": ""})
+    return correlation
+
+
+def connector(method: str, operation: str, activity_id: str, query: dict[str, str], body: bytes) -> Result:
+    """api/connector/{enqueue,dequeue,ack}/<activity id>."""
+    job = _row(JOB, activity_id.lower())
+    if job is None:
+        return Result.json({"Message": f"Recurring job '{activity_id}' was not found or is not enabled."}, 400)
+    if operation == "enqueue" and method == "POST":
+        message_id = str(uuid.uuid4())
+        outcome = _start_import(body, (query.get("company") or job.data["company"]).lower(), f"msg-{message_id}")
+        status = "Processed" if outcome["status"] == "Succeeded" else "ProcessedWithErrors"
+        _put(QUEUED, message_id, {"job": activity_id.lower(), "out": False, "status": status})
+        return Result(200, {"Content-Type": "text/plain"}, message_id.encode())
+    if operation == "dequeue" and method == "GET":
+        waiting = (
+            EmulatorRecord.objects.filter(
+                emulator=EMULATOR, entity=QUEUED, data__job=activity_id.lower(), data__out=True, data__popped=""
+            )
+            .order_by("created_at")
+            .first()
+        )
+        if waiting is None:
+            return Result(204)
+        receipt = uuid.uuid4().hex
+        waiting.data = {**waiting.data, "popped": receipt}
+        waiting.save(update_fields=["data", "modified_at"])
+        answer = {"CorrelationId": waiting.key, "PopReceipt": receipt, "DownloadLocation": waiting.data["location"],
+                  "IsDownloadFileExist": True, "FileDownloadErrorMessage": ""}  # fmt: skip
+        return Result.json(answer)
+    if operation == "ack" and method == "POST":
+        try:
+            ack = json.loads(body or b"{}")
+        except ValueError:
+            return Result.json({"Message": "The acknowledgement is not JSON."}, 400)
+        message = _row(QUEUED, str(ack.get("CorrelationId", "")))
+        if message is None or not message.data.get("popped") or message.data["popped"] != ack.get("PopReceipt"):
+            return Result.json({"Message": "No dequeued message has this CorrelationId and PopReceipt."}, 400)
+        message.delete()
+        return Result(200)
+    return Result.json({"Message": f"'{method} {operation}' is not a recurring integrations operation."}, 405)

@@ -1,0 +1,121 @@
+"""F&O Data management against the emulator: package export and import, recurring integrations, a package load."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from lxml import etree
+
+from integrations import errors
+from integrations.bulk import load
+from integrations.models import LoadRun, Message, System
+from integrations.protocols import dmf
+from integrations.systems import get_connector
+from sandbox import finops
+from sandbox.finops.store import rows
+from tests.bulk.conftest import seed_customers
+from tests.bulk.test_initial_load import run_pages
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NS = "{http://schemas.datacontract.org/2004/07/Microsoft.Dynamics.AX.Framework.Tools.DataManagement.Serialization}"
+ACTIVITY = "6f1a5d3e-0b7c-4f7e-9a55-2d1c0f4b8e11"
+
+
+def test_an_export_package_is_a_zip_in_the_documented_layout(finops_system: System):
+    seed_customers(5)
+    seed_customers(2, company="dk01")
+    finops.data_project("CustomerExport", entities=["CustomersV3"])
+    packages = get_connector(finops_system).packages
+
+    execution_id = packages.export(project="CustomerExport", company="SE01")
+    assert packages.wait(execution_id) == "Succeeded"
+    archive = zipfile.ZipFile(io.BytesIO(packages.download(packages.exported_url(execution_id))))
+
+    # "a package manifest, a package header, and any additional files for the data entities" (MS Learn)
+    assert set(archive.namelist()) == {"Manifest.xml", "PackageHeader.xml", "CustomersV3.csv"}
+    manifest = etree.fromstring(archive.read("Manifest.xml"))
+    assert manifest.tag == f"{NS}DataManagementPackageManifest"
+    assert manifest.findtext(f"{NS}DefinitionGroupName") == "CustomerExport"
+    assert [e.findtext(f"{NS}SourceFilePath") for e in manifest.iter(f"{NS}DataManagementPackageEntityData")] == [
+        "CustomersV3.csv"
+    ]
+    assert etree.fromstring(archive.read("PackageHeader.xml")).tag == f"{NS}DataManagementPackageHeader"
+    lines = archive.read("CustomersV3.csv").decode("utf-8-sig").splitlines()
+    assert len(lines) == 6  # a header row and the company's five customers
+    assert "CustomerAccount" in lines[0]
+
+
+def test_an_import_package_writes_its_rows_and_reports_the_refused_ones(finops_system: System):
+    finops.data_project("CustomerImport", entities=["CustomersV3"], direction="import")
+    package = dmf.package_build(
+        definition_group="CustomerImport",
+        entities={
+            "CustomersV3": [
+                {"CustomerAccount": "N1", "OrganizationName": "New 1", "CustomerGroupId": "10"},
+                {"CustomerAccount": "N2", "OrganizationName": "New 2", "CustomerGroupId": "10"},
+                {"CustomerAccount": "N3", "OrganizationName": "No group"},
+            ]
+        },
+    )
+    packages = get_connector(finops_system).packages
+
+    execution_id = packages.import_package(package=package, project="CustomerImport", company="DK01")
+
+    assert packages.wait(execution_id) == "PartiallySucceeded"
+    assert [(e["Row"], e["Entity"]) for e in packages.execution_errors(execution_id)] == [(3, "CustomersV3")]
+    assert set(rows("CustomersV3").filter(company="dk01").values_list("key", flat=True)) == {"N1", "N2"}
+
+
+def test_an_unknown_data_project_or_execution_is_refused(finops_system: System):
+    packages = get_connector(finops_system).packages
+
+    with pytest.raises(errors.RejectedError, match="does not exist"):
+        packages.export(project="NoSuchProject", company="SE01")
+    with pytest.raises(errors.RejectedError, match="does not exist"):
+        packages.execution_errors("no-such-execution")
+    assert packages.status("no-such-execution") == "Unknown"
+
+
+def test_recurring_integrations_enqueue_dequeue_and_ack(finops_system: System):
+    seed_customers(3)
+    finops.data_project("CustomerSync", entities=["CustomersV3"])
+    finops.recurring_job(ACTIVITY, project="CustomerSync", company="SE01")
+    packages = get_connector(finops_system).packages
+    inbound = dmf.package_build(
+        definition_group="CustomerSync",
+        entities={"CustomersV3": [{"CustomerAccount": "R1", "OrganizationName": "Queued", "CustomerGroupId": "10"}]},
+    )
+
+    message_id = packages.enqueue(activity_id=ACTIVITY, package=inbound, entity="Customers V3", company="SE01")
+    assert packages.message_status(message_id) == "Processed"
+    assert rows("CustomersV3").filter(company="se01", key="R1").exists()
+
+    assert packages.dequeue(activity_id=ACTIVITY) is None  # nothing exported yet
+    finops.recurring_export_run(ACTIVITY, f"{finops_system.base_url}")
+    dequeued = packages.dequeue(activity_id=ACTIVITY)
+    assert set(dequeued) >= {"CorrelationId", "PopReceipt", "DownloadLocation"}
+    assert packages.dequeue(activity_id=ACTIVITY) is None  # handed out: not again before its ack
+    _, entities = dmf.package_read(packages.download(dequeued["DownloadLocation"]))
+    assert {r["CustomerAccount"] for r in entities["CustomersV3"]} == {"C00000", "C00001", "C00002", "R1"}
+
+    packages.ack(activity_id=ACTIVITY, dequeued=dequeued)
+    with pytest.raises(errors.RejectedError):
+        packages.ack(activity_id=ACTIVITY, dequeued=dequeued)  # acknowledged once; it is gone
+    with pytest.raises(errors.RejectedError, match="not found"):
+        packages.dequeue(activity_id="00000000-0000-0000-0000-000000000000")
+
+
+def test_an_initial_load_can_read_an_export_package(load_flow):
+    seed_customers(11)
+    finops.data_project("CustomerExport", entities=["CustomersV3"])
+    load_flow.options = {**load_flow.options, "transport": "package", "package_project": "CustomerExport"}
+    load_flow.save()
+
+    run = run_pages(load.load_start(flow=load_flow, company="SE01", page_size=4))
+
+    assert (run.state, run.read, run.written, run.pages) == (LoadRun.State.DONE, 11, 11, 3)
+    assert run.cursor == ""
+    first = Message.objects.get(source_record_key="dataAreaId='se01',CustomerAccount='C00000'")
+    assert first.payload_in["OrganizationName"] == "Customer 0"

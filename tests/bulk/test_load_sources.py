@@ -1,0 +1,83 @@
+"""read_page of each source kind, through a whole load: S/4 ($skiptoken paging) and AX 2012 (getKeys + read)."""
+
+from __future__ import annotations
+
+import pytest
+
+from integrations.bulk import load
+from integrations.models import LoadRun, Message, System
+from integrations.protocols.transport import DeliveryRequest
+from integrations.systems import get_connector
+from tests.bulk.test_initial_load import run_pages
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_an_s4_load_follows_the_gateways_skiptoken_pages(make_system, make_flow, live_server, settings):
+    settings.SANDBOX_S4_PAGE_SIZE = 3
+    s4 = make_system(
+        kind=System.Kind.S4HANA,
+        base_url=f"{live_server.url}/sandbox/s4hana/sap/opu/odata/sap",
+        auth_type=System.AuthType.BASIC,
+        client_id="ICBRIDGE",
+        secret="sandbox",
+    )
+    connector = get_connector(s4)
+    for n in range(7):
+        payload = {
+            "SalesOrderType": "OR",
+            "SalesOrganization": "1710",
+            "DistributionChannel": "10",
+            "OrganizationDivision": "00",
+            "SoldToParty": "17100001",
+            "PurchaseOrderByCustomer": f"PO-{n}",
+        }
+        connector.deliver(
+            DeliveryRequest(
+                entity="API_SALES_ORDER_SRV/A_SalesOrder",
+                operation="create",
+                payload=payload,
+                key={},
+                idempotency_key=f"so-{n}",
+            )
+        )
+    flow = make_flow(source=s4)
+
+    first, cursor = connector.read_page("API_SALES_ORDER_SRV/A_SalesOrder", "", {})
+    run = run_pages(load.load_start(flow=flow, entity="API_SALES_ORDER_SRV/A_SalesOrder", key=["SalesOrder"]))
+
+    assert len(first) == 3
+    assert "$skiptoken=3" in cursor
+    assert (run.state, run.read, run.written, run.pages) == (LoadRun.State.DONE, 7, 7, 3)
+    assert Message.objects.filter(flow=flow).values("source_record_key").distinct().count() == 7
+
+
+def test_an_ax_load_reads_every_document_of_the_company(make_system, make_flow, live_server):
+    ax = make_system(
+        kind=System.Kind.AX2012,
+        base_url=f"{live_server.url}/sandbox/ax2012/MicrosoftDynamicsAXAif60",
+        auth_type=System.AuthType.BASIC,
+        client_id="icbridge",
+        secret="sandbox",
+    )
+    connector = get_connector(ax)
+    before = len(connector.read_page("CustomerService", "", {"company": "DK01", "page_size": 1000})[0])
+    for n in range(5):
+        connector.deliver(
+            DeliveryRequest(
+                entity="CustomerService",
+                operation="create",
+                company="DK01",
+                payload={"Name": f"Customer {n}", "CustGroup": "IC", "VATNum": f"V{n}"},
+                key={"VATNum": f"V{n}"},
+                idempotency_key=f"c-{n}",
+            )
+        )
+    flow = make_flow(source=ax, options={"ax_service": "CustomerService", "ax_company": "DK01"})
+
+    run = run_pages(load.load_start(flow=flow, key=["AccountNum"], page_size=2))
+
+    assert (run.state, run.read, run.written) == (LoadRun.State.DONE, before + 5, before + 5)
+    assert run.pages == -(-(before + 5) // 2)
+    names = set(Message.objects.filter(flow=flow).values_list("payload_in__Name", flat=True))
+    assert {f"Customer {n}" for n in range(5)} <= names
