@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +12,8 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -142,6 +143,19 @@ class HistoryInline(admin.TabularInline):
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> Any:
         return self.fields
+
+
+def object_view_urls(model_admin: admin.ModelAdmin, views: dict[str, Callable[..., HttpResponse]]) -> list[URLPattern]:
+    """Pages under one object, each at <object_id>/<suffix>/ and named <app>_<model>_<suffix with _>."""
+    opts = model_admin.model._meta
+    return [
+        path(
+            f"<path:object_id>/{suffix}/",
+            model_admin.admin_site.admin_view(view),
+            name=f"{opts.app_label}_{opts.model_name}_{suffix.replace('-', '_')}",
+        )
+        for suffix, view in views.items()
+    ]
 
 
 def link_to_message(pk: int | None, *, prefix: str = "message ") -> str:

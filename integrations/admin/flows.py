@@ -17,12 +17,12 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from integrations import mapping
 from integrations.admin.audit import ConfigAuditMixin
-from integrations.admin.common import ago, state_chip
+from integrations.admin.common import ago, object_view_urls, state_chip
 from integrations.admin.loads import preview_initial_load, start_initial_load
 from integrations.flow_options import options_problems
 from integrations.models import Flow, MappingVersion, Message, ValueMap, ValueMapEntry
@@ -122,7 +122,17 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
     search_fields = ("name", "slug", "entity")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("mapping_version", "mapping_tools")
-    actions = ["pause_flows", "resume_flows", "enable_flows", "disable_flows", preview_initial_load, start_initial_load]
+    actions = [
+        "pause_flows",
+        "resume_flows",
+        "enable_flows",
+        "disable_flows",
+        "preview_initial_load",
+        "start_initial_load",
+    ]
+    # Initial loads (integrations.admin.loads): the same services as the API and manage.py initial_load.
+    preview_initial_load = preview_initial_load
+    start_initial_load = start_initial_load
     fieldsets = (
         (None, {"fields": ("name", "slug", "entity", "source", "target", "company_link", "trigger", "enabled")}),
         ("Target", {"fields": ("target_entity", "target_operation", "target_key_fields", "options")}),
@@ -182,14 +192,7 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
                 self.message_user(request, f"Mapping saved as version {version.version}.")
 
     def get_urls(self) -> list[Any]:
-        own = [
-            path(
-                "<path:object_id>/mapping-preview/",
-                self.admin_site.admin_view(self.mapping_preview_view),
-                name="integrations_flow_mapping_preview",
-            )
-        ]
-        return own + super().get_urls()
+        return object_view_urls(self, {"mapping-preview": self.mapping_preview_view}) + super().get_urls()
 
     def mapping_preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Paste or pick a sample payload and see what the current or a draft spec makes of it."""
@@ -375,19 +378,8 @@ class ValueMapAdmin(admin.ModelAdmin):
         )
 
     def get_urls(self) -> list[Any]:
-        own = [
-            path(
-                "<path:object_id>/import-csv/",
-                self.admin_site.admin_view(self.import_csv_view),
-                name="integrations_valuemap_import_csv",
-            ),
-            path(
-                "<path:object_id>/export-csv/",
-                self.admin_site.admin_view(self.export_csv_view),
-                name="integrations_valuemap_export_csv",
-            ),
-        ]
-        return own + super().get_urls()
+        views = {"import-csv": self.import_csv_view, "export-csv": self.export_csv_view}
+        return object_view_urls(self, views) + super().get_urls()
 
     def export_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         value_map = get_object_or_404(ValueMap, pk=object_id)

@@ -74,7 +74,7 @@ class LoadRunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected loads", permissions=["change"])
     def cancel_loads(self, request: HttpRequest, queryset: QuerySet[LoadRun]) -> None:
-        cancelled = sum(load.load_cancel(run=run) for run in queryset)
+        cancelled = sum(load.load_cancel(run=run, actor=request.user) for run in queryset.select_related("flow"))
         self.message_user(request, f"Cancelled {cancelled} load(s)")
 
 

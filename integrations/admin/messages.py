@@ -295,9 +295,14 @@ class MessageAdmin(admin.ModelAdmin):
     def _detail_url(self, pk: int) -> str:
         return reverse("admin:integrations_message_change", args=[pk])
 
-    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def _changeable(self, request: HttpRequest, pk: int) -> Message:
+        """The message an action page is about, if the user may act on it (404, 403 otherwise)."""
         message = get_object_or_404(Message, pk=pk)
         self._require_change(request, message)
+        return message
+
+    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        message = self._changeable(request, pk)
         form = ReasonForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             count = operator.messages_retry(messages=[message], actor=request.user, reason=form.cleaned_data["reason"])
@@ -309,8 +314,7 @@ class MessageAdmin(admin.ModelAdmin):
         return self._page(request, "reason.html", f"Retry message {pk}", form=form, message=message, verb="Retry now")
 
     def discard_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        message = get_object_or_404(Message, pk=pk)
-        self._require_change(request, message)
+        message = self._changeable(request, pk)
         form = ReasonForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -323,8 +327,7 @@ class MessageAdmin(admin.ModelAdmin):
         return self._page(request, "reason.html", f"Discard message {pk}", form=form, message=message, verb="Discard")
 
     def replay_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        message = get_object_or_404(Message, pk=pk)
-        self._require_change(request, message)
+        message = self._changeable(request, pk)
         initial = {"payload": pretty_json(message.payload_in)}
         form = ReplayForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
@@ -344,8 +347,7 @@ class MessageAdmin(admin.ModelAdmin):
         return self._page(request, "replay.html", f"Edit and replay message {pk}", form=form, message=message)
 
     def resolve_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        message = get_object_or_404(Message, pk=pk)
-        self._require_change(request, message)
+        message = self._changeable(request, pk)
         form = ResolveForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:

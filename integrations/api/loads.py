@@ -21,6 +21,9 @@ class FlowLoadApi(OperatorApi, APIView):
     """POST: start an initial load (202 with its id); GET: the progress of the flow's latest load."""
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "FlowLoadInput"
+
         since = serializers.DateTimeField(required=False, help_text="Only records modified since (ISO 8601).")
         company = serializers.CharField(required=False, allow_blank=True, default="", max_length=20)
         entity = serializers.CharField(required=False, allow_blank=True, default="", max_length=120)
@@ -44,7 +47,7 @@ class FlowLoadApi(OperatorApi, APIView):
         values: dict[str, Any] = data.validated_data
         if values["cancel"]:
             run = flow.load_runs.filter(state=LoadRun.State.RUNNING).first()
-            if run is None or not load.load_cancel(run=run):
+            if run is None or not load.load_cancel(run=run, actor=request.user):
                 return Response({"error": "no load of this flow is running"}, status=status.HTTP_409_CONFLICT)
             run.refresh_from_db()
             return Response(load.load_progress(run=run))

@@ -135,9 +135,8 @@ def valid_input(serializer_class: type[Serializer], request: Request) -> dict[st
     return data.validated_data
 
 
+# An action on messages: viewing and changing them. (No docstring: the schema shows the nearest one.)
 class _MessageActionApi(OperatorApi, APIView):
-    """An action on messages: viewing and changing them."""
-
     required_perms = ("integrations.view_message", "integrations.change_message")
 
 
@@ -257,7 +256,7 @@ def _system_state(system: System, **extra: Any) -> dict[str, Any]:
     return {"system": system.slug, "state": state, "why": why, "held": held, "paused_at": system.paused_at, **extra}
 
 
-# What a pause answers beside the state, and what a resume does.
+# The 200 answer of each action, after "The flow's " or "The system's ".
 _ANSWERS = {"pause": "state and held count.", "resume": "state and how many were released."}
 
 
@@ -276,9 +275,9 @@ def _pause_schema(operation_id: str, summary: str) -> Any:
     )
 
 
+# POST pauses or resumes one flow or system (by slug), saying why; answers with its state after.
+# No docstring: the schema's description comes from the nearest one, as it did before this base.
 class _PauseActionApi(OperatorApi, APIView):
-    """POST pauses or resumes one flow or system (by slug), saying why; answers with its state after."""
-
     permission_classes: ClassVar[list[Any]] = [CanPause]
     model: ClassVar[type[Flow] | type[System]]
 

@@ -29,6 +29,7 @@ from integrations import errors, systems
 from integrations.models import Flow, LoadRun, Message
 from integrations.pipeline import dispatch
 from integrations.pipeline.ingest import message_ingest
+from integrations.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 State = LoadRun.State
@@ -119,19 +120,22 @@ def load_start(
                 started_by=actor if getattr(actor, "pk", None) else None,
             )
             transaction.on_commit(partial(dispatch.queue_load_page, run_id=run.pk))
+            audit_record(actor=actor, action="load_start", obj=flow, details={"load_run": run.pk, **filters})
     except IntegrityError as exc:
         raise LoadError(f"flow {flow.slug}: a load is already running") from exc
     logger.info("load %s of flow %s started (%s)", run.pk, flow.slug, filters, extra={"flow_id": flow.pk})
     return run
 
 
-def load_cancel(*, run: LoadRun) -> bool:
+def load_cancel(*, run: LoadRun, actor: Any = None) -> bool:
     """Stop a running load: the page in flight stores nothing, no further page is read."""
-    return bool(
-        LoadRun.objects.filter(pk=run.pk, state=State.RUNNING).update(
+    with transaction.atomic():
+        cancelled = LoadRun.objects.filter(pk=run.pk, state=State.RUNNING).update(
             state=State.CANCELLED, finished_at=timezone.now(), lease_expires_at=None
         )
-    )
+        if cancelled:
+            audit_record(actor=actor, action="load_cancel", obj=run.flow, details={"load_run": run.pk})
+    return bool(cancelled)
 
 
 def record_identity(*, entity: str, key: tuple[str, ...], row: dict[str, Any]) -> tuple[str, str]:

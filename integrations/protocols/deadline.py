@@ -37,7 +37,12 @@ _local = threading.local()  # the call this thread is making, so its connections
 
 
 class DeadlineExceeded(requests.exceptions.ReadTimeout):
-    """The call's total time ran out (its timeout, or the delivery's deadline); it may have been unsent."""
+    """The call's total time ran out (its timeout, or the delivery's deadline); sent False: it never left."""
+
+    def __init__(self, text: str, *, budget: float, sent: bool = True) -> None:
+        super().__init__(text)
+        self.budget = budget
+        self.sent = sent
 
 
 @contextmanager
@@ -168,7 +173,9 @@ class DeadlineAdapter(HTTPAdapter):
             return super().send(request, stream=stream, timeout=timeout, **kwargs)
         summary = f"{request.method} {str(request.url).split('?', 1)[0]}"
         if budget <= 0:
-            raise DeadlineExceeded(f"{summary}: no time left for the call before its deadline (not sent)")
+            raise DeadlineExceeded(
+                f"{summary}: no time left for the call before its deadline (not sent)", budget=0.0, sent=False
+            )
         connect = timeout[0] if isinstance(timeout, tuple) and timeout[0] is not None else budget
         call = _Call()
         previous = getattr(_local, "call", None)
@@ -182,7 +189,7 @@ class DeadlineAdapter(HTTPAdapter):
                 response.content  # noqa: B018 - read the body inside the budget
         except Exception as exc:
             if call.expired:
-                raise DeadlineExceeded(f"{summary}: no complete answer within {budget:.3g} s") from exc
+                raise DeadlineExceeded(f"{summary}: no complete answer within {budget:.3g} s", budget=budget) from exc
             raise
         finally:
             call.finish()

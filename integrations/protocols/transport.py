@@ -213,8 +213,8 @@ class Connector(ABC):
 
     def transport_error(self, exc: requests.RequestException, summary: str) -> errors.TransientError:
         """A timeout or a connection that failed: worth a retry, whatever the protocol."""
-        if isinstance(exc, deadline.DeadlineExceeded):
-            text = str(exc) or f"no complete answer within {self.timeout:g} s"
+        if isinstance(exc, deadline.DeadlineExceeded):  # the call's total time, not one read's
+            text = f"no answer within {exc.budget:.3g} s" if exc.sent else "no time left before the deadline (not sent)"
         elif isinstance(exc, requests.Timeout):
             text = f"no answer within {self.timeout:g} s"
         else:

@@ -32,8 +32,12 @@ def role_permissions() -> dict[str, set[str]]:
         for model in apps.get_app_config(label).get_models()
     }
     return {
-        OPERATOR: {f"integrations.{name}" for name in _READ_PIPELINE} | {"integrations.change_message"},
-        ENGINEER: configure | {f"integrations.{name}" for name in _READ_PIPELINE},
+        OPERATOR: {f"integrations.{name}" for name in _READ_PIPELINE}
+        | {"integrations.change_message", "integrations.view_loadrun"},
+        # Engineers start initial loads (change_flow) and cancel them (change_loadrun); runs are never edited.
+        ENGINEER: configure
+        | {f"integrations.{name}" for name in _READ_PIPELINE}
+        | {"integrations.view_loadrun", "integrations.change_loadrun"},
         AUDITOR: read_all,
     }
 

@@ -8,6 +8,13 @@ back. A repair is therefore a replay of the original message under a derived, de
 (an upsert, never a second record), a repeated repair of the same discrepancy is a no-op at the hub
 (message_ingest returns the first message) and at the target (same idempotency key), and the repair
 message carries force_overwrite, because reconciliation has just found the target to be wrong.
+
+Comparing: key fields in the target's normal form (integrations.systems.canonical_value: F&O answers
+dataAreaId in lower case), numbers by value (10 = 10.0 = "10.000"), and a header's lines as lines:
+Connector.fetch_document reads them back (F&O from the line entity of options.lines, S/4 through the
+navigation property, $expand) and they pair by options.lines.match or their first key-like field. Action
+flows (an operation such as posting an invoice, no record to read back by key) are not compared: their run
+counts their records under totals["not_reconcilable"] and reports no difference.
 """
 
 from __future__ import annotations
@@ -122,13 +129,29 @@ def _normal(value: Any) -> Any:
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
-def _line_fields(expected: dict[str, Any]) -> list[str]:
-    """The payload fields that hold a document's lines: lists of records (SalesOrderLines, to_Item)."""
-    return [
-        field
-        for field, value in expected.items()
-        if isinstance(value, list) and value and all(isinstance(line, dict) for line in value)
-    ]
+def _is_lines(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(line, dict) for line in value)
+
+
+def _line_fields(expected: dict[str, Any], prefix: str = "") -> list[str]:
+    """The payload fields that hold a document's parts, as expand paths: lists of records (SalesOrderLines,
+    to_Item) and nested records (to_Customer), with the parts inside them (to_Customer/to_CustomerSalesArea)."""
+    paths = []
+    for field, value in expected.items():
+        if _is_lines(value) or isinstance(value, dict):
+            paths.append(prefix + field)
+            inner = {k: v for line in value for k, v in line.items()} if isinstance(value, list) else value
+            paths += _line_fields(inner, f"{prefix}{field}/")
+    return paths
+
+
+def _part_projection(want: Any, have: Any, match: str = "") -> Any:
+    """The target's value cut to the shape the flow wrote: nested records to their fields, lines paired."""
+    if isinstance(want, dict):
+        return {k: _part_projection(v, have.get(k)) for k, v in want.items()} if isinstance(have, dict) else None
+    if _is_lines(want):
+        return _lines_projection(want, have, match)
+    return _normal(have)
 
 
 def _lines_projection(want: list[dict[str, Any]], have: Any, match: str) -> list[dict[str, Any]] | None:
@@ -142,8 +165,8 @@ def _lines_projection(want: list[dict[str, Any]], have: Any, match: str) -> list
     fields = sorted({field for line in want for field in line})
     pair = match if match and all(match in line for line in want) else fields[0] if fields else ""
     by_key = {_normal(line.get(pair)): line for line in have if isinstance(line, dict)}
-    paired = [_projection(by_key.pop(_normal(line.get(pair)), {}), sorted(line)) for line in want]
-    return paired + [_projection(line, fields) for line in by_key.values()]
+    paired = [_part_projection(line, by_key.pop(_normal(line.get(pair)), {})) for line in want]
+    return paired + [_part_projection({f: None for f in fields}, line) for line in by_key.values()]
 
 
 def _projection(record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
@@ -340,8 +363,9 @@ def _compare(
     have = _projection(actual, fields)
     # Header + lines: the target's lines (read from their entity or navigation) against the lines written.
     spec = flow.opts.lines
-    for field in lines:
-        have[field] = _lines_projection(want[field], actual.get(field), spec.match if spec else "")
+    for field in fields:
+        if _is_lines(want[field]) or isinstance(want[field], dict):
+            have[field] = _part_projection(want[field], actual.get(field), spec.match if spec else "")
     # Key fields compare in the target's normal form (F&O answers dataAreaId in lower case, whatever we sent).
     kind = flow.target.kind
     for field in flow.target_key_fields:

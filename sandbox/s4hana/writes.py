@@ -11,7 +11,7 @@ from django.db import transaction
 from sandbox.models import EmulatorRecord
 from sandbox.s4hana import pricing
 from sandbox.s4hana.events import EVENTS, event_data, push_after_commit
-from sandbox.s4hana.model import EntitySet
+from sandbox.s4hana.model import EntitySet, load_service
 from sandbox.s4hana.reads import Context, Target, json_body, read, resolve, serialize
 from sandbox.s4hana.reply import BusinessError, GatewayError, Reply
 from sandbox.s4hana.store import EMULATOR, NUMBER_RANGES, entity_name, etag_of, nav_match, next_number, stamp, stored
@@ -36,6 +36,12 @@ def _validate(service: str, entity_set: EntitySet, data: dict[str, Any]) -> list
         order_type = data.get("SalesOrderType")
         if order_type and order_type not in SALES_ORDER_TYPES:
             problems.append(("V1/320", f"Sales document type {order_type} is not defined", "SalesOrderType"))
+        if data.get("SoldToParty") and not _sold_to_maintained(data):
+            area = " ".join(
+                str(data.get(k, "")) for k in ("SalesOrganization", "DistributionChannel", "OrganizationDivision")
+            )
+            text = f"Sold-to party {data['SoldToParty']} not maintained for sales area {area}"
+            problems.append(("V1/331", text, "SoldToParty"))
     if (service, entity_set.name) == ("API_SALES_ORDER_SRV", "A_SalesOrderItem"):
         if not data.get("Material"):
             problems.append(("V1/392", f"Enter a material for item {data.get('SalesOrderItem', '')}", "Material"))
@@ -60,12 +66,41 @@ def _validate(service: str, entity_set: EntitySet, data: dict[str, Any]) -> list
     return problems
 
 
+# The system's own customers (as an S/4 demo client has them), maintained for sales area 1710/10/00.
+DEMO_CUSTOMERS = {"17100001", "17100002", "17100003", "17100004", "17100005"}
+CUSTOMER_ROLES = {"FLCU01", "FLCU00"}  # customer; customer (financial accounting)
+
+
+def _sold_to_maintained(order: dict[str, Any]) -> bool:
+    """A sold-to party is a business partner in a customer role with sales area data for the order's area.
+
+    SAP Help "Business Partner" / "Customer-Vendor Integration": a BP becomes a customer through the role
+    FLCU01 (FLCU00 for its company code data); SD takes it as sold-to party only with sales area data
+    (A_CustomerSalesArea: sales organization, distribution channel, division).
+    """
+    customer = str(order.get("SoldToParty"))
+    if customer in DEMO_CUSTOMERS:
+        return order.get("SalesOrganization") == "1710"
+    bp = load_service("API_BUSINESS_PARTNER")
+    roles = stored(bp.name, bp.entity_set("A_BusinessPartnerRole"), {"BusinessPartner": customer})
+    if not roles.filter(data__BusinessPartnerRole__in=sorted(CUSTOMER_ROLES)).exists():
+        return False
+    area = {
+        "Customer": customer,
+        "SalesOrganization": order.get("SalesOrganization"),
+        "DistributionChannel": order.get("DistributionChannel"),
+        "Division": order.get("OrganizationDivision"),
+    }
+    return stored(bp.name, bp.entity_set("A_CustomerSalesArea"), area).exists()
+
+
 def _create(
     ctx: Context, entity_set: EntitySet, body: dict[str, Any], inherited: dict[str, Any], position: int = 1
 ) -> EmulatorRecord:
     """Create one entity and, deep insert, the entities under its navigation properties."""
     service = ctx.service.name
-    if not entity_set.creatable:
+    # A_Customer is sap:creatable="false" as a set, yet created by deep insert under its business partner.
+    if not entity_set.creatable and not inherited:
         raise GatewayError(405, "/IWBEP/CM_MGW_RT/025", f"Creation of entity set '{entity_set.name}' is not allowed")
     data: dict[str, Any] = {}
     nested: dict[str, list[dict[str, Any]]] = {}
@@ -124,6 +159,11 @@ def _create(
         nav = entity_set.navs[name]
         child = ctx.service.entity_set(nav.target_set)
         match = nav_match(entity_set, data, child, nav.many)
+        if (service, entity_set.name, name) == ("API_BUSINESS_PARTNER", "A_BusinessPartner", "to_Customer"):
+            # Customer-vendor integration: the customer takes the partner's number (same number range).
+            match = {"Customer": data["BusinessPartner"]}
+            record.data["Customer"] = data["BusinessPartner"]
+            record.save(update_fields=["data"])
         for number, row in enumerate(rows, start=1):
             if not isinstance(row, dict):
                 raise GatewayError(400, "/IWBEP/CM_MGW_RT/000", f"Deep insert '{name}' expects objects")
@@ -142,6 +182,13 @@ def _reprice_order(ctx: Context, entity_set: EntitySet, record: EmulatorRecord) 
     items = stored(ctx.service.name, child, nav_match(entity_set, record.data, child, True))
     record.data["TotalNetAmount"] = pricing.total_of([item.data for item in items])
     record.save(update_fields=["data"])
+
+
+def _reprice_header_of(ctx: Context, item: dict[str, Any]) -> None:
+    header_set = ctx.service.entity_set("A_SalesOrder")
+    header = stored(ctx.service.name, header_set, {"SalesOrder": item.get("SalesOrder")}).first()
+    if header is not None:
+        _reprice_order(ctx, header_set, header)
 
 
 def _update(ctx: Context, target: Target, body: dict[str, Any], method: str, headers: dict[str, str]) -> Reply:
@@ -187,10 +234,7 @@ def _update(ctx: Context, target: Target, body: dict[str, Any], method: str, hea
     record.version += 1
     record.save()
     if priced:
-        header_set = ctx.service.entity_set("A_SalesOrder")
-        header = stored(ctx.service.name, header_set, {"SalesOrder": data["SalesOrder"]}).first()
-        if header is not None:
-            _reprice_order(ctx, header_set, header)
+        _reprice_header_of(ctx, data)
     if (ctx.service.name, entity_set.name) in EVENTS:
         ctx.events.append(("Changed", event_data(ctx.service.name, entity_set, data)))
     reply = Reply(204)
@@ -226,6 +270,8 @@ def handle(
             if target.record is not None:
                 raise GatewayError(405, "/IWBEP/CM_MGW_RT/025", "POST is only allowed on an entity set or navigation")
             record = _create(ctx, target.entity_set, json_body(body), target.match)
+            if (ctx.service.name, target.entity_set.name) == ("API_SALES_ORDER_SRV", "A_SalesOrderItem"):
+                _reprice_header_of(ctx, record.data)  # an item added to an existing order
             expand = {name: {} for name, value in json_body(body).items() if name in target.entity_set.navs}
             reply = Reply(201, {"d": serialize(ctx, target.entity_set, record, expand, None)})
             reply.headers["Location"] = reply.body["d"]["__metadata"]["uri"]

@@ -1,4 +1,7 @@
-"""Initial loads: an F&O source seeded with customers, a recorder target that writes every call."""
+"""Initial loads: an F&O source seeded with customers, a recorder target that writes every call.
+
+The modules using finops_system name tests.connectors.microsoft_support in their pytest_plugins.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ from typing import Any
 import pytest
 
 from integrations.models import Flow, System
-
-pytest_plugins = ["tests.connectors.microsoft_support"]
 
 
 def seed_customers(count: int, company: str = "se01", start: int = 0, group: str = "10") -> None:

@@ -18,6 +18,7 @@ from sandbox.finops.store import rows
 from tests.bulk.conftest import seed_customers
 from tests.bulk.test_initial_load import run_pages
 
+pytest_plugins = ["tests.connectors.microsoft_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
 NS = "{http://schemas.datacontract.org/2004/07/Microsoft.Dynamics.AX.Framework.Tools.DataManagement.Serialization}"
 ACTIVITY = "6f1a5d3e-0b7c-4f7e-9a55-2d1c0f4b8e11"

@@ -6,10 +6,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from integrations.bulk import load
-from integrations.models import LoadRun, Message, ValueMap, ValueMapEntry
+from integrations.models import AuditEntry, LoadRun, Message, ValueMap, ValueMapEntry
 from integrations.pipeline import deliver, operator
 from tests.bulk.conftest import seed_customers
 
+pytest_plugins = ["tests.connectors.microsoft_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
 State = LoadRun.State
 
@@ -137,6 +138,7 @@ def test_the_api_starts_a_load_and_shows_its_progress(load_flow, admin_client):
     progress = admin_client.get(f"/api/flows/{load_flow.slug}/load")
 
     assert started.status_code == 202, started.content
+    assert AuditEntry.objects.get(action="load_start").details["load_run"] == run.pk
     assert started.json()["expected"] == 7
     assert progress.status_code == 200
     body = progress.json()

@@ -14,6 +14,7 @@ from sandbox.models import RecorderRecord
 from tests.bulk.conftest import seed_customers
 from tests.conftest import wait_until
 
+pytest_plugins = ["tests.connectors.microsoft_support"]
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 LEASE = {"ICBRIDGE_LOAD_LEASE_SECONDS": "2"}
 RECORDS = 60

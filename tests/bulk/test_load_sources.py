@@ -10,6 +10,7 @@ from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import get_connector
 from tests.bulk.test_initial_load import run_pages
 
+pytest_plugins = ["tests.connectors.microsoft_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -81,3 +82,19 @@ def test_an_ax_load_reads_every_document_of_the_company(make_system, make_flow, 
     assert run.pages == -(-(before + 5) // 2)
     names = set(Message.objects.filter(flow=flow).values_list("payload_in__Name", flat=True))
     assert {f"Customer {n}" for n in range(5)} <= names
+
+
+def test_a_dataverse_load_pages_with_maxpagesize_and_next_links(make_flow, dataverse_system):
+    connector = get_connector(dataverse_system)
+    for n in range(5):
+        connector.deliver(DeliveryRequest(entity="accounts", operation="upsert", payload={"name": f"Account {n}"},
+                                          key={"accountnumber": f"A{n}"}, idempotency_key=f"acc-{n}"))  # fmt: skip
+    flow = make_flow(source=dataverse_system, entity="account")
+
+    first, cursor = connector.read_page("accounts", "", {"page_size": 2})
+    run = run_pages(load.load_start(flow=flow, entity="accounts", key=["accountid"], page_size=2))
+
+    assert len(first) == 2
+    assert cursor.startswith("https://")  # the server's @odata.nextLink, followed as is
+    assert (run.state, run.read, run.written, run.pages) == (LoadRun.State.DONE, 5, 5, 3)
+    assert {m.payload_in["accountnumber"] for m in Message.objects.filter(flow=flow)} == {f"A{n}" for n in range(5)}

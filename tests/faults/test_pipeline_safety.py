@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -80,9 +81,21 @@ def assert_each_written_once(keys: list[str]) -> None:
     assert RecorderWrite.objects.filter(record__key__in=keys).count() == len(keys)
 
 
-def assert_never_in_flight_twice() -> None:
+def assert_each_message_written_once() -> None:
+    """Every delivered message reached the target's write exactly once, and nothing else did.
+
+    With dedupe off a second send of one message is a second applied write under its Idempotency-Key.
+    """
+    delivered = set(Message.objects.filter(status=Status.DELIVERED).values_list("idempotency_key", flat=True))
+    writes = Counter(RecorderWrite.objects.filter(applied=True).values_list("idempotency_key", flat=True))
+    assert set(writes) == delivered
+    assert set(writes.values()) <= {1}, writes.most_common(3)
+
+
+def assert_never_in_flight_twice(*, workers_lost: bool = False) -> None:
     """No claim was taken from a live worker, and no two attempts of one message overlap in time."""
-    assert Attempt.objects.filter(error_class="pipeline.WorkerLost").exists() is False
+    if not workers_lost:
+        assert Attempt.objects.filter(error_class="pipeline.WorkerLost").exists() is False
     for message in Message.objects.all():
         attempts = list(message.attempt_set.order_by("started_at"))
         for before, after in zip(attempts, attempts[1:], strict=False):
@@ -142,6 +155,8 @@ def test_poison_in_preparation_fails_or_dies_and_its_batch_goes_on(start_worker,
 
     assert Message.objects.filter(pk__in=[m.pk for m in healthy], status=Status.DELIVERED).count() == 20
     assert_each_written_once([f"SO-{n}" for n in range(20)])
+    assert_each_message_written_once()
+    assert_never_in_flight_twice()
     for poison, field in ((huge, "Total"), (wide, "Code"), (shapeless, "fetch")):
         poison.refresh_from_db()
         assert poison.status == Status.FAILED, poison.last_error
@@ -244,6 +259,9 @@ def test_replaying_a_message_with_a_long_key_sends_the_edited_copy(start_worker,
     copies[0].refresh_from_db()
     assert copies[0].status == Status.DELIVERED
     assert RecorderRecord.objects.get(key="SO-LONG").payload == {"OrderNumber": "SO-LONG", "Qty": 5}
+    assert_each_written_once(["SO-LONG"])
+    assert_each_message_written_once()
+    assert_never_in_flight_twice()
 
 
 # --- 3. the same message sent twice at once ---------------------------------------------------------
@@ -272,6 +290,7 @@ def test_a_slow_target_never_gets_a_message_twice_from_the_sweeper(start_worker,
     wait_until(lambda: Message.objects.filter(status=Status.DELIVERED).count() == 10, timeout=200)
 
     assert_each_written_once([m.source_record_key for m in messages])
+    assert_each_message_written_once()
     assert_never_in_flight_twice()
     assert RecordLink.objects.count() == 10
     assert sweeper.log_path.read_text().count("integrations.tasks.sweep_messages") >= 5  # it did sweep, all along
@@ -299,6 +318,7 @@ def test_a_target_answering_beyond_the_lease_is_cut_off_in_time_and_delivered_on
     time.sleep(7)  # the abandoned calls' handlers finish at the target meanwhile
     assert sorted(set(RecorderRecord.objects.values_list("writes", flat=True))) == [1]
     assert RecorderRecord.objects.count() == len(messages)
+    assert_each_message_written_once()  # applied writes: the target's dedupe turned the repeats away
     assert_never_in_flight_twice()
 
 
@@ -334,6 +354,9 @@ def test_an_absurd_retry_after_is_capped_and_the_message_still_ends_dead(start_w
             assert gap >= 1.9  # the wait it asked for, capped at 2 s, honoured
     assert Attempt.objects.filter(error_class="pipeline.WorkerLost").exists() is False  # no crash
     assert Message.objects.filter(pk__in=[m.pk for m in healthy], status=Status.DELIVERED).count() == 5
+    assert_each_written_once([m.source_record_key for m in healthy])
+    assert_each_message_written_once()
+    assert_never_in_flight_twice()
 
 
 # --- 6. a future-dated event ------------------------------------------------------------------------
@@ -367,6 +390,8 @@ def test_a_future_dated_event_is_refused_and_the_record_keeps_moving(start_worke
     wait_until(settled, timeout=30, sweep=True)
     assert set(Message.objects.values_list("status", flat=True)) == {Status.DELIVERED}  # nothing skipped as stale
     assert RecorderRecord.objects.get(key="SO-T").payload["Qty"] == 3
+    assert_each_message_written_once()  # two events of the record, each written once
+    assert_never_in_flight_twice()
 
 
 # --- 7. Redis unreachable at ingest -------------------------------------------------------------------
@@ -450,6 +475,8 @@ def test_redis_down_at_ingest_answers_202_and_the_sweeper_delivers_once_it_is_ba
         governor.backend().reset()
         wait_until(lambda: Message.objects.filter(status=Status.DELIVERED).count() == 10, timeout=90, sweep=True)
         assert_each_written_once([f"SO-{n}" for n in range(10)])
+        assert_each_message_written_once()
+        assert_never_in_flight_twice()
     finally:
         redis_server.stop()
         _point_everything_at(previous_broker, settings)
@@ -504,6 +531,8 @@ def test_retention_never_blanks_a_message_retried_while_it_ran(start_worker, flo
     assert message.payload_in["OrderNumber"] == "SO-1"
     wait_until(lambda: Message.objects.get(pk=message.pk).status == Status.DELIVERED, timeout=30, sweep=True)
     assert RecorderRecord.objects.get(key="SO-1").payload["OrderNumber"] == "SO-1"
+    assert RecorderWrite.objects.filter(idempotency_key=message.idempotency_key).count() == 1
+    assert_never_in_flight_twice()
 
 
 def test_the_sweeper_runs_on_time_while_slow_deliveries_hold_every_worker(start_worker, flow):
@@ -530,6 +559,8 @@ def test_the_sweeper_runs_on_time_while_slow_deliveries_hold_every_worker(start_
     clear_faults()
     wait_until(lambda: Message.objects.filter(status=Status.DELIVERED).count() == 9, timeout=90)
     assert_each_written_once([*(m.source_record_key for m in slow), "ORPHAN-99"])
+    assert_each_message_written_once()
+    assert_never_in_flight_twice(workers_lost=True)  # the orphan's claim was a lost worker's, by design
 
 
 # --- 15. configuration changes reach every worker at once ---------------------------------------------------
@@ -567,3 +598,5 @@ def test_a_retry_right_after_a_value_map_fix_succeeds_and_a_failing_retry_leaves
         Attempt.Outcome.FAILED,
         Attempt.Outcome.DELIVERED,
     ]
+    assert_each_message_written_once()
+    assert_never_in_flight_twice()

@@ -27,6 +27,23 @@ ACCOUNT_TO_BP = {
         "BusinessPartnerGrouping": {"const": "BP02"},
         "OrganizationBPName1": {"path": "attributes.name", "required": True, "max_length": 40},
         "SearchTerm1": {"expr": "upper(substr(attributes.name, 0, 20))"},
+        # S/4 takes a partner as sold-to party only in the customer role with sales area data: created in
+        # the same deep insert (API_BUSINESS_PARTNER: to_BusinessPartnerRole, to_Customer/to_CustomerSalesArea).
+        "to_BusinessPartnerRole": {"const": [{"BusinessPartnerRole": "FLCU01"}, {"BusinessPartnerRole": "FLCU00"}]},
+        "to_Customer": {
+            "fields": {
+                "to_CustomerSalesArea": {
+                    # One sales area per account: "[*]" makes the account number a one-line list.
+                    "each": "attributes.accountnumber[*]",
+                    "fields": {
+                        "SalesOrganization": {"context": "sales_organization", "required": True},
+                        "DistributionChannel": {"context": "distribution_channel", "required": True},
+                        "Division": {"context": "division", "required": True},
+                        "Currency": {"const": "USD"},
+                    },
+                }
+            }
+        },
     },
     "omit_nulls": True,
 }

@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 
 from integrations import errors
 from integrations.protocols import dmf
-
-if TYPE_CHECKING:
-    from integrations.systems.finops.connector import FinOpsConnector
 
 ACTIONS = "DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities"
 DONE = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "Canceled"})
@@ -30,7 +27,7 @@ JSON = {"Accept": "application/json", "Content-Type": "application/json"}
 class DataPackages:
     """The package API and recurring integrations of one F&O environment, through its connector's auth."""
 
-    def __init__(self, connector: FinOpsConnector) -> None:
+    def __init__(self, connector: Any) -> None:  # the FinOpsConnector (not imported: it imports this module)
         self.connector = connector
         self.name = connector.system.name
 

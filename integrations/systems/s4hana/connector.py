@@ -68,6 +68,8 @@ def _plain(entity: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, dict) and "results" in value:
             value = [_plain(v) for v in value["results"]]
+        elif isinstance(value, dict) and "__metadata" in value:  # an expanded to-one navigation (to_Customer)
+            value = _plain(value)
         out[name] = value
     return out
 
@@ -320,9 +322,11 @@ class S4HanaConnector(HttpConnector):
         for nav, rows in request.payload.items():
             if not (isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)):
                 continue
-            existing = self._send("GET", f"{self.base_url}/{service}/{predicate}/{nav}").json()["d"]["results"]
             pair = next((name for name in rows[0] if all(name in row for row in rows) and name.endswith("Item")), "")
-            by_key = {str(row.get(pair)): row for row in existing} if pair else {}
+            if not pair:
+                continue  # not items (e.g. a partner's roles): written on create only
+            existing = self._send("GET", f"{self.base_url}/{service}/{predicate}/{nav}").json()["d"]["results"]
+            by_key = {str(row.get(pair)): row for row in existing}
             for row in rows:
                 current = by_key.get(str(row.get(pair)))
                 if current is None:
