@@ -27,7 +27,7 @@ answered lower-case, as F&O does. Errors use the F&O OData shape
 
 Modules: model (the entities), store (their rows), entities (a data call), batch, services (custom services)
 and operations (what they do), events (business events out), config (settings, number sequences), auth
-(errors, service protection), urls (the views).
+(errors), throttling (priority-based, on resource use), urls (the views).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The F&O OData error body, and service protection (user-based limits, the messages of its 429s)."""
+"""The F&O OData error body, and throttling (priority-based, on resource use: throttling.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 from django.http import HttpResponse
 
 from integrations.protocols.odata.errors import v4_error
-from sandbox.common.limits import ServiceLimits
 from sandbox.common.result import Result
 from sandbox.finops.model import EMULATOR, Entity
+from sandbox.finops.throttling import MESSAGE as THROTTLED_MESSAGE
+from sandbox.finops.throttling import ResourceThrottling
 
 
 def error(status: int, message: str, *, inner: str = "", kind: str = "", **headers: str) -> Result:
@@ -40,26 +41,21 @@ def fault_body(status: int, text: str) -> HttpResponse:
     return Result.to_http(error(status, f"The service is unavailable. ({text})"))
 
 
-LIMITS = ServiceLimits(EMULATOR)
-THROTTLE_MESSAGES = {
-    # Verbatim from Microsoft Learn (fixtures/finops/service-protection-429-messages.md), "exeeded" included.
-    "requests": "Number of requests exeeded the limit of {requests} over the time window of {window_seconds} seconds.",
-    "execution_ms": "Combined execution time of incoming requests exceeded limit of {execution_s} seconds over time "
-    "window of {window_seconds} seconds. Decrease number of concurrent requests or reduce the duration of requests "
-    "and try again later.",
-    "concurrent": "Number of concurrent requests exceeded the limit of {concurrent}.",
-}
+# Throttling on the environment's resource use and the integration's priority (throttling.py); F&O has no
+# user-based limits since 10.0.36.
+LIMITS = ResourceThrottling(EMULATOR)
 
 
-def configure_service_protection(**changes: int) -> dict[str, int]:
-    """Change the user-based limits (requests, window_seconds, execution_ms, concurrent); counters restart."""
-    return LIMITS.configure(**changes)
+def configure_service_protection(*, priorities: dict[str, str] | None = None, **changes: int) -> dict[str, Any]:
+    """Change the environment's capacity (requests, window_seconds, concurrent) and the priorities of
+    application users (object id → Low / Medium / High); counters restart."""
+    return LIMITS.configure(priorities=priorities, **changes)
 
 
 def denied(claims: dict[str, Any]) -> Result:
     return error(403, f"The application {claims.get('appid')} is not registered as a user of this environment.")
 
 
-def throttled(limit: str, retry_after: int, limits: dict[str, int]) -> Result:
-    text = THROTTLE_MESSAGES[limit].format(execution_s=limits["execution_ms"] // 1000, **limits)
-    return error(429, text, **{"Retry-After": str(retry_after)})
+def throttled(limit: str, retry_after: int, limits: dict[str, Any]) -> Result:
+    """The 429 of priority-based throttling, with the documented message and Retry-After."""
+    return error(429, THROTTLED_MESSAGE, **{"Retry-After": str(retry_after)})

@@ -30,6 +30,7 @@ def settled() -> bool:
 
 def test_a_worker_killed_mid_load_resumes_and_nothing_is_lost_or_written_twice(start_worker, load_flow, settings):
     settings.ICBRIDGE_LOAD_LEASE_SECONDS = 2
+    settings.ICBRIDGE_REQUEUE_AFTER_SECONDS = 2  # delivery tasks the dead worker held are queued again
     seed_customers(RECORDS)
     set_faults("finops", latency_ms=400)  # slow pages, so the kill lands while one is being read
     worker = start_worker("doomed", concurrency=2, **LEASE)

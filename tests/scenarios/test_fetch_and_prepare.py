@@ -40,7 +40,7 @@ def s4_order(flow: Flow, reference: str) -> str:
                 "SalesOrganization": "1710",
                 "DistributionChannel": "10",
                 "OrganizationDivision": "00",
-                "SoldToParty": "C-1",
+                "SoldToParty": "17100001",  # a customer of the S/4 client (sandbox.s4hana.writes.DEMO_CUSTOMERS)
                 "PurchaseOrderByCustomer": reference,
                 "to_Item": [{"Material": "A0001", "RequestedQuantity": "2"}],
             },

@@ -50,7 +50,7 @@ def bulk_action(connector: DataverseConnector, request: DeliveryRequest) -> str:
     if request.is_delete or request.etag or request.options.create_only:
         return ""  # bulk messages take no If-Match / If-None-Match
     if not request.key:
-        return "CreateMultiple" if request.operation == "create" or request.operation == "upsert" else ""
+        return "CreateMultiple" if request.operation == "create" else ""  # a keyless upsert is refused
     return "UpsertMultiple" if request.operation == "upsert" else ""
 
 
