@@ -17,8 +17,7 @@ from integrations.api import auth
 from integrations.models import InboundEndpoint, Message, System
 from integrations.pipeline.deliver import message_process
 from monitoring.logging import JsonFormatter, RedactionFilter
-from tests.conftest import fixture_path
-from tests.conftest import Gunicorn
+from tests.conftest import Gunicorn, fixture_path
 
 KEY = "dv-webhook-key-6b5a4c3d2e1f"
 GUESS = "attacker-guess-9z8y7x6w"

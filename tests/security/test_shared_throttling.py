@@ -12,8 +12,7 @@ import pytest
 import requests
 
 from integrations.models import InboundEndpoint
-from tests.conftest import fixture_path
-from tests.conftest import Gunicorn
+from tests.conftest import Gunicorn, fixture_path
 
 pytestmark = pytest.mark.e2e
 KEY = "the-right-key-0123456789"

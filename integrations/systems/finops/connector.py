@@ -22,13 +22,12 @@ from urllib.parse import unquote
 
 from integrations import errors
 from integrations.flow_options import LinesSpec
-from integrations.protocols import dmf
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
 from integrations.protocols.odata import keys
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.finops import records
 from integrations.systems.finops.keys import canonical_key, format_key
-from integrations.systems.finops.packages import DataPackages
+from integrations.systems.finops.packages import DataPackages, package_page
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -96,10 +95,6 @@ def classify(
         vendor_class=vendor_class,
         overrides={409: errors.RejectedError},
     )
-
-
-# The rows of the package a load pages through, kept for its next page (one package per process).
-_PACKAGE_ROWS: dict[str, Any] = {}
 
 
 def _load_params(filters: dict[str, Any]) -> dict[str, str]:
@@ -511,7 +506,7 @@ class FinOpsConnector(MicrosoftConnector):
         """
         filters = filters or {}
         if filters.get("transport") == "package":
-            return self._read_package_page(entity, cursor, filters)
+            return package_page(self, entity, cursor, filters)
         headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={int(filters.get('page_size') or self.page_size)}"}
         if cursor:
             response = self.request("GET", cursor, headers=headers)
@@ -524,30 +519,6 @@ class FinOpsConnector(MicrosoftConnector):
     def packages(self) -> DataPackages:
         """The Data management package API and recurring integrations of this environment."""
         return DataPackages(self)
-
-    def _read_package_page(self, entity: str, cursor: str, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-        """A load through an export package: export the data project once, then page through its rows.
-
-        The cursor is "package:<execution id>:<offset>"; a resumed load reads the same package again.
-        """
-        if not cursor:
-            project, company = filters.get("project"), filters.get("company")
-            if not project or not company:
-                raise errors.RejectedError(f"{self.system.name}: a package load needs the data project and company")
-            execution_id = self.packages.export(project=str(project), company=str(company))
-            status = self.packages.wait(execution_id)
-            if status not in ("Succeeded", "PartiallySucceeded"):
-                raise errors.RejectedError(f"{self.system.name}: export {execution_id} ended {status}")
-            cursor = f"package:{execution_id}:0"
-        _, execution_id, offset = cursor.split(":", 2)
-        if _PACKAGE_ROWS.get("execution") != execution_id:
-            url = self.packages.exported_url(execution_id)
-            _PACKAGE_ROWS.clear()
-            _PACKAGE_ROWS.update(execution=execution_id, rows=dmf.package_read(self.packages.download(url))[1])
-        rows = _PACKAGE_ROWS["rows"].get(entity, [])
-        start, size = int(offset), int(filters.get("page_size") or 1000)
-        page = rows[start : start + size]
-        return page, f"package:{execution_id}:{start + size}" if start + size < len(rows) else ""
 
     def count(self, entity: str, filters: dict[str, Any] | None = None) -> int | None:
         """How many rows a load would read ($count), for the preview; None if the entity cannot count."""

@@ -146,3 +146,33 @@ class DataPackages:
     def ack(self, *, activity_id: str, dequeued: dict[str, Any]) -> None:
         """Acknowledge a dequeued package, so the job does not hand it out again."""
         self.connector.request("POST", self._connector_url("ack", activity_id), json=dequeued, headers=JSON)
+
+
+# The rows of the package a load pages through, kept for its next page (one package per process).
+_PACKAGE_ROWS: dict[str, Any] = {}
+
+
+def package_page(connector: Any, entity: str, cursor: str, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """A load through an export package: export the data project once, then page through its rows.
+
+    The cursor is "package:<execution id>:<offset>"; a resumed load reads the same package again.
+    """
+    packages = DataPackages(connector)
+    if not cursor:
+        project, company = filters.get("project"), filters.get("company")
+        if not project or not company:
+            raise errors.RejectedError(f"{packages.name}: a package load needs the data project and company")
+        execution_id = packages.export(project=str(project), company=str(company))
+        status = packages.wait(execution_id)
+        if status not in ("Succeeded", "PartiallySucceeded"):
+            raise errors.RejectedError(f"{packages.name}: export {execution_id} ended {status}")
+        cursor = f"package:{execution_id}:0"
+    _, execution_id, offset = cursor.split(":", 2)
+    if _PACKAGE_ROWS.get("execution") != execution_id:
+        url = packages.exported_url(execution_id)
+        _PACKAGE_ROWS.clear()
+        _PACKAGE_ROWS.update(execution=execution_id, rows=dmf.package_read(packages.download(url))[1])
+    rows = _PACKAGE_ROWS["rows"].get(entity, [])
+    start, size = int(offset), int(filters.get("page_size") or 1000)
+    page = rows[start : start + size]
+    return page, f"package:{execution_id}:{start + size}" if start + size < len(rows) else ""
