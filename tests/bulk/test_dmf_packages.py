@@ -12,6 +12,7 @@ from integrations import errors
 from integrations.bulk import load
 from integrations.models import LoadRun, Message, System
 from integrations.protocols import dmf
+from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import get_connector
 from sandbox import finops
 from sandbox.finops.store import rows
@@ -120,3 +121,25 @@ def test_an_initial_load_can_read_an_export_package(load_flow):
     assert run.cursor == ""
     first = Message.objects.get(source_record_key="dataAreaId='se01',CustomerAccount='C00000'")
     assert first.payload_in["OrganizationName"] == "Customer 0"
+
+
+def test_a_package_flow_delivers_a_batch_as_one_import_and_refuses_only_the_bad_row(finops_system: System):
+    finops.data_project("CustomerImport", entities=["CustomersV3"], direction="import")
+    options = {"transport": "package", "package_project": "CustomerImport"}
+
+    def customer(account: str, **fields: str) -> DeliveryRequest:
+        return DeliveryRequest(entity="CustomersV3", operation="upsert", key={"CustomerAccount": account},
+                               payload={"OrganizationName": account, **fields}, idempotency_key=f"c-{account}",
+                               company="SE01", options=options)  # fmt: skip
+
+    results = get_connector(finops_system).deliver_many(
+        [customer("P1", CustomerGroupId="10"), customer("P2"), customer("P3", CustomerGroupId="20")]
+    )
+
+    assert [r.target_key for r in (results[0], results[2])] == [
+        "dataAreaId='se01',CustomerAccount='P1'",
+        "dataAreaId='se01',CustomerAccount='P3'",
+    ]
+    assert isinstance(results[1], errors.RejectedError)
+    assert "row 2" in results[1].message
+    assert set(rows("CustomersV3").filter(company="se01").values_list("key", flat=True)) == {"P1", "P3"}

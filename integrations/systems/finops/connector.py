@@ -27,7 +27,7 @@ from integrations.protocols.odata import keys
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.finops import records
 from integrations.systems.finops.keys import canonical_key, format_key
-from integrations.systems.finops.packages import DataPackages, package_page
+from integrations.systems.finops.packages import DataPackages, package_deliver, package_page
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -316,6 +316,8 @@ class FinOpsConnector(MicrosoftConnector):
 
     def deliver_many(self, requests_: Sequence[DeliveryRequest]) -> list[DeliveryResult | errors.ConnectorError]:
         """Creates and updates through $batch (one change set per record); upserts fall back to POST on 404."""
+        if requests_ and all(r.options.transport == "package" and not r.is_delete for r in requests_):
+            return package_deliver(self, list(requests_))  # bulk: one ImportFromPackage per company
         results: list[DeliveryResult | errors.ConnectorError] = []
         size = max(1, self.system.batch_size or 100)
         for start in range(0, len(requests_), size):

@@ -18,6 +18,8 @@ import requests
 
 from integrations import errors
 from integrations.protocols import dmf
+from integrations.protocols.transport import DeliveryResult
+from integrations.systems.finops.keys import format_key
 
 ACTIONS = "DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities"
 DONE = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "Canceled"})
@@ -176,3 +178,45 @@ def package_page(connector: Any, entity: str, cursor: str, filters: dict[str, An
     start, size = int(offset), int(filters.get("page_size") or 1000)
     page = rows[start : start + size]
     return page, f"package:{execution_id}:{start + size}" if start + size < len(rows) else ""
+
+
+def package_deliver(connector: Any, requests_: list[Any]) -> list[Any]:
+    """Deliveries of a flow with transport "package": one import package per company, rows refused per record.
+
+    1. Group the records by company and entity into one package each (the flow's package_project).
+    2. ImportFromPackage it and wait for the execution; GetExecutionErrors names the refused rows.
+    3. A refused row is that record's RejectedError; the others are written (an F&O upsert by key).
+    A failed upload or a stuck execution fails every record of the package as transient: they are retried.
+    """
+    packages = DataPackages(connector)
+    results: list[Any] = [None] * len(requests_)
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for n, request in enumerate(requests_):
+        project = request.options.package_project
+        if not project or not request.company:
+            results[n] = errors.RejectedError(f"{packages.name}: package delivery needs package_project and a company")
+            continue
+        groups.setdefault((project, request.company, request.entity), []).append(n)
+    for (project, company, entity), members in groups.items():
+        rows = [{**requests_[n].key, **requests_[n].payload} for n in members]
+        package = dmf.package_build(definition_group=project, entities={entity: rows})
+        try:
+            execution_id = packages.import_package(package=package, project=project, company=company)
+            status = packages.wait(execution_id)
+            refused = {int(e.get("Row", 0)): str(e.get("Message", "")) for e in packages.execution_errors(execution_id)}
+        except errors.ConnectorError as exc:
+            for n in members:
+                results[n] = exc
+            continue
+        for row, n in enumerate(members, start=1):
+            request = requests_[n]
+            if row in refused or status in ("Failed", "Canceled"):
+                text = refused.get(row, f"import {execution_id} {status}")
+                results[n] = errors.RejectedError(f"{packages.name}: {entity} row {row}: {text}")
+                continue
+            results[n] = DeliveryResult(
+                target_key=format_key(company.lower(), request.key),
+                created=request.exists is not True,
+                request_summary=f"ImportFromPackage {project} ({entity}, {len(members)} rows) {execution_id}",
+            )
+    return results
