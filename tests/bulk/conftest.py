@@ -6,7 +6,6 @@ The modules using finops_system name tests.connectors.microsoft_support in their
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -24,9 +23,8 @@ def seed_customers(count: int, company: str = "se01", start: int = 0, group: str
 
 
 @pytest.fixture
-def load_flow(make_flow: Callable[..., Flow], finops_system: System, recorder_system: System, settings: Any) -> Flow:
-    """F&O customers → the recorder (no dedupe of its own: a second write of a record is a second row write)."""
-    settings.SANDBOX_RECORDER_DEDUPE = False
+def load_flow(make_flow: Callable[..., Flow], finops_system: System, recorder_system: System) -> Flow:
+    """F&O customers → the recorder, which honours Idempotency-Key as an upsert by key would (the fault tests')."""
     return make_flow(
         name="Customers to recorder",
         slug="customers-load",
