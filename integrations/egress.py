@@ -1,7 +1,9 @@
 """Where the hub may connect to: an allow-list of hosts and networks (ICBRIDGE_EGRESS_ALLOW).
 
-Read when a URL is configured (System, InboundEndpoint JWKS) and before a JWKS fetch. Cloud metadata
-addresses (link-local) are always refused: a System URL must not turn the hub into a proxy to them.
+Read when a URL is configured (System, InboundEndpoint JWKS), before a JWKS fetch, before every
+connector call (once per host and connector), for each WSDL and schema zeep loads, and before an alert
+webhook is posted. Cloud metadata addresses (link-local) are always refused: a System URL must not
+turn the hub into a proxy to them.
 """
 
 from __future__ import annotations

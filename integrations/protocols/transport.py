@@ -13,10 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 
 from integrations import errors
+from integrations.egress import egress_refusal
 from integrations.flow_options import FlowOptions
 from integrations.protocols import deadline
 from integrations.protocols.governor import governor_for
@@ -229,6 +231,7 @@ class HttpConnector(Connector):
         super().__init__(system)
         self.base_url = system.base_url.rstrip("/")
         self.session = requests.Session()
+        self._egress_refusals: dict[str, str] = {}  # host → why it may not be called ("" = it may)
         # Proxies from the environment are read once here, not on every request (requests re-reads
         # the environment and ~/.netrc per call otherwise, a measurable cost at thousands of calls a minute).
         self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
@@ -238,6 +241,15 @@ class HttpConnector(Connector):
 
     def close(self) -> None:
         self.session.close()
+
+    def _check_egress(self, url: str, summary: str) -> None:
+        """Refuse a host outside ICBRIDGE_EGRESS_ALLOW (or link-local); each host is looked up once."""
+        host = urlsplit(url).netloc
+        refusal = self._egress_refusals.get(host)
+        if refusal is None:
+            refusal = self._egress_refusals[host] = egress_refusal(url) or ""
+        if refusal:
+            raise errors.RejectedError(f"{self.system.name}: {refusal}; nothing was sent", request_summary=summary)
 
     def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send one request under the target's governor, answer unclassified.
@@ -250,6 +262,7 @@ class HttpConnector(Connector):
         """
         kwargs.setdefault("timeout", self.timeout)
         summary = summary_of(method, url)
+        self._check_egress(url, summary)
         left = deadline.remaining()
         if left is not None and left <= 0:
             raise errors.TransientError(

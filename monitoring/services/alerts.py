@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
+from integrations.egress import egress_refusal
 from integrations.models import Flow, Message, System
 from integrations.systems import get_connector
 from monitoring.models import Alert, AlertRule, ReconciliationRun
@@ -215,7 +216,10 @@ def _notify(alert: Alert, event: str, reading: Reading) -> None:
                 "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
             },
         }
+        refusal = egress_refusal(rule.webhook_url)
         try:
+            if refusal:  # the URL was saved before the allow-list said otherwise
+                raise requests.exceptions.InvalidURL(refusal)
             response = requests.post(rule.webhook_url, json=body, timeout=WEBHOOK_TIMEOUT_SECONDS)
             ok = response.status_code < 300
             sent.append({"at": now, "event": event, "channel": "webhook", "ok": ok, "status": response.status_code})

@@ -29,6 +29,7 @@ from zeep.helpers import serialize_object
 from zeep.transports import Transport
 
 from integrations import errors
+from integrations.egress import egress_refusal
 from integrations.protocols import deadline
 from integrations.protocols.transport import (
     ConnectionReport,
@@ -78,6 +79,12 @@ class _AifTransport(Transport):
     def __init__(self, *, connector: Connector, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.connector = connector
+
+    def load(self, url: str) -> bytes:
+        """The WSDL and every schema it imports, each from a host the egress allow-list admits."""
+        if url.startswith(("http://", "https://")) and (refusal := egress_refusal(url)):
+            raise errors.RejectedError(f"{self.connector.system.name}: {refusal}", request_summary=f"GET {url}")
+        return super().load(url)
 
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
         summary = f"POST {address}"
