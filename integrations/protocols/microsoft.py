@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -263,6 +263,17 @@ class MicrosoftConnector(HttpConnector):
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- connection check -------------------------------------------------------------------------
+
+    def pages(self, url: str, *, params: dict[str, str], headers: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """Rows of a collection, page by page: @odata.nextLink carries the query, so params go on the first only."""
+        next_url: str | None = url
+        first = True
+        while next_url:
+            response = self.request("GET", next_url, params=params if first else None, headers=headers)
+            first = False
+            body = response.json()
+            yield from body.get("value", [])
+            next_url = body.get("@odata.nextLink")
 
     def send_batch(self, url: str, changesets: list[list[BatchPart]], headers: dict[str, str]) -> list[BatchResponse]:
         """POST one $batch of change sets; every part's answer in order (a failed change set answers once).

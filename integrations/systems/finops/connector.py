@@ -360,14 +360,7 @@ class FinOpsConnector(HeaderLinesMixin, MicrosoftConnector):
         if top is not None:
             params["$top"] = str(top)
         headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={self.page_size}"}
-        url: str | None = f"{self.data}/{entity}"
-        first = True
-        while url:
-            response = self.request("GET", url, params=params if first else None, headers=headers)
-            first = False
-            body = response.json()
-            yield from body.get("value", [])
-            url = body.get("@odata.nextLink")
+        yield from self.pages(f"{self.data}/{entity}", params=params, headers=headers)
 
     def read_changes(
         self, entity: str, cursor: str | None = None, *, company: str = "", field: str = "ModifiedDateTime"
