@@ -14,16 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import (
-    celery_workers,
-    fresh_database,
-    hub_server,
-    percentiles,
-    print_table,
-    raw_commit_rate,
-    setup_django,
-    write_result,
-)
+from common import celery_workers, fresh_django, hub_server, percentiles, print_table, raw_commit_rate, write_result
 
 SECRET = "bench-webhook-secret"  # noqa: S105 - a throw-away key of the benchmark's own database
 ITEMS = [f"IC-{n:04d}" for n in range(1, 200)]
@@ -62,8 +53,7 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=20.0)
     args = parser.parse_args()
 
-    fresh_database()
-    setup_django()
+    fresh_django()
     import requests
     from django.db import connection
 

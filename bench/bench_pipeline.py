@@ -10,16 +10,7 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import (
-    celery_workers,
-    fresh_database,
-    hub_server,
-    percentiles,
-    print_table,
-    raw_commit_rate,
-    setup_django,
-    write_result,
-)
+from common import celery_workers, fresh_django, hub_server, percentiles, print_table, raw_commit_rate, write_result
 
 
 def main() -> None:
@@ -29,8 +20,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
 
-    fresh_database()
-    setup_django()
+    fresh_django()
     import requests
     from django.db import connection
 

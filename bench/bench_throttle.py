@@ -11,7 +11,9 @@ processes, and records/s both ways.
 left after some process had a 429 answered and before its Retry-After ran out; with several requests
 in flight, one may cross the 429 on its way (let through before the 429 existed, on the wire a few ms
 after it). And at the governor: a send let through after a pause was stored, which must be 0.
---max-concurrency 1 leaves nothing in flight to cross; --rate-limit paces below the target's limit.
+--max-concurrency 1 leaves nothing in flight to cross. By default the System's rate_limit_per_second
+is paced for the emulator's window (governor.rate_within_window: (N - 1) / (window + --jitter)), so no
+429 arises and nothing can cross one; --no-pace measures the 429-driven behaviour alone.
 The limit is the real rule (N requests per sliding window per app user) with a shorter window, so
 the benchmark sees several windows in a minute.
 """
@@ -194,12 +196,31 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=25.0, help="how long each phase runs")
     parser.add_argument("--writers", type=int, default=4, help="writer threads per process")
     parser.add_argument("--workers", type=int, default=1, help="writer processes")
-    parser.add_argument("--rate-limit", type=float, default=None, help="System.rate_limit_per_second (requests/s)")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="System.rate_limit_per_second (requests/s); default: paced for the emulator's window",
+    )
+    parser.add_argument("--no-pace", action="store_true", help="no client-side rate: only the 429s hold the writers")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.5,
+        help="seconds the pacing allows for requests arriving closer together than granted",
+    )
     parser.add_argument("--max-concurrency", type=int, default=None, help="System.max_concurrency")
     args = parser.parse_args()
-
     fresh_database()
     setup_django()
+    if args.rate_limit is None and not args.no_pace:
+        from integrations.protocols.governor import rate_within_window
+
+        # The token bucket sized from the emulator's limit, so its sliding window is never exceeded.
+        args.rate_limit = rate_within_window(
+            requests=args.requests, window_seconds=args.window, jitter_seconds=args.jitter
+        )
+
     from integrations.models import System
     from integrations.scenarios.install import templates_install
     from sandbox import dataverse

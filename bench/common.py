@@ -59,6 +59,12 @@ def fresh_database() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
+def fresh_django() -> None:
+    """How a benchmark starts: a freshly migrated database (and empty Redis db), then Django on it."""
+    fresh_database()
+    setup_django()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -302,6 +302,8 @@ CELERY_BEAT_SCHEDULE["icbridge-poll-flows"] = {
     "task": "integrations.tasks.poll_flows",
     "schedule": ICBRIDGE_POLL_SECONDS,
 }
+# Flows with trigger "schedule" are not here: each has its own PeriodicTask in the database, on its crontab,
+# kept in step with the flow by integrations.polling.schedules (docs/operations.md, Schedules).
 
 # --- Monitoring ---------------------------------------------------------------
 # Payloads of finished messages older than this are blanked (the rows, attempts and audit stay).

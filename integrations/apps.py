@@ -7,3 +7,4 @@ class IntegrationsConfig(AppConfig):
 
     def ready(self) -> None:
         from integrations import checks  # noqa: F401  (registers the system checks)
+        from integrations.polling import schedules  # noqa: F401  (keeps each scheduled flow's beat task in step)

@@ -281,6 +281,9 @@ class FetchRule:
     key: Mapping[str, str] = option(FieldPaths(), default={}, required=True, doc="document key field: payload path")
     as_: str = option(Text(non_empty=True), key="as", default="", required=True, doc="name under fetched")
     first: bool = option(Flag(), default=False, doc="the first document whose fields match (find), not by key")
+    # F&O keys every row by dataAreaId: its value is read from the event (BusinessEventLegalEntity).
+    company: str = option(Text(), default="", doc="payload path of the company (F&O dataAreaId)")
+    many: bool = option(Flag(), default=False, doc="every row whose fields match, as a list (an order's lines)")
 
 
 @dataclass(frozen=True)

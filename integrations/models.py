@@ -16,18 +16,12 @@ from django.db.models import Q
 from encrypted_fields.fields import EncryptedTextField
 
 from integrations.flow_options import FlowOptions, options_problems, parse_options_json
+from integrations.flow_schedule import schedule_problem
 from integrations.kinds import KINDS
+from integrations.model_bases import AppendOnlyModel, PausableModel, TimeStampedModel
 
 
-class TimeStampedModel(models.Model):
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        abstract = True
-
-
-class System(TimeStampedModel):
+class System(PausableModel):
     """One external endpoint that icbridge reads from or writes to."""
 
     # One member per registered kind (integrations.kinds): System.Kind.FINOPS == "finops".
@@ -37,6 +31,13 @@ class System(TimeStampedModel):
         NONE = "none", "None"
         BASIC = "basic", "Basic (user name + password)"
         CLIENT_CREDENTIALS = "client_credentials", "OAuth2 client credentials"
+        NTLM = "ntlm", "Windows (NTLM: DOMAIN\\user + password)"
+        USER_PASSWORD = "user_password", "Azure AD user token (service account; App Proxy)"
+
+    # Where and as whom the hub connects, then how hard it may push: listed, in this order, by the
+    # console form, the API and the templates, each adding its own (the secret, settings, timestamps).
+    CONNECTION_FIELDS = ("kind", "base_url", "auth_type", "auth_url", "client_id")
+    LIMIT_FIELDS = ("timeout_seconds", "rate_limit_per_second", "max_concurrency", "batch_size")
 
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
@@ -61,14 +62,9 @@ class System(TimeStampedModel):
         help_text="Requests in flight at once to this target, from every worker together. Empty: no limit.",
     )
     batch_size = models.PositiveIntegerField(default=100)
-    enabled = models.BooleanField(default=True)
     paused_at = models.DateTimeField(
         null=True, blank=True, help_text="Paused: events to and from it are accepted and held until resumed."
     )
-    paused_by = models.CharField(max_length=150, blank=True)
-
-    class Meta:
-        ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
@@ -122,7 +118,7 @@ def default_retry_policy() -> dict[str, Any]:
     return {"max_attempts": 8, "backoff": {"1": 10, "3": 60, "5": 600}, "jitter": 0.2}
 
 
-class Flow(TimeStampedModel):
+class Flow(PausableModel):
     """One directed exchange of one entity from a source system to a target system."""
 
     class Trigger(models.TextChoices):
@@ -130,7 +126,6 @@ class Flow(TimeStampedModel):
         BUSINESS_EVENT = "business_event", "Business event"
         POLL = "poll", "Poll"
         SCHEDULE = "schedule", "Schedule"
-        SYNC = "sync", "Synchronous call"
 
     class Operation(models.TextChoices):
         UPSERT = "upsert", "Upsert by alternate key"
@@ -153,6 +148,9 @@ class Flow(TimeStampedModel):
     target = models.ForeignKey(System, on_delete=models.PROTECT, related_name="flows_in")
     company_link = models.ForeignKey(CompanyLink, on_delete=models.PROTECT, null=True, blank=True, related_name="flows")
     trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.WEBHOOK)
+    schedule = models.ForeignKey(  # when a "schedule" flow runs; its beat task: integrations.polling.schedules
+        "django_celery_beat.CrontabSchedule", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     target_entity = models.CharField(max_length=120, help_text="Entity set / service the target exposes.")
     target_operation = models.CharField(max_length=20, choices=Operation.choices, default=Operation.UPSERT)
     target_key_fields = models.JSONField(
@@ -168,14 +166,9 @@ class Flow(TimeStampedModel):
     options = models.JSONField(
         default=dict, blank=True, help_text="The flow's options (docs/flow-options.md); validated on save."
     )
-    enabled = models.BooleanField(default=True)
     paused_at = models.DateTimeField(
         null=True, blank=True, help_text="Paused: events are accepted (202) and held until resumed."
     )
-    paused_by = models.CharField(max_length=150, blank=True)
-
-    class Meta:
-        ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.source} → {self.target} {self.entity}"
@@ -205,6 +198,8 @@ class Flow(TimeStampedModel):
         super().clean()
         if problems := options_problems(self.options):
             raise ValidationError({"options": problems})
+        if problem := schedule_problem(trigger=self.trigger, has_schedule=self.schedule_id is not None):
+            raise ValidationError({"schedule": problem})
 
 
 class MappingVersion(models.Model):
@@ -256,17 +251,17 @@ class ValueMapEntry(models.Model):
 class Message(TimeStampedModel):
     """One business event carried by one flow; the outbox row, written once before anything is queued."""
 
-    class Status(models.TextChoices):
-        RECEIVED = "received", "Received"
-        TRANSFORMED = "transformed", "Transformed"
-        DELIVERING = "delivering", "Delivering"
-        DELIVERED = "delivered", "Delivered"
-        RETRYING = "retrying", "Retrying"
-        FAILED = "failed", "Failed"
-        DEAD = "dead", "Dead"
-        SKIPPED = "skipped", "Skipped"
-        CONFLICT = "conflict", "Conflict"
-        DISCARDED = "discarded", "Discarded"
+    class Status(models.TextChoices):  # labelled by name: "Received"…
+        RECEIVED = "received"
+        TRANSFORMED = "transformed"
+        DELIVERING = "delivering"
+        DELIVERED = "delivered"
+        RETRYING = "retrying"
+        FAILED = "failed"
+        DEAD = "dead"
+        SKIPPED = "skipped"
+        CONFLICT = "conflict"
+        DISCARDED = "discarded"
 
     # Statuses a worker may claim for delivery.
     DELIVERABLE = (Status.RECEIVED, Status.TRANSFORMED, Status.RETRYING)
@@ -329,7 +324,7 @@ class Message(TimeStampedModel):
         return self.status in self.TERMINAL
 
 
-class Attempt(models.Model):
+class Attempt(AppendOnlyModel):
     """One delivery try of a message. Append-only: written once, with its outcome."""
 
     class Outcome(models.TextChoices):
@@ -358,11 +353,6 @@ class Attempt(models.Model):
     def __str__(self) -> str:
         return f"attempt {self.number} of message {self.message_id}: {self.outcome}"
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise ValueError("Attempts are append-only")
-        super().save(*args, **kwargs)
-
 
 class RecordLink(TimeStampedModel):
     """Cross-reference of a source record to its target record, as last synced by a flow."""
@@ -385,7 +375,7 @@ class RecordLink(TimeStampedModel):
         return f"{self.flow.slug}: {self.source_key} → {self.target_key}"
 
 
-class AuditEntry(models.Model):
+class AuditEntry(AppendOnlyModel):
     """One operator action. Read-only once written."""
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -405,11 +395,6 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         reason = f": {self.reason}" if self.reason else ""
         return f"{self.action} {self.object_type} {self.object_id} by {self.actor_name}{reason}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise ValueError("Audit entries are append-only")
-        super().save(*args, **kwargs)
 
 
 class InboundEndpoint(TimeStampedModel):

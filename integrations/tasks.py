@@ -50,3 +50,11 @@ def poll_flow(flow_id: int) -> None:
     from integrations.polling import poll as polling
 
     polling.poll_by_id(flow_id=flow_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def run_scheduled_flow(flow_id: int) -> None:
+    """Beat, by the flow's own PeriodicTask (its crontab): one incremental pass of a scheduled flow."""
+    from integrations.polling import schedules
+
+    schedules.scheduled_run_by_id(flow_id=flow_id)

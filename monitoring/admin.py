@@ -86,37 +86,18 @@ class DiscrepancyInline(HistoryInline):
         return False
 
 
+# What a reconciliation run counted, in the list and on its page.
+RUN_COUNTS = ("checked", "matched", "missing_in_target", "missing_in_source", "different", "errors")
+
+
 @admin.register(ReconciliationRun)
 class ReconciliationRunAdmin(ReadOnlyAdmin):
-    list_display = (
-        "flow",
-        "started_at",
-        "status",
-        "checked",
-        "matched",
-        "missing_in_target",
-        "missing_in_source",
-        "different",
-        "errors",
-    )
+    list_display = ("flow", "started_at", "status", *RUN_COUNTS)
     list_filter = ("status", "flow")
     list_select_related = ("flow",)
     show_full_result_count = False
     inlines = [DiscrepancyInline]
-    readonly_fields = (
-        "flow",
-        "status",
-        "started_at",
-        "finished_at",
-        "checked",
-        "matched",
-        "missing_in_target",
-        "missing_in_source",
-        "different",
-        "errors",
-        "totals_table",
-        "error",
-    )
+    readonly_fields = ("flow", "status", "started_at", "finished_at", *RUN_COUNTS, "totals_table", "error")
     exclude = ("totals",)
     actions = ["repair"]
 

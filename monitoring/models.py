@@ -64,10 +64,10 @@ class ReconciliationSchedule(models.Model):
 class ReconciliationRun(models.Model):
     """One comparison of source and target for one flow."""
 
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    class Status(models.TextChoices):  # labelled by name: "Running"…
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
 
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="reconciliation_runs")
     started_at = models.DateTimeField(auto_now_add=True, db_index=True)

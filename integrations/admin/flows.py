@@ -22,14 +22,15 @@ from django.utils.html import format_html
 
 from integrations import mapping
 from integrations.admin.audit import ConfigAuditMixin
-from integrations.admin.common import ago, object_view_urls, state_chip
+from integrations.admin.common import ago, object_view_urls
 from integrations.admin.loads import preview_initial_load, start_initial_load
+from integrations.admin.pausing import PausableAdminMixin, pause_actions
 from integrations.flow_options import options_problems
 from integrations.models import Flow, MappingVersion, Message, ValueMap, ValueMapEntry
 from integrations.pipeline import pause, preview
+from integrations.polling import schedules
 from integrations.retry import RetryPolicy
 from integrations.scenarios.payloads import message_payload
-from integrations.selectors import overview
 from integrations.services import mappings
 from integrations.services.audit import audit_record
 
@@ -75,6 +76,7 @@ class FlowForm(forms.ModelForm):
             "target",
             "company_link",
             "trigger",
+            "schedule",
             "enabled",
             "target_entity",
             "target_operation",
@@ -85,6 +87,10 @@ class FlowForm(forms.ModelForm):
             "conflict_policy",
             "retry_policy",
         )
+        help_texts = {
+            "schedule": "Trigger 'schedule' only: when the flow reads its source (a cron line). Pick one, add one "
+            "with +, or change the chosen one with the pencil; its beat task is under Periodic tasks.",
+        }
 
     def clean_mapping_spec(self) -> dict[str, Any]:
         spec = self.cleaned_data.get("mapping_spec") or {}
@@ -104,6 +110,14 @@ class FlowForm(forms.ModelForm):
             raise ValidationError(problems)
         return options
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        source = cleaned.get("source")
+        if cleaned.get("trigger") == Flow.Trigger.SCHEDULE and source is not None:
+            if problem := schedules.schedulable_problem(source.kind):
+                self.add_error("trigger", problem)
+        return cleaned
+
     def clean_retry_policy(self) -> dict[str, Any]:
         policy = self.cleaned_data.get("retry_policy") or {}
         if not isinstance(policy, dict):
@@ -113,9 +127,9 @@ class FlowForm(forms.ModelForm):
 
 
 @admin.register(Flow)
-class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
+class FlowAdmin(PausableAdminMixin, ConfigAuditMixin, admin.ModelAdmin):
     form = FlowForm
-    list_display = ("title", "state_chip", "route", "trigger", "backlog", "oldest", "last_ok", "mapping_version")
+    list_display = ("title", "state_chip", "route", "trigger", "waiting", "oldest", "last_ok", "mapping_version")
     list_display_links = ("title",)
     list_filter = ("enabled", "trigger", "source__kind", "target__kind")
     list_select_related = ("source", "target")
@@ -133,34 +147,19 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
     # Initial loads (integrations.admin.loads): the same services as the API and manage.py initial_load.
     preview_initial_load = preview_initial_load
     start_initial_load = start_initial_load
+    pause_flows, resume_flows = pause_actions("flow", pause.flow_pause, pause.flow_resume)
     fieldsets = (
-        (None, {"fields": ("name", "slug", "entity", "source", "target", "company_link", "trigger", "enabled")}),
+        (None, {"fields": ("name", "slug", "entity", "source", "target", "company_link", "enabled")}),
+        ("When it runs", {"fields": ("trigger", "schedule")}),
         ("Target", {"fields": ("target_entity", "target_operation", "target_key_fields", "options")}),
         ("Mapping", {"fields": ("mapping_version", "mapping_tools", "mapping_spec", "mapping_comment")}),
         ("Ownership and retries", {"fields": ("master", "conflict_policy", "retry_policy")}),
     )
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Flow]:
-        return overview.flows_with_state(super().get_queryset(request))
-
-    @admin.display(description="state")
-    def state_chip(self, obj: Flow) -> str:
-        return state_chip(*overview.flow_state(obj))
-
-    @admin.display(description="name", ordering="name")
-    def title(self, obj: Flow) -> str:
-        return format_html("<span class='icb-flow' title='{}'>{}</span>", obj.name, obj.name)
-
     @admin.display(description="route", ordering="source__name")
     def route(self, obj: Flow) -> str:
         route = f"{obj.source.name} → {obj.target.name}"
         return format_html("<span class='icb-route' title='{}'>{}</span>", route, route)
-
-    @admin.display(description="waiting", ordering="backlog_n")
-    def backlog(self, obj: Flow) -> str:
-        if obj.is_held and obj.backlog_n:
-            return format_html("<span class='icb-held'>{} held</span>", obj.backlog_n)
-        return str(obj.backlog_n)
 
     @admin.display(description="oldest waiting", ordering="oldest_waiting")
     def oldest(self, obj: Flow) -> str:
@@ -235,21 +234,6 @@ class FlowAdmin(ConfigAuditMixin, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/integrations/flow/mapping_preview.html", context)
 
-    def has_pause_permission(self, request: HttpRequest) -> bool:
-        # Pausing is running the hub, not configuring it: operators (change_message) and engineers.
-        return request.user.has_perm("integrations.change_message") or request.user.has_perm("integrations.change_flow")
-
-    @admin.action(description="Pause selected flows (accept and hold events)", permissions=["pause"])
-    def pause_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
-        count = sum(pause.flow_pause(flow=flow, actor=request.user, reason="console") for flow in queryset)
-        self.message_user(request, f"Paused {count} flow(s): their events are accepted and held.")
-
-    @admin.action(description="Resume selected flows (deliver what was held, oldest first)", permissions=["pause"])
-    def resume_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
-        flows = list(queryset.filter(paused_at__isnull=False))
-        released = sum(pause.flow_resume(flow=flow, actor=request.user, reason="console") for flow in flows)
-        self.message_user(request, f"Resumed {len(flows)} flow(s); {released} held message(s) released.")
-
     @admin.action(description="Enable selected flows", permissions=["change"])
     def enable_flows(self, request: HttpRequest, queryset: QuerySet[Flow]) -> None:
         self.message_user(request, f"Enabled {_set_enabled(queryset, True, request.user)} flow(s)")
@@ -263,6 +247,8 @@ def _set_enabled(queryset: QuerySet[Flow], enabled: bool, actor: Any) -> int:
     count = 0
     for flow in queryset.filter(enabled=not enabled):
         Flow.objects.filter(pk=flow.pk).update(enabled=enabled)
+        flow.enabled = enabled
+        schedules.flow_schedule_sync(flow=flow)  # update() sends no post_save
         audit_record(actor=actor, action="flow_enable" if enabled else "flow_disable", obj=flow)
         count += 1
     return count

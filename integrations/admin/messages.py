@@ -9,6 +9,7 @@ audit log and record links are in integrations.admin.records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -301,30 +302,38 @@ class MessageAdmin(admin.ModelAdmin):
         self._require_change(request, message)
         return message
 
-    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        message = self._changeable(request, pk)
-        form = ReasonForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            count = operator.messages_retry(messages=[message], actor=request.user, reason=form.cleaned_data["reason"])
-            if count:
-                self.message_user(request, f"Message {pk} is queued again.", messages.SUCCESS)
-            else:
-                self.message_user(request, f"Message {pk} is {message.status}; nothing to retry.", messages.WARNING)
-            return HttpResponseRedirect(self._detail_url(pk))
-        return self._page(request, "reason.html", f"Retry message {pk}", form=form, message=message, verb="Retry now")
+    def _reason_view(
+        self, request: HttpRequest, pk: int, title: str, verb: str, act: Callable[[Message, str], tuple[str, int]]
+    ) -> HttpResponse:
+        """A page asking why, then act(message, reason) -> (what to tell, level); back on the message's page.
 
-    def discard_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        An OperatorError of the action is told as an error.
+        """
         message = self._changeable(request, pk)
         form = ReasonForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                operator.message_discard(message=message, actor=request.user, reason=form.cleaned_data["reason"])
+                told, level = act(message, form.cleaned_data["reason"])
             except operator.OperatorError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            else:
-                self.message_user(request, f"Message {pk} discarded.", messages.SUCCESS)
+                told, level = str(exc), messages.ERROR
+            self.message_user(request, told, level)
             return HttpResponseRedirect(self._detail_url(pk))
-        return self._page(request, "reason.html", f"Discard message {pk}", form=form, message=message, verb="Discard")
+        return self._page(request, "reason.html", f"{title} message {pk}", form=form, message=message, verb=verb)
+
+    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        def retry(message: Message, reason: str) -> tuple[str, int]:
+            if operator.messages_retry(messages=[message], actor=request.user, reason=reason):
+                return f"Message {pk} is queued again.", messages.SUCCESS
+            return f"Message {pk} is {message.status}; nothing to retry.", messages.WARNING
+
+        return self._reason_view(request, pk, "Retry", "Retry now", retry)
+
+    def discard_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        def discard(message: Message, reason: str) -> tuple[str, int]:
+            operator.message_discard(message=message, actor=request.user, reason=reason)
+            return f"Message {pk} discarded.", messages.SUCCESS
+
+        return self._reason_view(request, pk, "Discard", "Discard", discard)
 
     def replay_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         message = self._changeable(request, pk)

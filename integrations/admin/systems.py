@@ -9,11 +9,10 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from integrations.admin.audit import ConfigAuditMixin, HiddenSecretMixin
-from integrations.admin.common import state_chip
+from integrations.admin.pausing import PausableAdminMixin, pause_actions
 from integrations.egress import egress_refusal
 from integrations.models import CompanyLink, InboundEndpoint, System
 from integrations.pipeline import pause
-from integrations.selectors import overview
 from integrations.services.systems import system_test_connection
 
 
@@ -51,24 +50,17 @@ class SystemForm(WriteOnlySecretForm):
         fields = [
             "name",
             "slug",
-            "kind",
-            "base_url",
-            "auth_type",
-            "auth_url",
-            "client_id",
+            *System.CONNECTION_FIELDS,
             "secret",
             "scope",
             "settings",
-            "timeout_seconds",
-            "rate_limit_per_second",
-            "max_concurrency",
-            "batch_size",
+            *System.LIMIT_FIELDS,
             "enabled",
         ]
 
 
 @admin.register(System)
-class SystemAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin):
+class SystemAdmin(PausableAdminMixin, HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin):
     form = SystemForm
     list_display = ("title", "kind", "state_chip", "waiting", "endpoint", "auth_type", "secret_hint")
     list_display_links = ("title",)
@@ -76,44 +68,11 @@ class SystemAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin):
     search_fields = ("name", "slug", "base_url")
     prepopulated_fields = {"slug": ("name",)}
     actions = ["pause_systems", "resume_systems", "test_connection"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[System]:
-        return overview.systems_with_state(super().get_queryset(request))
-
-    @admin.display(description="name", ordering="name")
-    def title(self, obj: System) -> str:
-        return format_html("<span class='icb-flow' title='{}'>{}</span>", obj.name, obj.name)
-
-    @admin.display(description="state")
-    def state_chip(self, obj: System) -> str:
-        return state_chip(*overview.system_state(obj))
-
-    @admin.display(description="waiting", ordering="backlog_n")
-    def waiting(self, obj: System) -> str:
-        if obj.paused_at and obj.backlog_n:
-            return format_html("<span class='icb-held'>{} held</span>", obj.backlog_n)
-        return str(obj.backlog_n)
+    pause_systems, resume_systems = pause_actions("system", pause.system_pause, pause.system_resume)
 
     @admin.display(description="base URL", ordering="base_url")
     def endpoint(self, obj: System) -> str:
         return format_html("<span class='icb-url' title='{}'>{}</span>", obj.base_url, obj.base_url)
-
-    def has_pause_permission(self, request: HttpRequest) -> bool:
-        # Pausing is running the hub, not configuring it: operators (change_message) and engineers.
-        return request.user.has_perm("integrations.change_message") or request.user.has_perm(
-            "integrations.change_system"
-        )
-
-    @admin.action(description="Pause selected systems (hold every flow to and from them)", permissions=["pause"])
-    def pause_systems(self, request: HttpRequest, queryset: QuerySet[System]) -> None:
-        count = sum(pause.system_pause(system=system, actor=request.user, reason="console") for system in queryset)
-        self.message_user(request, f"Paused {count} system(s): events to and from them are accepted and held.")
-
-    @admin.action(description="Resume selected systems (deliver what was held)", permissions=["pause"])
-    def resume_systems(self, request: HttpRequest, queryset: QuerySet[System]) -> None:
-        systems = list(queryset.filter(paused_at__isnull=False))
-        released = sum(pause.system_resume(system=system, actor=request.user, reason="console") for system in systems)
-        self.message_user(request, f"Resumed {len(systems)} system(s); {released} held message(s) released.")
 
     # It signs in with the System's own credentials: for who may configure it, not for every viewer.
     @admin.action(description="Test connection (token, reachability, permissions)", permissions=["change"])

@@ -6,6 +6,7 @@ the roles (services.roles) grant. Actions call the same services as the admin co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -140,13 +141,19 @@ class _MessageActionApi(OperatorApi, APIView):
     required_perms = ("integrations.view_message", "integrations.change_message")
 
 
+def _message_action(summary: str, body: type[Serializer], answer: dict[int, Any], **more: Any) -> Any:
+    """The schema of a POST on one message: its body, its answer, and what may go wrong (ACTION_ERRORS)."""
+    return extend_schema(
+        tags=["messages"], summary=summary, request=body, responses={**answer, **ACTION_ERRORS}, **more
+    )
+
+
 class MessageRetryApi(_MessageActionApi):
-    @extend_schema(
-        tags=["messages"],
+    @_message_action(
+        "Retry one message now, with a fresh attempt budget",
+        ReasonSerializer,
+        {202: MessageSerializer},
         operation_id="message_retry",
-        summary="Retry one message now, with a fresh attempt budget",
-        request=ReasonSerializer,
-        responses={202: MessageSerializer, **ACTION_ERRORS},
     )
     def post(self, request: Request, pk: int) -> Response:
         message = _message(pk)
@@ -180,11 +187,10 @@ class MessagesBulkRetryApi(_MessageActionApi):
 
 
 class MessageReplayApi(_MessageActionApi):
-    @extend_schema(
-        tags=["messages"],
-        summary="Send a copy of the message, its payload optionally edited; the copy links to the original",
-        request=ReplaySerializer,
-        responses={201: MessageDetailSerializer, **ACTION_ERRORS},
+    @_message_action(
+        "Send a copy of the message, its payload optionally edited; the copy links to the original",
+        ReplaySerializer,
+        {201: MessageDetailSerializer},
     )
     def post(self, request: Request, pk: int) -> Response:
         message = _message(pk)
@@ -200,12 +206,7 @@ class MessageReplayApi(_MessageActionApi):
 
 
 class MessageDiscardApi(_MessageActionApi):
-    @extend_schema(
-        tags=["messages"],
-        summary="Discard a message, saying why",
-        request=DiscardSerializer,
-        responses={200: MessageSerializer, **ACTION_ERRORS},
-    )
+    @_message_action("Discard a message, saying why", DiscardSerializer, {200: MessageSerializer})
     def post(self, request: Request, pk: int) -> Response:
         message = _message(pk)
         reason = valid_input(DiscardSerializer, request)["reason"]
@@ -221,14 +222,14 @@ class MessageDiscardApi(_MessageActionApi):
 class FlowListApi(OperatorApi, generics.ListAPIView):
     required_perms = ("integrations.view_flow",)
     serializer_class = FlowSerializer
-    queryset = Flow.objects.select_related("source", "target", "inbound").order_by("name")
+    queryset = Flow.objects.select_related("source", "target", "inbound", "schedule").order_by("name")
 
 
 @extend_schema(tags=["configuration"], responses={200: FlowSerializer, **ERRORS, 404: ErrorSerializer})
 class FlowDetailApi(OperatorApi, generics.RetrieveAPIView):
     required_perms = ("integrations.view_flow",)
     serializer_class = FlowSerializer
-    queryset = Flow.objects.select_related("source", "target", "inbound")
+    queryset = Flow.objects.select_related("source", "target", "inbound", "schedule")
     lookup_field = "slug"
 
 
@@ -242,85 +243,69 @@ class CanPause(BasePermission):
         return user.has_perm("integrations.change_message") or user.has_perm("integrations.change_flow")
 
 
-def _flow_state(flow: Flow, **extra: Any) -> dict[str, Any]:
-    flow = overview.flows_with_state(Flow.objects.filter(pk=flow.pk)).get()
-    state, why = overview.flow_state(flow)
-    held = flow.backlog_n if flow.is_held else 0
-    return {"flow": flow.slug, "state": state, "why": why, "held": held, "paused_at": flow.paused_at, **extra}
+# Per kind of target: its model, and how selectors.overview reads its state after the action.
+_TARGETS: dict[str, tuple[type[Flow] | type[System], Callable[..., QuerySet[Any]], Callable[..., tuple[str, str]]]] = {
+    "flow": (Flow, overview.flows_with_state, overview.flow_state),
+    "system": (System, overview.systems_with_state, overview.system_state),
+}
+# Per action: the answer's key for what the service returned (paused just now? held messages released),
+# and the 200 answer, after "The flow's " or "The system's ".
+_OUTCOMES = {"pause": ("changed", "state and held count."), "resume": ("released", "state and how many were released.")}
+# Per operation id (the service's name).
+_SUMMARIES = {
+    "flow_pause": "Pause a flow: its events are still accepted (202) and held until it is resumed",
+    "flow_resume": "Resume a paused flow: what it held is delivered, oldest first",
+    "system_pause": "Pause a system: every flow from or to it accepts its events and holds them",
+    "system_resume": "Resume a paused system: what its flows held is delivered, oldest first",
+}
 
 
-def _system_state(system: System, **extra: Any) -> dict[str, Any]:
-    system = overview.systems_with_state(System.objects.filter(pk=system.pk)).get()
-    state, why = overview.system_state(system)
-    held = system.backlog_n if system.paused_at else 0
-    return {"system": system.slug, "state": state, "why": why, "held": held, "paused_at": system.paused_at, **extra}
-
-
-# The 200 answer of each action, after "The flow's " or "The system's ".
-_ANSWERS = {"pause": "state and held count.", "resume": "state and how many were released."}
-
-
-def _pause_schema(operation_id: str, summary: str) -> Any:
-    """A pause or resume POST (operation_id "<flow|system>_<pause|resume>"): a reason in, the state out."""
-    kind, action = operation_id.split("_")
-    answer = OpenApiResponse(description=f"The {kind}'s {_ANSWERS[action]}")
-    return extend_schema_view(
-        post=extend_schema(
-            tags=["configuration"],
-            operation_id=operation_id,
-            summary=summary,
-            request=ReasonSerializer,
-            responses={200: answer, **ACTION_ERRORS},
-        )
-    )
+def _target_state(target: Flow | System, kind: str) -> dict[str, Any]:
+    model, with_state, state_of = _TARGETS[kind]
+    target = with_state(model.objects.filter(pk=target.pk)).get()
+    state, why = state_of(target)
+    held = target.backlog_n if target.is_held else 0
+    return {kind: target.slug, "state": state, "why": why, "held": held, "paused_at": target.paused_at}
 
 
 # POST pauses or resumes one flow or system (by slug), saying why; answers with its state after.
 # No docstring: the schema's description comes from the nearest one, as it did before this base.
 class _PauseActionApi(OperatorApi, APIView):
     permission_classes: ClassVar[list[Any]] = [CanPause]
-    model: ClassVar[type[Flow] | type[System]]
-
-    def act(self, target: Any, *, actor: Any, reason: str) -> dict[str, Any]:
-        """Pause or resume `target`; its state after, with what changed."""
-        raise NotImplementedError
+    service: ClassVar[Callable[..., Any]]  # pause.flow_pause …, named "<kind>_<action>"
 
     def post(self, request: Request, slug: str) -> Response:
-        target = get_object_or_404(self.model, slug=slug)
+        kind, action = self.service.__name__.split("_")
+        target = get_object_or_404(_TARGETS[kind][0], slug=slug)
         reason = valid_input(ReasonSerializer, request)["reason"]
-        return Response(self.act(target, actor=request.user, reason=reason))
+        # The services take their target by its kind: pause.flow_pause(flow=…).
+        outcome = self.service(**{kind: target}, actor=request.user, reason=reason)
+        return Response({**_target_state(target, kind), _OUTCOMES[action][0]: outcome})
 
 
-class _FlowActionApi(_PauseActionApi):
-    model = Flow
+def _pause_api(service: Callable[..., Any]) -> type[_PauseActionApi]:
+    """The view of one pause service, e.g. pause.flow_pause: FlowPauseApi, documented as operation flow_pause."""
+    operation_id = service.__name__
+    kind, action = operation_id.split("_")
+    name = f"{kind.title()}{action.title()}Api"
+    view = type(
+        name, (_PauseActionApi,), {"__module__": __name__, "__qualname__": name, "service": staticmethod(service)}
+    )
+    answer = OpenApiResponse(description=f"The {kind}'s {_OUTCOMES[action][1]}")
+    schema = extend_schema(
+        tags=["configuration"],
+        operation_id=operation_id,
+        summary=_SUMMARIES[operation_id],
+        request=ReasonSerializer,
+        responses={200: answer, **ACTION_ERRORS},
+    )
+    return extend_schema_view(post=schema)(view)
 
 
-class _SystemActionApi(_PauseActionApi):
-    model = System
-
-
-@_pause_schema("flow_pause", "Pause a flow: its events are still accepted (202) and held until it is resumed")
-class FlowPauseApi(_FlowActionApi):
-    def act(self, target: Flow, *, actor: Any, reason: str) -> dict[str, Any]:
-        return _flow_state(target, changed=pause.flow_pause(flow=target, actor=actor, reason=reason))
-
-
-@_pause_schema("flow_resume", "Resume a paused flow: what it held is delivered, oldest first")
-class FlowResumeApi(_FlowActionApi):
-    def act(self, target: Flow, *, actor: Any, reason: str) -> dict[str, Any]:
-        return _flow_state(target, released=pause.flow_resume(flow=target, actor=actor, reason=reason))
-
-
-@_pause_schema("system_pause", "Pause a system: every flow from or to it accepts its events and holds them")
-class SystemPauseApi(_SystemActionApi):
-    def act(self, target: System, *, actor: Any, reason: str) -> dict[str, Any]:
-        return _system_state(target, changed=pause.system_pause(system=target, actor=actor, reason=reason))
-
-
-@_pause_schema("system_resume", "Resume a paused system: what its flows held is delivered, oldest first")
-class SystemResumeApi(_SystemActionApi):
-    def act(self, target: System, *, actor: Any, reason: str) -> dict[str, Any]:
-        return _system_state(target, released=pause.system_resume(system=target, actor=actor, reason=reason))
+FlowPauseApi = _pause_api(pause.flow_pause)
+FlowResumeApi = _pause_api(pause.flow_resume)
+SystemPauseApi = _pause_api(pause.system_pause)
+SystemResumeApi = _pause_api(pause.system_resume)
 
 
 @extend_schema(tags=["configuration"], responses={200: SystemSerializer, **ERRORS})

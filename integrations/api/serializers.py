@@ -8,7 +8,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from integrations.flow_options import options_problems
+from integrations.flow_schedule import schedule_problem
 from integrations.models import Attempt, AuditEntry, Flow, InboundEndpoint, Message, System
+from integrations.polling.schedules import schedulable_problem
 
 
 class SystemSerializer(serializers.ModelSerializer):
@@ -20,17 +22,10 @@ class SystemSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "slug",
-            "kind",
-            "base_url",
-            "auth_type",
-            "auth_url",
-            "client_id",
+            *System.CONNECTION_FIELDS,
             "scope",
             "secret_set",
-            "timeout_seconds",
-            "rate_limit_per_second",
-            "max_concurrency",
-            "batch_size",
+            *System.LIMIT_FIELDS,
             "enabled",
             "created_at",
             "updated_at",
@@ -55,6 +50,7 @@ class FlowSerializer(serializers.ModelSerializer):
     source = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     target = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     inbound = serializers.SerializerMethodField()
+    schedule_cron = serializers.SerializerMethodField(help_text="The schedule as a cron line with its time zone.")
 
     class Meta:
         model = Flow
@@ -66,6 +62,8 @@ class FlowSerializer(serializers.ModelSerializer):
             "source",
             "target",
             "trigger",
+            "schedule",
+            "schedule_cron",
             "target_entity",
             "target_operation",
             "target_key_fields",
@@ -87,6 +85,20 @@ class FlowSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(problems)
         return {} if value is None else value
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Trigger and schedule together (integrations.flow_schedule), as Flow.clean and the console check them."""
+        trigger = attrs.get("trigger", getattr(self.instance, "trigger", Flow.Trigger.WEBHOOK))
+        schedule = attrs["schedule"] if "schedule" in attrs else getattr(self.instance, "schedule_id", None)
+        if problem := schedule_problem(trigger=trigger, has_schedule=schedule is not None):
+            raise serializers.ValidationError({"schedule": problem})
+        source = getattr(self.instance, "source", None)
+        if trigger == Flow.Trigger.SCHEDULE and source and (problem := schedulable_problem(source.kind)):
+            raise serializers.ValidationError({"trigger": problem})
+        return attrs
+
+    def get_schedule_cron(self, flow: Flow) -> str | None:
+        return str(flow.schedule) if flow.schedule_id else None
+
     @extend_schema_field(InboundEndpointSerializer(allow_null=True))
     def get_inbound(self, flow: Flow) -> dict[str, Any] | None:
         try:
@@ -99,18 +111,7 @@ class FlowSerializer(serializers.ModelSerializer):
 class AttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = Attempt
-        fields = [
-            "id",
-            "number",
-            "started_at",
-            "duration_ms",
-            "outcome",
-            "request_summary",
-            "response_status",
-            "response_excerpt",
-            "error_class",
-            "error_text",
-        ]
+        exclude = ["message"]  # every field of the try: it is shown nested in its message
 
 
 class MessageSerializer(serializers.ModelSerializer):

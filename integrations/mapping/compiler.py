@@ -210,31 +210,46 @@ class _Compiler(StepCompiler):
             self.error(field, "'omit_null' must be true or false")
         return fn, bool(omit), path if isinstance(path, str) else None
 
-    def source_path(self, rule: dict[str, Any], field: str) -> FieldFn | None:
+    def path(self, text: Any, field: str) -> FieldFn | None:
+        """The path's getter, or None with the path's error recorded against the field."""
         try:
-            getter = compile_path(rule["path"])
+            return compile_path(text)
         except PathError as exc:
             self.error(field, str(exc))
             return None
-        return getter
 
-    def source_paths(self, rule: dict[str, Any], field: str) -> FieldFn | None:
-        paths = rule["paths"]
+    def nested(self, inner: Any, field: str, prefix: str, problem: str) -> FieldFn | None:
+        """The rules of a line or a nested object, or None with problem recorded when there are none."""
+        if not isinstance(inner, dict) or not inner:
+            self.error(field, problem)
+            return None
+        return self.fields(inner, prefix, self.omit_nulls)
+
+    def source_path(self, rule: dict[str, Any], field: str) -> FieldFn | None:
+        return self.path(rule["path"], field)
+
+    def getters(self, paths: Any, field: str) -> list[Callable[[Any], Any]] | None:
+        """One getter per path of a non-empty list, or None with the first problem recorded."""
         if not isinstance(paths, list) or not paths:
             self.error(field, "'paths' must be a non-empty list of paths")
             return None
         getters = []
         for path in paths:
-            try:
-                getters.append(compile_path(path))
-            except PathError as exc:
-                self.error(field, str(exc))
+            getter = self.path(path, field)
+            if getter is None:  # one error per field is enough
                 return None
+            getters.append(getter)
+        return getters
+
+    def source_paths(self, rule: dict[str, Any], field: str) -> FieldFn | None:
+        getters = self.getters(rule["paths"], field)
+        if getters is None:
+            return None
         separator = rule.get("join", " ")
         if not isinstance(separator, str):
             self.error(field, "'join' must be text")
             return None
-        shown = ", ".join(paths)
+        shown = ", ".join(rule["paths"])
 
         def joined(record: Any, env: Env) -> str | None:
             parts = []
@@ -311,16 +326,12 @@ class _Compiler(StepCompiler):
         return lambda record, env: value
 
     def source_each(self, rule: dict[str, Any], field: str) -> FieldFn | None:
-        try:
-            items = compile_path(rule["each"])
-        except PathError as exc:
-            self.error(field, str(exc))
+        items = self.path(rule["each"], field)
+        if items is None:
             return None
-        inner = rule.get("fields")
-        if not isinstance(inner, dict) or not inner:
-            self.error(field, "'each' needs 'fields': the rules for one line")
+        line = self.nested(rule.get("fields"), field, f"{field}[].", "'each' needs 'fields': the rules for one line")
+        if line is None:
             return None
-        line = self.fields(inner, f"{field}[].", self.omit_nulls)
         keep = None
         if "filter" in rule:
             keep = self.expression(rule["filter"], field, "filter")
@@ -352,11 +363,9 @@ class _Compiler(StepCompiler):
         return each
 
     def source_fields(self, rule: dict[str, Any], field: str) -> FieldFn | None:
-        inner = rule["fields"]
-        if not isinstance(inner, dict) or not inner:
-            self.error(field, "'fields' must be an object with at least one target field")
-            return None
-        return self.fields(inner, f"{field}.", self.omit_nulls)
+        return self.nested(
+            rule["fields"], field, f"{field}.", "'fields' must be an object with at least one target field"
+        )
 
     # --- steps -------------------------------------------------------------------------------
 

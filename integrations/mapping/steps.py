@@ -86,10 +86,7 @@ class StepCompiler:
         if fn is None:
             return None
 
-        def split(record: Any, env: Env) -> Any:
-            value = fn(record, env)
-            if value is None:
-                return None
+        def split(value: Any, env: Env) -> Any:
             if not isinstance(value, str):
                 raise Failure(f"only text can be split, not {type(value).__name__}", value=value)
             parts = [part.strip() for part in value.replace("\r\n", "\n").split(sep)]
@@ -97,7 +94,7 @@ class StepCompiler:
                 return parts
             return parts[index] if -len(parts) <= index < len(parts) and parts[index] else None
 
-        return split
+        return then(fn, split)
 
     def lookup(self, fn: FieldFn | None, option: Any, field: str) -> FieldFn | None:
         if isinstance(option, str):
@@ -125,10 +122,7 @@ class StepCompiler:
             return None
         fallback = option.get("default")
 
-        def look_up(record: Any, env: Env) -> Any:
-            value = fn(record, env)
-            if value is None:
-                return None
+        def look_up(value: Any, env: Env) -> Any:
             try:
                 key = value if type(value) is str else convert.to_string(value)
                 table = env.maps(name)
@@ -143,7 +137,7 @@ class StepCompiler:
                 return fallback
             raise Failure(f"no entry for {key!r} in value map '{name}'", value=value)
 
-        return look_up
+        return then(fn, look_up)
 
     def typed(self, fn: FieldFn | None, rule: dict[str, Any], field: str) -> FieldFn | None:
         type_name = rule.get("type")
@@ -169,17 +163,14 @@ class StepCompiler:
         converter = convert.CONVERTERS[type_name]
         self.check_constant(rule, field, converter)
 
-        def typed(record: Any, env: Env) -> Any:
-            value = fn(record, env)
-            if value is None:
-                return None
+        def typed(value: Any, env: Env) -> Any:
             try:
                 result = converter(value)
             except convert.ConversionError as exc:
                 raise Failure(str(exc), value=value) from None
             return int(result) if type(result) is Decimal else result
 
-        return typed
+        return then(fn, typed)
 
     def check_constant(self, rule: dict[str, Any], field: str, converter: Callable[[Any], Any]) -> None:
         """A constant or default that can never convert is a type error in the spec."""
@@ -204,10 +195,7 @@ class StepCompiler:
         self.check_constant(rule, field, convert.to_decimal)
         step = None if precision is None else Decimal(1).scaleb(-precision)
 
-        def decimal(record: Any, env: Env) -> Any:
-            value = fn(record, env)
-            if value is None:
-                return None
+        def decimal(value: Any, env: Env) -> Any:
             try:
                 result = value if type(value) is Decimal else convert.to_decimal(value)
                 if result is None:  # "" is no value
@@ -226,7 +214,7 @@ class StepCompiler:
                 return int(result)
             return float(result)
 
-        return decimal
+        return then(fn, decimal)
 
     def moment(self, fn: FieldFn, rule: dict[str, Any], field: str, type_name: str) -> FieldFn | None:
         fmt = rule.get("format", "iso")
@@ -262,10 +250,7 @@ class StepCompiler:
         # zone conversion and formatting cost more than the rest of a field: remember recent ones.
         seen: dict[str, Any] = {}
 
-        def moment(record: Any, env: Env) -> Any:
-            value = fn(record, env)
-            if value is None:
-                return None
+        def moment(value: Any, env: Env) -> Any:
             if type(value) is not str:
                 return convert_moment(value)
             found = seen.get(value)
@@ -276,7 +261,17 @@ class StepCompiler:
                 seen[value] = found
             return found
 
-        return moment
+        return then(fn, moment)
+
+
+def then(fn: FieldFn, step: Callable[[Any, Env], Any]) -> FieldFn:
+    """fn, then step on its value; no value (None) stays no value without the step (split, lookup, type)."""
+
+    def run(record: Any, env: Env) -> Any:
+        value = fn(record, env)
+        return None if value is None else step(value, env)
+
+    return run
 
 
 def is_plain_date(value: Any) -> bool:

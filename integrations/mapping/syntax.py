@@ -92,6 +92,21 @@ def tokenize(source: str) -> list[tuple[str, str]]:
     return tokens
 
 
+# The operators, loosest first (the grammar in integrations.mapping.expressions): "chain" is left-associative
+# (a - b - c is (a - b) - c), "once" takes one operator (a < b < c is a syntax error), "prefix" may repeat
+# (not not a, - -1).
+OPERATORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("chain", ("or",)),
+    ("chain", ("and",)),
+    ("prefix", ("not",)),
+    ("once", ("==", "!=", "<", "<=", ">", ">=")),
+    ("chain", ("&",)),
+    ("chain", ("+", "-")),
+    ("chain", ("*", "/", "%")),
+    ("prefix", ("-",)),
+)
+
+
 class Parser:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -123,7 +138,7 @@ class Parser:
         return node
 
     def expr(self) -> Node:
-        node = self.or_()
+        node = self.operators(0)
         if self.at("?"):
             self.take("?")
             then = self.expr()
@@ -132,59 +147,23 @@ class Parser:
             node = Node("cond", children=[node, then, otherwise])
         return node
 
-    def or_(self) -> Node:
-        node = self.and_()
-        while self.at("or"):
-            self.take()
-            node = Node("binary", "or", [node, self.and_()])
-        return node
-
-    def and_(self) -> Node:
-        node = self.not_()
-        while self.at("and"):
-            self.take()
-            node = Node("binary", "and", [node, self.not_()])
-        return node
-
-    def not_(self) -> Node:
-        if self.at("not"):
-            self.take()
-            return Node("unary", "not", [self.not_()])
-        return self.compare()
-
-    def compare(self) -> Node:
-        node = self.concat()
-        if self.at("==", "!=", "<", "<=", ">", ">="):
+    def operators(self, level: int) -> Node:
+        """Precedence climbing over OPERATORS: parse one level, whose operands are the next, tighter level."""
+        if level == len(OPERATORS):
+            return self.primary()
+        form, texts = OPERATORS[level]
+        if form == "prefix":
+            if self.at(*texts):
+                return Node("unary", self.take()[1], [self.operators(level)])
+            # Straight to primary from the last level: one frame less per "(", as deep as one method per level.
+            return self.primary() if level + 1 == len(OPERATORS) else self.operators(level + 1)
+        node = self.operators(level + 1)
+        while self.at(*texts):
             op = self.take()[1]
-            node = Node("binary", op, [node, self.concat()])
+            node = Node("binary", op, [node, self.operators(level + 1)])
+            if form == "once":
+                break
         return node
-
-    def concat(self) -> Node:
-        node = self.sum()
-        while self.at("&"):
-            self.take()
-            node = Node("binary", "&", [node, self.sum()])
-        return node
-
-    def sum(self) -> Node:
-        node = self.product()
-        while self.at("+", "-"):
-            op = self.take()[1]
-            node = Node("binary", op, [node, self.product()])
-        return node
-
-    def product(self) -> Node:
-        node = self.unary()
-        while self.at("*", "/", "%"):
-            op = self.take()[1]
-            node = Node("binary", op, [node, self.unary()])
-        return node
-
-    def unary(self) -> Node:
-        if self.at("-"):
-            self.take()
-            return Node("unary", "-", [self.unary()])
-        return self.primary()
 
     def primary(self) -> Node:
         kind, text = self.take()

@@ -15,6 +15,7 @@ from typing import Any
 
 from integrations import errors, mapping
 from integrations.errors import MappingError
+from integrations.flow_options import FetchRule
 from integrations.models import Flow, Message, RecordLink
 from integrations.protocols.events import PARTIAL_FLAG, TRUNCATED_FLAG
 from integrations.protocols.transport import DELETE
@@ -171,7 +172,9 @@ def message_fetch(*, message: Message) -> dict[str, Any]:
     options.fetch = [{"entity": "API_OUTBOUND_DELIVERY_SRV/A_OutbDeliveryItem",
                       "key": {"DeliveryDocument": "data.OutboundDelivery"}, "as": "item", "first": true}]
     "key" maps the document's key fields to payload paths; "first" takes the first document whose
-    fields match (a connector with find()), else the one document with that key (fetch()).
+    fields match (a connector with find()), else the one document with that key (fetch()). "many" takes
+    every row whose fields match, as a list (fetch_rows(): an F&O order's lines after its business event,
+    which carries none); "company" is the payload path of the company the rows belong to (F&O dataAreaId).
     """
     rules = message.flow.opts.fetch
     if not rules:
@@ -197,12 +200,16 @@ def message_fetch(*, message: Message) -> dict[str, Any]:
                 field="fetch",
                 path=shapeless[0],
             )
+        company = _fetch_company(rule, seen)
+        if rule.many:
+            fetched[rule.as_] = _fetch_rows(connector, rule, key, company)
+            continue
         if rule.first and hasattr(connector, "find"):
             service, _, entity_set = rule.entity.partition("/")
             found = connector.find(service, entity_set, key)
             record = found[0] if found else None
         else:
-            record = connector.fetch(entity=rule.entity, key=key)
+            record = connector.fetch(entity=rule.entity, key=key, company=company)
         if record is None:
             raise MappingError(
                 f"fetch {rule.as_}: {rule.entity} {key} does not exist at {message.flow.source}",
@@ -212,6 +219,24 @@ def message_fetch(*, message: Message) -> dict[str, Any]:
     message.payload_fetched = {**(message.payload_fetched or {}), "fetched": fetched}
     Message.objects.filter(pk=message.pk).update(payload_fetched=message.payload_fetched)
     return fetched
+
+
+def _fetch_company(rule: FetchRule, payload: dict[str, Any]) -> str:
+    """The company a fetch rule reads in (options.fetch[].company, a payload path); "" when it names none."""
+    if not rule.company:
+        return ""
+    company = payload_value(payload, rule.company)
+    if company in (None, "") or not isinstance(company, str):
+        raise MappingError(f"fetch {rule.as_}: the event has no company at {rule.company}", field="fetch")
+    return company
+
+
+def _fetch_rows(connector: Any, rule: FetchRule, key: dict[str, Any], company: str) -> list[dict[str, Any]]:
+    """Every row a many-rule names; none found is an empty list (an order may have no lines yet)."""
+    if not hasattr(connector, "fetch_rows"):
+        raise MappingError(f"fetch {rule.as_}: {connector.kind} cannot read many rows (many)", field="fetch")
+    rows = connector.fetch_rows(entity=rule.entity, key=key, company=company)
+    return [{k: v for k, v in row.items() if k != "__metadata"} for row in rows]
 
 
 def _is_key_value(value: Any) -> bool:

@@ -50,15 +50,16 @@ class InboundFormat:
     """One sender format, as a system package registers it: routes, parser and routing field.
 
     The API serves /api/<prefix>/<flow_slug> and, unless per_flow_only, /api/<prefix>/systems/<system_slug>
-    (routed to every enabled flow of the source whose entity or event_types match).
+    (routed to every enabled flow of the source whose entity or event_types match). A format states only
+    what its defaults do not say: the URL name follows the prefix, the per-system summary the routing field.
     """
 
-    prefix: str  # "webhooks/dataverse"
-    url_name: str  # "webhook-dataverse"; the system route is "<url_name>-system"
+    prefix: str  # "events/finops"
     summary: str  # OpenAPI summary of the per-flow route
-    system_summary: str  # … and of the per-system route
     parse: Callable[..., InboundEvent]  # parse(document, *, headers, endpoint) -> InboundEvent
     entity_field: str = ""  # the field naming what the event is about, for routing errors
+    url_name: str = ""  # default "events-finops" (the prefix); the system route is "<url_name>-system"
+    system_summary: str = ""  # … of the per-system route; default "<summary> routed by <entity_field>"
     # True where that field is the flow's own entity (a Dataverse table's logical name), so a flow's
     # endpoint can refuse another entity's events; elsewhere only a flow listing event_types can.
     entity_is_flow_entity: bool = False
@@ -67,6 +68,13 @@ class InboundFormat:
     per_flow_only: bool = False
     # Whether the request's content type is one this format reads; default: JSON only.
     accepts: Callable[[dict[str, str]], bool] | None = None
+
+    def __post_init__(self) -> None:
+        # A frozen dataclass sets its derived defaults through object.__setattr__ (as dataclasses do).
+        if not self.url_name:
+            object.__setattr__(self, "url_name", self.prefix.replace("/", "-"))
+        if not self.system_summary and self.entity_field:
+            object.__setattr__(self, "system_summary", f"{self.summary} routed by {self.entity_field}")
 
     def takes_content_type(self, headers: dict[str, str]) -> bool:
         return self.accepts(headers) if self.accepts else is_json_type(headers.get("content-type", ""))
@@ -291,7 +299,6 @@ GENERIC = InboundFormat(
     prefix="ingest",
     url_name="ingest-generic",
     summary="Any JSON object; id from a header or JSON pointer",
-    system_summary="",
     parse=generic_event,
     per_flow_only=True,
 )

@@ -273,7 +273,8 @@ class Governor:
         1. Paused by a Retry-After: fail at once with the time left.
         2. Reserve a token; if it comes later than the max wait allows, fail with that wait.
         3. No free slot: ask again every BUSY_POLL_SECONDS until the max wait has passed.
-        4. Wait for the reserved token, run the request, give the slot back.
+        4. Wait for the reserved token; paused meanwhile (a 429 elsewhere): fail unsent with the time left.
+        5. Run the request, give the slot back.
         """
         limits = self.limits
         interval_ms = 1000 / limits.rate if limits.rate and limits.rate > 0 else 0.0
@@ -316,9 +317,21 @@ class Governor:
                     request_summary=not_sent,
                 )
             time.sleep(min(BUSY_POLL_SECONDS, left, ms / 1000))
-        if ms > 0:
-            time.sleep(ms / 1000)  # the reserved token's time; bounded by the max wait
         try:
+            if ms > 0:
+                time.sleep(ms / 1000)  # the reserved token's time; bounded by the max wait
+                # A 429 may have come back to another worker while this one waited for its token: the
+                # reservation predates that pause, so ask the gate again rather than send into it.
+                try:
+                    paused = self.backend.paused_ms(self.identity)
+                except redis.RedisError as exc:
+                    raise self._unavailable(exc, summary) from exc
+                if paused > 0:
+                    raise errors.ThrottledError(
+                        f"{self.name} asked us to wait {paused / 1000:.1f} s more (Retry-After)",
+                        retry_after=paused / 1000,
+                        request_summary=not_sent,
+                    )
             yield
         finally:
             if concurrency:
@@ -326,6 +339,21 @@ class Governor:
                     self.backend.release(self.identity, lease_id)
                 except redis.RedisError as exc:  # the lease expires on its own
                     logger.warning("%s: cannot give a request slot back (%s)", self.name, exc)
+
+
+def rate_within_window(*, requests: int, window_seconds: float, jitter_seconds: float = 0.5) -> float:
+    """The bucket rate (System.rate_limit_per_second) that keeps a target's sliding window from filling.
+
+    Dataverse and F&O count service protection as N requests per sliding window per user ("Service
+    protection API limits": 6,000 requests in 300 seconds). Any T seconds of grants hold at most
+    rate × T + 1 requests (the bucket is one token deep), and the requests reach the target up to
+    jitter_seconds closer together than they were granted, so the window sees at most
+    rate × (window + jitter) + 1: paced at (N - 1) / (window + jitter), no 429 arises at all, hence
+    no request can be in flight across one.
+    """
+    if requests < 2 or window_seconds <= 0:
+        raise ValueError("a window of at least 2 requests over a positive number of seconds is needed")
+    return (requests - 1) / (window_seconds + max(jitter_seconds, 0.0))
 
 
 def target_identity(system: System) -> str:

@@ -28,7 +28,7 @@ import requests
 from integrations import errors
 from integrations.protocols import deadline
 from integrations.protocols.odata.batch import BatchRequest, BatchResponse, ChangeSet, decode_responses, encode_requests
-from integrations.protocols.transport import ConnectionReport, HttpConnector
+from integrations.protocols.transport import ConnectionReport, DeliveryResult, HttpConnector
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -121,15 +121,22 @@ class TokenProvider:
             # authority is known to us, so msal is told to trust it as configured.
             options["instance_discovery"] = False
         try:
-            return msal.ConfidentialClientApplication(
-                self.client_id, client_credential=self._secret, authority=authority, **options
-            )
+            return self._application(authority, options)
         except ValueError as exc:  # OIDC discovery refused: unknown tenant or not an authority at all
             raise errors.AuthError(f"Azure AD authority {self.authority} was refused: {exc}") from exc
         except requests.RequestException as exc:
             raise errors.TransientError(
                 f"Azure AD authority {self.authority} cannot be reached ({type(exc).__name__})"
             ) from exc
+
+    def _application(self, authority: str, options: dict[str, Any]) -> msal.ClientApplication:
+        """The msal application (a subclass may sign in a user with a public client instead)."""
+        return msal.ConfidentialClientApplication(
+            self.client_id, client_credential=self._secret, authority=authority, **options
+        )
+
+    def _acquire(self, app: Any, scope: str) -> dict[str, Any]:
+        return app.acquire_token_for_client(scopes=[scope])
 
     def token(self, scope: str) -> str:
         """An access token for the scope, from msal's cache unless it expires soon."""
@@ -138,7 +145,7 @@ class TokenProvider:
                 self._app = self._build()
             app = self._app
         try:
-            result = app.acquire_token_for_client(scopes=[scope])
+            result = self._acquire(app, scope)
         except requests.RequestException as exc:
             raise errors.TransientError(f"Azure AD token endpoint cannot be reached ({type(exc).__name__})") from exc
         if "access_token" in result:
@@ -203,14 +210,19 @@ class MicrosoftConnector(HttpConnector):
     Retry-After is honoured by the governor in HttpConnector.send, for every worker of the target.
     """
 
+    # Both Microsoft OData services take $batch (send_batch below); a subclass's deliver_many uses it.
+    batch_capable = True
     # The vendor's error classification: (system name, status, headers, body, summary) → error or None.
     classify: ClassVar[Callable[[str, int, dict[str, str], str, str], errors.ConnectorError | None]]
+    # Rows per page asked with Prefer: odata.maxpagesize, unless System.settings["page_size"] says otherwise.
+    default_page_size: ClassVar[int]
 
     def __init__(self, system: System) -> None:
         super().__init__(system)
         self.verify: str | bool = system.settings.get("ca_bundle") or True
         self.session.verify = self.verify
         self.scope = system.scope or f"{self.base_url}/.default"
+        self.page_size = int(system.settings.get("page_size") or self.default_page_size)
 
     def raise_for_response(self, response: requests.Response, summary: str) -> None:
         failure = self.classify(self.system.name, response.status_code, dict(response.headers), response.text, summary)
@@ -286,6 +298,22 @@ class MicrosoftConnector(HttpConnector):
             return decode_responses(response.content, response.headers.get("Content-Type", ""))
         except ValueError as exc:
             raise errors.TransientError(f"{self.system.name}: unreadable $batch answer: {exc}") from exc
+
+    @staticmethod
+    def written(
+        target: str, status: int, headers: dict[str, str], body: dict[str, Any], summary: str
+    ) -> DeliveryResult:
+        """The result of a write the service answered: its ETag from the header, else the body's @odata.etag."""
+        etag = next((v for k, v in headers.items() if k.lower() == "etag"), "") or str(body.get("@odata.etag", ""))
+        return DeliveryResult(
+            target_key=target,
+            etag=etag,
+            created=status == 201,
+            status_code=status,
+            request_summary=summary,
+            response_excerpt=json.dumps(body)[:500] if body else "",
+            body=body or None,
+        )
 
     def check_token(self, report: ConnectionReport) -> bool:
         try:

@@ -99,20 +99,7 @@ def _apply(
 
 
 def _system_values(spec: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "name",
-        "kind",
-        "base_url",
-        "auth_type",
-        "auth_url",
-        "client_id",
-        "scope",
-        "settings",
-        "timeout_seconds",
-        "batch_size",
-        "rate_limit_per_second",
-        "max_concurrency",
-    )
+    keys = ("name", *System.CONNECTION_FIELDS, "scope", "settings", *System.LIMIT_FIELDS)
     return {key: spec[key] for key in keys if key in spec}
 
 
@@ -184,6 +171,7 @@ def templates_install(
             _install_flow(spec, systems, links, actor=actor, report=report, update=update, sandbox=sandbox)
         if sandbox:
             _install_sandbox_apps(data["systems"], report=report)
+            _install_ax_document_filters(data["systems"], data["flows"], report=report)
             _install_subscriptions(data.get("subscriptions", []), report=report, update=update)
         if report.changed:
             audit_record(
@@ -292,6 +280,24 @@ def _install_sandbox_apps(systems: list[dict[str, Any]], *, report: InstallRepor
             continue
         azuread.register_app(client_id=spec["client_id"], client_secret=spec["secret"], tenant=tenant)
         report.created.append(f"sandbox app {spec['client_id']}")
+
+
+def _install_ax_document_filters(
+    systems: list[dict[str, Any]], flows: list[dict[str, Any]], *, report: InstallReport
+) -> None:
+    """Give each AX port a polled flow reads a document filter: without one AIF's getChangedKeys answers no
+    keys ("Configuring AIF for change tracking"), as an AX administrator sets it up on the inbound port."""
+    from integrations.systems.ax2012.poll import AX_SERVICES
+    from sandbox.ax2012 import ports
+
+    ax_slugs = {spec["slug"] for spec in systems if spec["kind"] == "ax2012"}
+    for spec in flows:
+        if spec["source"] not in ax_slugs or spec.get("trigger") != "poll":
+            continue
+        service = spec.get("options", {}).get("ax_service") or AX_SERVICES.get(spec["entity"].lower())
+        if service and ports.document_filters(service) is None:
+            ports.set_document_filters(service, [{}])  # a filter without ranges: every document
+            report.created.append(f"sandbox AX document filter {service}")
 
 
 def _install_subscriptions(specs: list[dict[str, Any]], *, report: InstallReport, update: bool) -> None:

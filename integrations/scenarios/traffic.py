@@ -13,6 +13,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import partial
 from typing import Any
 
 from django.utils import timezone
@@ -44,90 +45,62 @@ class TrafficReport:
         return text + (f", {len(self.failed)} failed: {'; '.join(self.failed[:3])}" if self.failed else "")
 
 
-def _ensure(connector: Any, request: DeliveryRequest, report: TrafficReport, label: str) -> None:
-    """Upsert one piece of master data; a failure is reported, not raised (the demo goes on)."""
+def _seed(
+    connector: Any,
+    report: TrafficReport,
+    system: str,
+    company: str,
+    entity: str,
+    seed: str,
+    key: dict[str, str],
+    fields: dict[str, Any],
+) -> None:
+    """Upsert one piece of master data, its key plus fields; a failure is reported, not raised (the demo goes on).
+
+    "seed-<seed>-<company>-<last key value>" is its idempotency key, so a second run writes nothing twice.
+    """
+    ident = list(key.values())[-1]
+    request = DeliveryRequest(
+        entity=entity,
+        operation="upsert",
+        payload={**key, **fields},
+        key=key,
+        idempotency_key=f"seed-{seed}-{company}-{ident}",
+        company=company,
+    )
     try:
         connector.deliver(request)
     except errors.DuplicateError:
         pass  # already there
     except errors.ConnectorError as exc:
-        report.failed.append(f"{label}: {exc.message}")
+        report.failed.append(f"{system} {seed} {ident}: {exc.message}")
 
 
 def intercompany_master_data(*, link: CompanyLink, report: TrafficReport) -> None:
     """DK01's vendor and customer accounts for SE01 in AX; SE01's customer for DK01 and the items in F&O."""
-    ax, fo = get_connector(link.system_a), get_connector(link.system_b)
-    vendor = link.vendor_in_a_for_b
-    _ensure(
-        ax,
-        DeliveryRequest(
-            entity="VendorService",
-            operation="upsert",
-            payload={"AccountNum": vendor, "Name": f"{link.company_b} (intercompany)", "VendGroup": "IC"},
-            key={"AccountNum": vendor},
-            idempotency_key=f"seed-vendor-{link.company_a}-{vendor}",
-            company=link.company_a,
-        ),
-        report,
-        f"AX vendor {vendor}",
+    in_ax = partial(_seed, get_connector(link.system_a), report, "AX", link.company_a)
+    in_fo = partial(_seed, get_connector(link.system_b), report, "F&O", link.company_b)
+    currency = link.currency or "EUR"
+    se01, dk01 = f"{link.company_b} (intercompany)", f"{link.company_a} (intercompany)"
+    in_ax("VendorService", "vendor", {"AccountNum": link.vendor_in_a_for_b}, {"Name": se01, "VendGroup": "IC"})
+    in_ax(
+        "CustomerService",
+        "customer",
+        {"AccountNum": link.customer_in_a_for_b},
+        {"Name": se01, "CustGroup": "IC", "Currency": currency},
     )
-    _ensure(
-        ax,
-        DeliveryRequest(
-            entity="CustomerService",
-            operation="upsert",
-            payload={
-                "AccountNum": link.customer_in_a_for_b,
-                "Name": f"{link.company_b} (intercompany)",
-                "CustGroup": "IC",
-                "Currency": link.currency or "EUR",
-            },
-            key={"AccountNum": link.customer_in_a_for_b},
-            idempotency_key=f"seed-customer-{link.company_a}-{link.customer_in_a_for_b}",
-            company=link.company_a,
-        ),
-        report,
-        f"AX customer {link.customer_in_a_for_b}",
-    )
-    customer = link.customer_in_b_for_a
-    _ensure(
-        fo,
-        DeliveryRequest(
-            entity="CustomersV3",
-            operation="upsert",
-            payload={
-                "dataAreaId": link.company_b,
-                "CustomerAccount": customer,
-                "OrganizationName": f"{link.company_a} (intercompany)",
-                "CustomerGroupId": "IC",
-                "SalesCurrencyCode": link.currency or "EUR",
-            },
-            key={"dataAreaId": link.company_b, "CustomerAccount": customer},
-            idempotency_key=f"seed-customer-{link.company_b}-{customer}",
-            company=link.company_b,
-        ),
-        report,
-        f"F&O customer {customer}",
+    in_fo(
+        "CustomersV3",
+        "customer",
+        {"dataAreaId": link.company_b, "CustomerAccount": link.customer_in_b_for_a},
+        {"OrganizationName": dk01, "CustomerGroupId": "IC", "SalesCurrencyCode": currency},
     )
     for item, unit, price in ITEMS:
-        _ensure(
-            fo,
-            DeliveryRequest(
-                entity="ReleasedProductsV2",
-                operation="upsert",
-                payload={
-                    "dataAreaId": link.company_b,
-                    "ItemNumber": item,
-                    "ProductName": f"Demo item {item}",
-                    "SalesUnitSymbol": unit,
-                    "SalesPrice": float(price),
-                },
-                key={"dataAreaId": link.company_b, "ItemNumber": item},
-                idempotency_key=f"seed-item-{link.company_b}-{item}",
-                company=link.company_b,
-            ),
-            report,
-            f"F&O item {item}",
+        in_fo(
+            "ReleasedProductsV2",
+            "item",
+            {"dataAreaId": link.company_b, "ItemNumber": item},
+            {"ProductName": f"Demo item {item}", "SalesUnitSymbol": unit, "SalesPrice": float(price)},
         )
 
 
@@ -270,19 +243,23 @@ def sales_orders(*, count: int, template: str, seed: int | None = None) -> Traff
         return report
     rng = random.Random(seed)
     user = sales_user(accounts.source)
+
+    def save(entity_set: str, key: dict[str, Any], values: dict[str, Any]) -> str:
+        """The Sales user saves one record, found again by its number (key); returns its id."""
+        return dataverse_record(
+            system=accounts.source, entity_set=entity_set, key=key, values={**key, **values}, user=user
+        )
+
     for _ in range(count):
         number = rng.randint(100_000, 999_999)
         city, postcode, country = rng.choice(CITIES)
         account_number = f"C-{number}"
         account_name = f"{rng.choice(NAMES)} {number}"
         try:
-            account_id = dataverse_record(
-                system=accounts.source,
-                user=user,
-                entity_set="accounts",
-                key={"accountnumber": account_number},
-                values={
-                    "accountnumber": account_number,
+            account_id = save(
+                "accounts",
+                {"accountnumber": account_number},
+                {
                     "name": account_name,
                     "address1_city": city,
                     "address1_postalcode": postcode,
@@ -301,13 +278,10 @@ def sales_orders(*, count: int, template: str, seed: int | None = None) -> Traff
             ]
             total = sum(line["quantity"] * line["priceperunit"] for line in lines)
             order_number = f"ORD-{number}"
-            dataverse_record(
-                system=orders.source,
-                user=user,
-                entity_set="salesorders",
-                key={"ordernumber": order_number},
-                values={
-                    "ordernumber": order_number,
+            save(
+                "salesorders",
+                {"ordernumber": order_number},
+                {
                     "name": f"Web order {number}",
                     "totalamount": round(total, 2),
                     "paymenttermscode": rng.choice([1, 2, 3]),

@@ -10,11 +10,13 @@ a user without one), MessageId is remembered and a repeat is answered with AIF's
 LogonAsUser must be a domain\\user name and is recorded as the acting user. Bad documents get a SOAP fault
 whose detail is an AifFault carrying the infolog, as AX does.
 
-Auth: basic (SANDBOX_AX2012_USERS, default icbridge/sandbox) or a bearer token from the Azure AD emulator,
-as when AX sits behind Azure AD Application Proxy (see _bearer_user).
+Auth (auth.py): Windows authentication (an NTLM handshake) or basic, for the users of SANDBOX_AX2012_USERS
+(default icbridge/sandbox), or an Azure AD token; behind Azure AD Application Proxy (ports.set_app_proxy) a
+user token only. getChangedKeys answers keys only for a port with a document filter (ports.py), page by page.
 
-Modules: schema (the WSDL and XSDs, what each port's document holds), soap (the HTTP side: auth, envelope,
-CallContext, faults), documents (the operations on the documents), aif (what both sides use).
+Modules: schema (the WSDL and XSDs, what each port's document holds), soap (the HTTP side: envelope,
+CallContext, faults), auth, ports (document filters, App Proxy), documents (the operations on the
+documents), aif (what both sides use).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ documents of one company, as AX answers them (key lists, document hashes, infolo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from lxml import etree
 
+from sandbox.ax2012 import ports
 from sandbox.ax2012.aif import EMULATOR, FIRST_RECID, NUMBER_SEQUENCE, AifFault, child_of, local_name, text_of
 from sandbox.ax2012.schema import NS_EK, NS_EKL, NS_EKP, NS_PAGING, NS_QC, NS_SVC, DocumentSpec, document_namespace
 from sandbox.models import EmulatorRecord
@@ -339,16 +341,61 @@ def _find_keys(spec: DocumentSpec, payload: etree._Element, company: str) -> lis
     return [_key_list(spec, [record.key for record in _matching(spec, payload, company)])]
 
 
-def _key_page(spec: DocumentSpec, keys: list[str]) -> list[etree._Element]:
+def _paging(payload: etree._Element) -> tuple[int | None, tuple[int, str] | None, str]:
+    """AifDocumentPaging: the page size (None: no paging, every key at once), and where the page after the
+    caller's PageStatusContext starts. The context is opaque to the caller: the previous page's, echoed back.
+    """
+    paging = child_of(payload, NS_PAGING, "DocumentPaging")
+    if paging is None:
+        return None, None, ""
+    raw_size = text_of(child_of(paging, NS_PAGING, "NumberOfDocuments"))
+    try:
+        size = int(raw_size) if raw_size else None
+    except ValueError as exc:
+        raise AifFault([f"NumberOfDocuments '{raw_size}' is not a number."], code="SchemaValidation") from exc
+    if size is not None and size < 1:
+        raise AifFault([f"NumberOfDocuments must be at least 1, not {size}."], code="InvalidPaging")
+    context = text_of(child_of(paging, NS_PAGING, "PageStatusContext")) or ""
+    if not context:
+        return size, None, ""
+    try:
+        state = json.loads(base64.urlsafe_b64decode(context.encode()))
+        return size, (int(state["seq"]), str(state["key"])), str(state["query"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AifFault([f"The paging context '{context[:40]}' is not valid."], code="InvalidPaging") from exc
+
+
+def _key_page(spec: DocumentSpec, payload: etree._Element, records, query: str) -> list[etree._Element]:
+    """One EntityKeyPage in change order; a PageStatusContext names the next page while one remains."""
+    size, after, context_query = _paging(payload)
+    if after is not None and context_query != query:
+        raise AifFault(["The paging context belongs to another request."], code="InvalidPaging")
+    records = records.order_by("change_seq", "key")
+    if after is not None:
+        seq, key = after
+        records = records.filter(Q(change_seq__gt=seq) | Q(change_seq=seq, key__gt=key))
+    filters = ports.document_filters(spec.service)
+    chosen: list[EmulatorRecord] = []
+    more = False
+    for record in records.iterator(chunk_size=500):
+        if filters is not None and not ports.passes(record.data["fields"], filters):
+            continue
+        if len(chosen) == size:
+            more = True
+            break
+        chosen.append(record)
     page = etree.Element(f"{{{NS_EKP}}}EntityKeyPage", nsmap={None: NS_EKP})
-    page.append(_key_list(spec, keys))
+    page.append(_key_list(spec, [record.key for record in chosen]))
     etree.SubElement(page, f"{{{NS_EKP}}}PageStatus").text = "Success"
+    if more:
+        last = chosen[-1]
+        state = json.dumps({"seq": last.change_seq, "key": last.key, "query": query}).encode()
+        etree.SubElement(page, f"{{{NS_EKP}}}PageStatusContext").text = base64.urlsafe_b64encode(state).decode()
     return [page]
 
 
 def _get_keys(spec: DocumentSpec, payload: etree._Element, company: str) -> list[etree._Element]:
-    child_of(payload, NS_PAGING, "DocumentPaging")  # paging is accepted; every key fits one page here
-    return _key_page(spec, list(_records(spec, company).order_by("change_seq").values_list("key", flat=True)))
+    return _key_page(spec, payload, _records(spec, company), f"getKeys/{company}")
 
 
 def _get_changed_keys(spec: DocumentSpec, payload: etree._Element, company: str) -> list[etree._Element]:
@@ -360,8 +407,11 @@ def _get_changed_keys(spec: DocumentSpec, payload: etree._Element, company: str)
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # AX utcdatetime: UTC unless an offset is given
     since_ns = int(since.timestamp() * 1_000_000) * 1000
-    changed = _records(spec, company).filter(Q(change_seq__gte=since_ns)).order_by("change_seq")
-    return _key_page(spec, list(changed.values_list("key", flat=True)))
+    changed = _records(spec, company).filter(change_seq__gte=since_ns)
+    if ports.document_filters(spec.service) is None:
+        # "Configuring AIF for change tracking": without a document filter no entity keys are returned.
+        changed = changed.none()
+    return _key_page(spec, payload, changed, f"getChangedKeys/{company}/{since_ns}")
 
 
 DOCUMENT_OPERATIONS = {

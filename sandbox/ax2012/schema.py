@@ -77,6 +77,8 @@ class DocumentSpec:
     line_required: tuple[str, ...] = ()
     number_prefix: str | None = None  # number sequence for new keys; None: the caller supplies the key
     references: tuple[Reference, ...] = ()
+    service_class: str = ""  # the AOT class (CustCustomerService); `service` is its external name
+    custom: bool = False  # not one of AX 2012's standard document services
 
     def field(self, name: str, *, line: bool = False) -> Field | None:
         for f in self.line_fields if line else self.fields:
@@ -104,6 +106,8 @@ def _load_services() -> dict[str, DocumentSpec]:
                 line_required=tuple(doc.get("line_required", ())),
                 number_prefix=doc.get("number_prefix"),
                 references=tuple(Reference(*reference) for reference in doc.get("references", ())),
+                service_class=doc.get("service_class", doc["service"]),
+                custom=bool(doc.get("custom", False)),
             )
         )
     return {spec.service: spec for spec in specs}
@@ -394,7 +398,13 @@ def render_wsdl(spec: DocumentSpec, endpoint: str) -> str:
         f'<wsdl:definitions name="{s}" targetNamespace="{NS_SVC}" xmlns:tns="{NS_SVC}" '
         'xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" '
         f'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:ctx="{NS_CTX}" xmlns:fault="{NS_FAULT}">'
-        f'<wsdl:types><xsd:schema targetNamespace="{NS_SVC}/Imports">{imports}</xsd:schema></wsdl:types>'
+        + (
+            f"<wsdl:documentation>Custom document service {s}: not a standard AX 2012 document service."
+            "</wsdl:documentation>"
+            if spec.custom
+            else ""
+        )
+        + f'<wsdl:types><xsd:schema targetNamespace="{NS_SVC}/Imports">{imports}</xsd:schema></wsdl:types>'
         + "".join(messages)
         + f'<wsdl:portType name="{s}">{"".join(port_ops)}</wsdl:portType>'
         f'<wsdl:binding name="BasicHttpBinding_{s}" type="tns:{s}">'

@@ -1,17 +1,14 @@
-"""The AIF HTTP adapter: basic or Azure AD auth, WSDL and XSDs, the SOAP envelope and its CallContext, faults."""
+"""The AIF HTTP adapter: auth (sandbox.ax2012.auth), WSDL and XSDs, the SOAP envelope and CallContext, faults."""
 
 from __future__ import annotations
 
-import base64
-import hmac
-
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from lxml import etree
 
 from sandbox.ax2012.aif import DEFAULT_COMPANY, EMULATOR, MESSAGE_LOG, XSI_NIL, AifFault, child_of, local_name, text_of
+from sandbox.ax2012.auth import authenticate
 from sandbox.ax2012.documents import DOCUMENT_OPERATIONS
 from sandbox.ax2012.schema import (
     NS_CTX,
@@ -32,10 +29,6 @@ from sandbox.models import EmulatorRecord
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
-def _users() -> dict[str, str]:
-    return getattr(settings, "SANDBOX_AX2012_USERS", {"icbridge": "sandbox"})
-
-
 # --- HTTP ----------------------------------------------------------------------------------------
 
 
@@ -46,54 +39,16 @@ def _iis_error(status: int, text: str) -> HttpResponse:
     )
 
 
-def _unauthorized() -> HttpResponse:
-    response = HttpResponse("401 - Unauthorized: Access is denied due to invalid credentials.", status=401)
-    response["WWW-Authenticate"] = 'Basic realm="MicrosoftDynamicsAXAif60", Bearer'
-    return response
-
-
-def _bearer_user(request: HttpRequest) -> str | None:
-    """The application named by an Azure AD access token for this resource, or None.
-
-    The one seam to the Azure AD emulator: AX behind Azure AD Application Proxy trusts what Azure AD issued
-    for the audience <host>/sandbox/ax2012. Its own verify_bearer() checks the token; none is minted here.
-    """
-    try:
-        from sandbox import azuread
-    except ImportError:  # the Azure AD emulator is optional: basic auth still works
-        return None
-    claims, _why = azuread.verify_bearer(request, EMULATOR)
-    if not claims or claims.get("denied"):
-        return None
-    return str(claims.get("appid") or claims.get("sub") or "application")
-
-
-def _authenticate(request: HttpRequest) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            user, _, password = base64.b64decode(value).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        expected = _users().get(user)
-        if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
-            return user
-        return None
-    if scheme.lower() == "bearer" and value:
-        return _bearer_user(request)
-    return None
-
-
 @csrf_exempt
 @with_faults(EMULATOR, error_body=_iis_error)
 def port_view(request: HttpRequest, port: str) -> HttpResponse:
     spec = SERVICES.get(port)
     if spec is None:
         return HttpResponse(f"The port '{port}' does not exist or is not active.", status=404)
-    user = _authenticate(request)
-    if user is None:
-        return _unauthorized()
+    answer = authenticate(request)
+    if answer.user is None:
+        return answer.response
+    user = answer.user
     endpoint = request.build_absolute_uri(request.path)
     if request.method == "GET":
         if "wsdl" in request.GET:

@@ -4,6 +4,7 @@ GET  common/discovery/instance                         instance discovery (msal 
 GET  <tenant>/v2.0/.well-known/openid-configuration    tenant OpenID configuration
 GET  <tenant>/discovery/v2.0/keys                      JWKS (empty: sandbox tokens are HMAC-signed)
 POST <tenant>/oauth2/v2.0/token                        grant_type=client_credentials, scope=<resource>/.default
+                                                       grant_type=password (a user's delegated token: scp, upn)
 
 App registrations are EmulatorRecord rows (entity "app", key = "<tenant>/<client id>") holding a
 SHA-256 of the secret, never the secret itself; register_app() seeds one. Tokens are JWTs (HS256, key
@@ -14,10 +15,18 @@ ID and timestamp, error_codes, timestamp, trace_id, correlation_id, error_uri.
 
 from __future__ import annotations
 
-from sandbox.azuread.registrations import DEFAULT_TENANT, EMULATOR, register_app, reset, tokens_issued
+from sandbox.azuread.registrations import DEFAULT_TENANT, EMULATOR, register_app, register_user, reset, tokens_issued
 from sandbox.azuread.tokens import _signing_key, verify_bearer
 from sandbox.registry import Emulator
 
 DESCRIPTOR = Emulator(name=EMULATOR, urls="sandbox.azuread.urls", reset=reset)
 
-__all__ = ["DEFAULT_TENANT", "DESCRIPTOR", "_signing_key", "register_app", "tokens_issued", "verify_bearer"]
+__all__ = [
+    "DEFAULT_TENANT",
+    "DESCRIPTOR",
+    "_signing_key",
+    "register_app",
+    "register_user",
+    "tokens_issued",
+    "verify_bearer",
+]

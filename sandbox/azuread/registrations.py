@@ -50,6 +50,28 @@ def register_app(
     return record
 
 
+def register_user(*, upn: str, password: str, tenant: str = DEFAULT_TENANT) -> EmulatorRecord:
+    """Create or replace a sandbox user account (a service account signing in with its password)."""
+    record, _ = EmulatorRecord.objects.update_or_create(
+        emulator=EMULATOR,
+        entity="user",
+        company="",
+        key=f"{tenant}/{upn.lower()}",
+        defaults={
+            "data": {
+                "upn": upn,
+                "password_sha256": secret_hash(password),
+                "object_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant}/user/{upn.lower()}")),
+            }
+        },
+    )
+    return record
+
+
+def find_user(tenant: str, upn: str) -> EmulatorRecord | None:
+    return EmulatorRecord.objects.filter(emulator=EMULATOR, entity="user", key=f"{tenant}/{upn.lower()}").first()
+
+
 def _app_key(tenant: str, client_id: str) -> str:
     return f"{tenant}/{client_id}"
 

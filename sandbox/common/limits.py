@@ -12,21 +12,40 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from sandbox.models import EmulatorRecord
 
 DEFAULT_LIMITS = {"requests": 6000, "window_seconds": 300, "execution_ms": 1_200_000, "concurrent": 52}
+T = TypeVar("T")
+
+
+def check_positive(changes: Mapping[str, Any], names: Iterable[str], what: str) -> None:
+    """ValueError for a name not among names, or a value that is not a positive integer."""
+    unknown = set(changes) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {what}(s): {', '.join(sorted(unknown))}")
+    for name, value in changes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{what} '{name}' must be a positive integer, got {value!r}")
 
 
 def checked_limits(current: dict[str, int], changes: dict[str, int]) -> dict[str, int]:
     """current updated with changes; unknown names or non-positive values raise ValueError."""
-    unknown = set(changes) - set(DEFAULT_LIMITS)
-    if unknown:
-        raise ValueError(f"unknown service protection limit(s): {', '.join(sorted(unknown))}")
-    for name, value in changes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"service protection limit '{name}' must be a positive integer, got {value!r}")
+    check_positive(changes, DEFAULT_LIMITS, "service protection limit")
     return {**DEFAULT_LIMITS, **current, **changes}
+
+
+def age_out(entries: deque[T], cutoff: float, moment: Callable[[T], float] = float) -> None:
+    """Drop the entries (oldest first) whose moment is at or before cutoff: they left the sliding window."""
+    while entries and moment(entries[0]) <= cutoff:
+        entries.popleft()
+
+
+def retry_after(oldest: float, now: float, window: float) -> int:
+    """Whole seconds (at least 1) until the moment oldest leaves a window of that length."""
+    return max(1, math.ceil(oldest + window - now))
 
 
 class ServiceProtection:
@@ -50,15 +69,13 @@ class ServiceProtection:
         window = float(limits["window_seconds"])
         with self._lock:
             stamps = self._requests.setdefault(user, deque())
-            while stamps and stamps[0] <= now - window:
-                stamps.popleft()
+            age_out(stamps, now - window)
             durations = self._durations.setdefault(user, deque())
-            while durations and durations[0][0] <= now - window:
-                durations.popleft()
+            age_out(durations, now - window, moment=lambda entry: entry[0])
             if len(stamps) >= limits["requests"]:
-                return "requests", max(1, math.ceil(stamps[0] + window - now)), 0
+                return "requests", retry_after(stamps[0], now, window), 0
             if sum(ms for _, ms in durations) >= limits["execution_ms"]:
-                return "execution_ms", max(1, math.ceil(durations[0][0] + window - now)), 0
+                return "execution_ms", retry_after(durations[0][0], now, window), 0
             if self._running.get(user, 0) >= limits["concurrent"]:
                 return "concurrent", 1, 0
             stamps.append(now)
@@ -72,24 +89,51 @@ class ServiceProtection:
             self._durations.setdefault(user, deque()).append((now, (now - started) * 1000))
 
 
-class ServiceLimits:
-    """One emulator's limits (its EmulatorRecord $config / service-protection) and its counters."""
+class Counters(Protocol):
+    """What an emulator's auth asks of its counters (ServiceProtection, F&O's environment)."""
 
-    KEY = "service-protection"
+    def enter(self, user: str, limits: dict[str, Any]) -> tuple[str | None, int, int]: ...
+
+    def leave(self, user: str, started: float) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class StoredLimits:
+    """An emulator's limits, kept in its EmulatorRecord ($config / KEY), and the counters they govern."""
+
+    KEY: ClassVar[str]
+    counters_class: ClassVar[Callable[[], Counters]]
 
     def __init__(self, emulator: str) -> None:
         self.emulator = emulator
-        self.counters = ServiceProtection()
+        self.counters = self.counters_class()
 
-    def current(self) -> dict[str, int]:
+    def defaults(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def current(self) -> dict[str, Any]:
         row = EmulatorRecord.objects.filter(emulator=self.emulator, entity="$config", company="", key=self.KEY).first()
-        return {**DEFAULT_LIMITS, **(row.data if row else {})}
+        return {**self.defaults(), **(row.data if row else {})}
 
-    def configure(self, **changes: int) -> dict[str, int]:
-        """Change the limits (requests, window_seconds, execution_ms, concurrent); the counters restart."""
-        limits = checked_limits(self.current(), changes)
+    def store(self, limits: dict[str, Any]) -> dict[str, Any]:
+        """Keep the changed limits; the counters restart under them."""
         EmulatorRecord.objects.update_or_create(
             emulator=self.emulator, entity="$config", company="", key=self.KEY, defaults={"data": limits}
         )
         self.counters.reset()
         return limits
+
+
+class ServiceLimits(StoredLimits):
+    """One emulator's service protection limits (its EmulatorRecord $config / service-protection) and counters."""
+
+    KEY = "service-protection"
+    counters_class = ServiceProtection
+
+    def defaults(self) -> dict[str, Any]:
+        return dict(DEFAULT_LIMITS)
+
+    def configure(self, **changes: int) -> dict[str, int]:
+        """Change the limits (requests, window_seconds, execution_ms, concurrent); the counters restart."""
+        return self.store(checked_limits(self.current(), changes))

@@ -38,9 +38,14 @@ def _create(call: Call, table: Table, set_name: str, body: dict[str, Any]) -> Re
 
 
 def create_row(call: Call, table: Table, set_name: str, body: dict[str, Any]) -> tuple[Result, str]:
-    """Create one row: the answer, and the new row's id ("" when refused)."""
+    """Create one row (and the related rows nested under it): the answer, and the new row's id ("" when refused)."""
+    body, nested = _split_nested(set_name, body)
     if failure := validate(table, set_name, body, creating=True):
         return failure, ""
+    for related_set, rows in nested:
+        for row in rows:
+            if failure := validate(TABLES[related_set], related_set, row, creating=True):
+                return failure, ""
     values = stored_values(body)
     primary = str(values.pop(table.primary_id, "") or "") or None
     if primary and live(set_name).filter(key=primary).exists():
@@ -49,7 +54,31 @@ def create_row(call: Call, table: Table, set_name: str, body: dict[str, Any]) ->
         return failure, ""
     record, _ = write(table, set_name, None, values, {}, primary)
     raise_webhooks(call, table, "Create", record, body)
+    for related_set, rows in nested:
+        lookup = next(
+            column for (owner, _n), (rs, column) in NAVIGATION.items() if owner == set_name and rs == related_set
+        )
+        bind = f"{lookup.removeprefix('_').removesuffix('_value')}@odata.bind"
+        for row in rows:
+            create_row(call, TABLES[related_set], related_set, {**row, bind: f"/{set_name}({record.key})"})
     return written(call, table, set_name, record, True, record.key), record.key
+
+
+def _split_nested(set_name: str, body: Any) -> tuple[Any, list[tuple[str, list[dict[str, Any]]]]]:
+    """The row's own values, and the related rows a deep insert nests under its collection navigation properties.
+
+    "Create related table rows in one operation" (Web API): {"name": …, "order_details": [{…}, …]}.
+    """
+    if not isinstance(body, dict):
+        return body, []
+    own, nested = {}, []
+    for name, value in body.items():
+        target = NAVIGATION.get((set_name, name))
+        if target and isinstance(value, list) and all(isinstance(row, dict) for row in value):
+            nested.append((target[0], value))
+        else:
+            own[name] = value
+    return own, nested
 
 
 def _upsert(call: Call, table: Table, set_name: str, key: dict[str, Any] | str, body: dict[str, Any]) -> Result:

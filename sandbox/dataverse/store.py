@@ -102,7 +102,7 @@ def validate(table: Table, set_name: str, body: Any, *, creating: bool) -> Resul
         if failure := _lookup_failure(table, name, value, lookups):
             return failure
         bare = name.removesuffix("@odata.bind")
-        if not _ATTRIBUTE.match(bare):
+        if not _ATTRIBUTE.match(bare) or not _declared(table, bare, lookups):
             return error(
                 400,
                 "0x80060888",
@@ -125,6 +125,13 @@ def validate(table: Table, set_name: str, body: Any, *, creating: bool) -> Resul
                     f"Required field '{name}' is missing or empty for entity '{table.logical_name}'.",
                 )
     return None
+
+
+def _declared(table: Table, name: str, lookups: tuple[str, ...]) -> bool:
+    """Whether a table with declared columns has this one (a column, its primary id or a lookup)."""
+    if table.columns is None:
+        return True
+    return name in table.columns or name == table.primary_id or lookup_name(name) in lookups
 
 
 _BIND = re.compile(r"^(?:.*/)?\w+\((?:[0-9A-Fa-f-]{36}|\w+=.+)\)$")

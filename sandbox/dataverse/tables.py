@@ -20,7 +20,27 @@ class Table:
     alternate_keys: tuple[tuple[str, ...], ...]
     required: tuple[str, ...]
     max_lengths: dict[str, int] = field(default_factory=dict)
+    # Declared columns (besides the primary id and lookups): a write of any other is refused. None = not declared.
+    columns: frozenset[str] | None = None
 
+
+# The writable line columns the hub's flows use, from "salesorderdetail EntityType" / "quotedetail EntityType"
+# (Web API reference): a write-in line sets productdescription with isproductoverridden=true instead of productid.
+_DETAIL_COLUMNS = frozenset(
+    {
+        "description",
+        "isproductoverridden",
+        "ispriceoverridden",
+        "lineitemnumber",
+        "manualdiscountamount",
+        "priceperunit",
+        "productdescription",
+        "quantity",
+        "requestdeliveryby",
+        "sequencenumber",
+        "tax",
+    }
+)
 
 TABLES: dict[str, Table] = {
     "accounts": Table("account", "accountid", (("accountnumber",),), ("name",), {"name": 160, "accountnumber": 20}),
@@ -31,6 +51,9 @@ TABLES: dict[str, Table] = {
     "quotes": Table("quote", "quoteid", (("quotenumber",),), ("name",), {"name": 300}),
     "salesorders": Table("salesorder", "salesorderid", (("ordernumber",),), ("name",), {"name": 300}),
     "invoices": Table("invoice", "invoiceid", (("invoicenumber",),), ("name",), {"name": 300}),
+    # Order and quote lines are rows of their own, bound to the header (the order/quote Product tables).
+    "salesorderdetails": Table("salesorderdetail", "salesorderdetailid", (), (), {}, _DETAIL_COLUMNS),
+    "quotedetails": Table("quotedetail", "quotedetailid", (), (), {}, _DETAIL_COLUMNS),
     # Tasks have no standard alternate key; icb_externalkey is the custom one the hub writes holds by.
     "tasks": Table("task", "activityid", (("icb_externalkey",),), ("subject",), {"subject": 200}),
 }
@@ -46,6 +69,8 @@ NAVIGATION = {
     ("accounts", "quote_customer_accounts"): ("quotes", "_customerid_value"),
     ("accounts", "invoice_customer_accounts"): ("invoices", "_customerid_value"),
     ("salesorders", "SalesOrder_Tasks"): ("tasks", "_regardingobjectid_value"),
+    ("salesorders", "order_details"): ("salesorderdetails", "_salesorderid_value"),
+    ("quotes", "quote_details"): ("quotedetails", "_quoteid_value"),
 }
 
 PRIMARY_NAMES = {"contacts": "fullname", "tasks": "subject"}
@@ -62,6 +87,8 @@ LOOKUPS: dict[str, tuple[str, ...]] = {
     "quotes": _SALES_DOCUMENT,
     "salesorders": (*_SALES_DOCUMENT, "quoteid"),
     "invoices": (*_SALES_DOCUMENT, "salesorderid"),
+    "salesorderdetails": ("salesorderid", "productid", "uomid", "transactioncurrencyid"),
+    "quotedetails": ("quoteid", "productid", "uomid", "transactioncurrencyid"),
     "tasks": ("regardingobjectid", "ownerid"),
 }
 

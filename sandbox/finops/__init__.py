@@ -14,11 +14,13 @@ api/services                           custom services: groups, services, operat
   IcbOrderHoldServices/IcbOrderHoldService/clearHold                 clear an order hold (idempotent)
 
 Lines are written through their own entity after their header (SalesOrderLines, SalesQuotationLines): a
-list or object in a request body is refused, as F&O data entities take no deep insert.
+list or object in a request body is refused, as F&O data entities take no deep insert. A sales order line
+takes its site and warehouse from the header's defaults when it names none; with no site it is refused.
 
 Business events go to every enabled EmulatorSubscription(emulator="finops") whose event_type is blank or the
 BusinessEventId, as the real JSON envelope (BusinessEventId, ControlNumber, EventId, EventTime /Date(ms)/,
-MajorVersion, MinorVersion, BusinessEventLegalEntity, …), after the transaction commits, from a small thread
+MajorVersion, MinorVersion, BusinessEventLegalEntity, …) with the event's own scalar fields, never lines (a
+receiver reads those with OData), after the transaction commits, from a small thread
 pool with a bounded timeout; each delivery is logged as an EmulatorRecord (entity "$event").
 
 Server-managed fields the real entities lack: ModifiedDateTime (UTC, for modified-since reads). dataAreaId is

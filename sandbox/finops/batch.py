@@ -19,9 +19,9 @@ def batch(call: Call) -> Result:
     except (ODataError, UnicodeDecodeError) as exc:
         return error(400, f"The $batch request could not be read: {exc}")
 
-    def run(request: BatchRequest, scope: dict[str, Any]) -> Result:
-        # Headers written earlier in the change set: their lines need not look them up again.
-        return dispatch(call.part(request, "/data/", request.headers, created=scope.setdefault("created", set())))
+    def run(request: BatchRequest, _scope: dict[str, Any]) -> Result:
+        # A header written earlier in the change set is in the same transaction: its lines find it.
+        return dispatch(call.part(request, "/data/", request.headers))
 
     body, content_type = encode_responses(run_batch(items, run))
     return Result(200, {"Content-Type": content_type, "OData-Version": "4.0"}, body)

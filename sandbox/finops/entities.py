@@ -15,7 +15,7 @@ from sandbox.common.result import Result
 from sandbox.common.v4 import order_by
 from sandbox.finops.auth import error, write_failed
 from sandbox.finops.config import next_number
-from sandbox.finops.model import _ENTITY_PATH, ENTITIES, LINE_PARENTS, PAGE_SIZE, Entity
+from sandbox.finops.model import _ENTITY_PATH, ENTITIES, LINE_DEFAULTS, LINE_PARENTS, PAGE_SIZE, Entity
 from sandbox.finops.store import Call, entity_json, etag, key_of, not_found, record_key, rows, validate, write
 from sandbox.models.store import next_change_seq
 
@@ -39,17 +39,32 @@ def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
         return write_failed(entity, f"Field '{missing[0]}' must be filled in.")
     if name in LINE_PARENTS:
         header, parent_key = LINE_PARENTS[name]
-        parent = (header, company, str(values[parent_key]))
-        if parent not in call.created and not rows(header).filter(company=company, key=parent[2]).exists():
+        parent = rows(header).filter(company=company, key=str(values[parent_key])).first()
+        if parent is None:
             what = "Sales order" if header == "SalesOrderHeadersV2" else "Sales quotation"
             return write_failed(entity, f"{what} {values[parent_key]} does not exist.")
+        if failure := _default_from_header(entity, LINE_DEFAULTS.get(name, ()), values, parent.data):
+            return failure
     if not numbered and rows(name).filter(company=company, key=record_key(entity, values)).exists():
         return write_failed(entity, "The record already exists.")
     record = write(name, entity, company, None, values)
-    call.created.add((name, company, record.key))
     location = f"{call.root}/{name}({format_key({'dataAreaId': company, **{k: values[k] for k in entity.keys}})})"
     body_out = {"@odata.context": f"{call.root}/$metadata#{name}/$entity", **entity_json(record, None)}
     return Result.json(body_out, 201, ETag=etag(record), Location=location)
+
+
+def _default_from_header(
+    entity: Entity, defaults: tuple[tuple[str, str, str], ...], values: dict[str, Any], header: dict[str, Any]
+) -> Result | None:
+    """Fill the line's fields its header defaults (model.LINE_DEFAULTS); a mandatory dimension left empty refuses."""
+    for field, header_field, dimension in defaults:
+        if values.get(field) in (None, ""):
+            values[field] = header.get(header_field) or ""
+        if dimension and not values[field]:
+            return write_failed(
+                entity, f"Inventory dimension {dimension} is mandatory and must consequently be specified."
+            )
+    return None
 
 
 def read_list(call: Call, name: str) -> Result:

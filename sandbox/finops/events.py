@@ -31,7 +31,15 @@ def date_ms(moment: datetime) -> str:
 
 
 def business_event(event_id: str, company: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The envelope F&O sends: the standard header fields, then the event's own."""
+    """The envelope F&O sends: the standard header fields, then the event's own (identifiers, dates, amounts).
+
+    Business events are "lightweight and nimble", not "intended to carry large payloads" ("Business events
+    overview"); a contract holds scalar data members ("Business events developer documentation"). So an
+    event field that is a list or an object (an order's lines) is refused: the receiver reads those with
+    OData after the event.
+    """
+    if structured := [name for name, value in fields.items() if isinstance(value, list | dict)]:
+        raise ValueError(f"business event {event_id}: {', '.join(structured)} is not a scalar contract field")
     moment = timezone.now()
     return {
         "BusinessEventId": event_id,

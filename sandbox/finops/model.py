@@ -59,6 +59,17 @@ LINE_PARENTS: dict[str, tuple[str, str]] = {
     "SalesOrderLines": ("SalesOrderHeadersV2", "SalesOrderNumber"),
     "SalesQuotationLines": ("SalesQuotationHeadersV2", "SalesQuotationNumber"),
 }
+# A sales order line takes its site and warehouse from its order header when it names none (SalesLine is
+# initialised from SalesTable), and Site is a mandatory inventory dimension: with neither, F&O refuses the
+# line with "Inventory dimension Site is mandatory and must consequently be specified." ("Sales order lines
+# V2" names the line's fields; the error text as in "Statement posting errors due to unavailable inventory
+# or update conflicts", Commerce). line entity → (line field, header field defaulting it, mandatory dimension).
+LINE_DEFAULTS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "SalesOrderLines": (
+        ("ShippingSiteId", "DefaultShippingSiteId", "Site"),
+        ("ShippingWarehouseId", "DefaultShippingWarehouseId", ""),
+    ),
+}
 _ENTITY_PATH = re.compile(r"^(?P<set>\w+)(?:\((?P<key>.*)\))?$")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 

@@ -105,17 +105,10 @@ def confirm_sales_order(params: dict[str, Any]) -> dict[str, Any]:
 def post_packing_slip(params: dict[str, Any]) -> dict[str, Any]:
     company, header = _sales_order(params)
     number = f"PS{next_number(f'packingslip:{company}'):06d}"
-    lines = _lines(company, header)
     _set_status(company, header, SalesOrderStatus="Delivered", DocumentStatus="PackingSlip")
-    shipped = [
-        {
-            "ItemNumber": line.data.get("ItemNumber"),
-            "Quantity": line.data.get("OrderedSalesQuantity"),
-            "InventoryLotId": line.key,
-        }
-        for line in lines
-    ]
-    fields = {"PackingSlipNumber": number, "PackingSlipDate": date_ms(timezone.now()), "Lines": shipped}
+    # The event names the order and the packing slip, not its lines: a receiver reads the order's lines
+    # (SalesOrderLines) with OData, as every line is shipped in full here (docs/sandbox.md).
+    fields = {"PackingSlipNumber": number, "PackingSlipDate": date_ms(timezone.now())}
     return _announce("SalesPackingSlipPostedBusinessEvent", company, header, {"DocumentNumber": number}, fields)
 
 

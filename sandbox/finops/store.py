@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.utils import timezone
@@ -23,8 +23,6 @@ class Call(v4.Call):
     """A data entity call; path is after data/, root https://host/sandbox/finops/data."""
 
     default_company: str
-    # Headers written earlier in the same change set: their lines need not look them up again.
-    created: set[tuple[str, str, str]] = field(default_factory=set)
 
     @property
     def cross_company(self) -> bool:

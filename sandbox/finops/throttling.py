@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from sandbox.models import EmulatorRecord
+from sandbox.common.limits import StoredLimits, age_out, check_positive, retry_after
 
 CAPACITY = {"requests": 6000, "window_seconds": 300, "concurrent": 52}
 PRIORITY_SHARE = {"Low": 0.5, "Medium": 0.75, "High": 1.0}
@@ -48,13 +48,12 @@ class _Environment:
         now = time.monotonic()
         window = float(limits["window_seconds"])
         with self._lock:
-            while self._stamps and self._stamps[0] <= now - window:
-                self._stamps.popleft()
+            age_out(self._stamps, now - window)
             allowed = max(1, math.floor(limits["requests"] * share))
             if len(self._stamps) >= allowed:
                 # Room comes back when enough of the window's requests have aged out.
                 oldest = self._stamps[len(self._stamps) - allowed]
-                return "resources", max(1, math.ceil(oldest + window - now)), 0
+                return "resources", retry_after(oldest, now, window), 0
             if self._running >= max(1, math.floor(limits["concurrent"] * share)):
                 return "resources", 1, 0
             self._stamps.append(now)
@@ -66,28 +65,19 @@ class _Environment:
             self._running = max(0, self._running - 1)
 
 
-class ResourceThrottling:
+class ResourceThrottling(StoredLimits):
     """The environment's capacity and priority mapping (EmulatorRecord $config / throttling) and its counters."""
 
     KEY = "throttling"
+    counters_class = _Environment
 
-    def __init__(self, emulator: str) -> None:
-        self.emulator = emulator
-        self.counters = _Environment()
-
-    def current(self) -> dict[str, Any]:
-        row = EmulatorRecord.objects.filter(emulator=self.emulator, entity="$config", company="", key=self.KEY).first()
-        return {**CAPACITY, "priorities": {}, **(row.data if row else {})}
+    def defaults(self) -> dict[str, Any]:
+        return {**CAPACITY, "priorities": {}}
 
     def configure(self, *, priorities: dict[str, str] | None = None, **changes: int) -> dict[str, Any]:
         """Change the capacity (requests, window_seconds, concurrent) and the priority of application users
         (their object ids → Low / Medium / High); the counters restart."""
-        unknown = set(changes) - set(CAPACITY)
-        if unknown:
-            raise ValueError(f"unknown throttling setting(s): {', '.join(sorted(unknown))}")
-        for name, value in changes.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"throttling setting '{name}' must be a positive integer, got {value!r}")
+        check_positive(changes, CAPACITY, "throttling setting")
         current = self.current()
         if priorities is not None:
             bad = {p for p in priorities.values() if p not in PRIORITY_SHARE}
@@ -95,8 +85,4 @@ class ResourceThrottling:
                 raise ValueError(f"priority must be one of {', '.join(PRIORITY_SHARE)}, got {', '.join(sorted(bad))}")
             current["priorities"] = {**current["priorities"], **priorities}
         current.update(changes)
-        EmulatorRecord.objects.update_or_create(
-            emulator=self.emulator, entity="$config", company="", key=self.KEY, defaults={"data": current}
-        )
-        self.counters.reset()
-        return current
+        return self.store(current)

@@ -12,6 +12,7 @@ from integrations.polling.poll import flow_poll, poll_flow_ids
 from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import get_connector
 from integrations.systems.ax2012.connector import message_id_for
+from sandbox.ax2012 import ports
 from sandbox.common.faults import set_faults
 
 
@@ -185,6 +186,7 @@ def test_check_connection_reports_wsdl_and_call(ax_system):
 
 @pytest.fixture
 def poll_flow(make_flow, ax_system, recorder_system) -> Flow:
+    ports.set_document_filters("CustomerService", [{}])  # AIF change tracking needs a document filter
     return make_flow(
         entity="customer",
         source=ax_system,

@@ -33,6 +33,7 @@ def order(number: str, lines: list[dict[str, Any]], *, exists: bool | None = Non
         operation="upsert",
         payload={
             "OrderingCustomerAccountNumber": "C-1",
+            "DefaultShippingSiteId": "1",  # the lines' site (a mandatory dimension)
             **header,
             "SalesOrderNumber": number,
             "SalesOrderLines": lines,

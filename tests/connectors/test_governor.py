@@ -100,6 +100,62 @@ def test_the_bucket_grants_at_most_the_rate_however_many_ask():
     assert granted[0] >= 20 * elapsed * 0.5
 
 
+def test_paced_for_a_sliding_window_no_window_at_the_target_overflows():
+    """Dataverse "Service protection API limits": N requests per sliding window per user; paced, no 429 arises."""
+    # given a target allowing 11 requests per sliding second, and a bucket paced for it with 0.2 s of jitter
+    rate = gov.rate_within_window(requests=11, window_seconds=1.0, jitter_seconds=0.2)
+    governor = redis_governor(identity="paced-target", rate=rate, max_wait=5)
+    grants: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + 2.5
+
+    def send() -> None:
+        while time.monotonic() < stop:
+            with governor.slot("POST /x"):
+                with lock:
+                    grants.append(redis_seconds())
+
+    # when four senders (as four worker processes would) send as fast as the governor lets them
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then even arriving 0.2 s closer together, no sliding second holds more than 11, and ≥ 90 % of them went
+    grants.sort()
+    fullest = max(sum(1 for other in grants if start <= other < start + 1.2) for start in grants)
+    assert fullest <= 11
+    assert len(grants) >= 0.9 * 10 / 1.2 * (grants[-1] - grants[0])
+    assert rate == pytest.approx(10 / 1.2)
+
+
+def test_a_send_waiting_for_its_token_does_not_go_into_a_pause_stored_meanwhile():
+    """A 429 seen by another worker while this one waits for its reserved token: nothing is sent before Retry-After."""
+    # given 2 requests/s, the first token taken, so the next send is reserved half a second ahead
+    governor = redis_governor(identity=f"reserved-{time.monotonic_ns()}", rate=2.0, max_wait=5)
+    with governor.slot("POST /first"):
+        pass
+    # when another worker stores a 5 s Retry-After pause while this send waits for its token
+    pauser = threading.Timer(0.1, governor.pause, args=(5,))
+    pauser.start()
+    sent: list[str] = []
+    with pytest.raises(errors.ThrottledError) as raised:
+        with governor.slot("POST /second"):
+            sent.append("POST /second")
+    pauser.join()
+
+    # then the send fails unsent with the pause's time left, like one that asked after the pause
+    assert sent == []
+    assert raised.value.retry_after > 4
+    assert raised.value.request_summary == "POST /second (not sent)"
+
+
+def test_a_window_of_one_request_cannot_be_paced():
+    with pytest.raises(ValueError, match="at least 2 requests"):
+        gov.rate_within_window(requests=1, window_seconds=10)
+
+
 def test_a_token_further_away_than_the_max_wait_fails_unsent_with_the_wait():
     governor = redis_governor(rate=1.0, max_wait=0.2)
     with governor.slot("PUT /x"):

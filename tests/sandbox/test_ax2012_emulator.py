@@ -12,6 +12,7 @@ from zeep import Client
 from zeep.exceptions import Fault
 from zeep.transports import Transport
 
+from sandbox.ax2012 import ports
 from sandbox.ax2012.schema import NS_CTX, NS_FAULT, SERVICES
 from sandbox.common.faults import set_faults
 from tests.conftest import fixture_path
@@ -178,6 +179,7 @@ def test_missing_mandatory_field_is_a_fault_naming_the_field(aif):
 
 
 def test_get_changed_keys_returns_only_documents_changed_since_the_time(aif):
+    ports.set_document_filters("CustomerService", [{}])  # change tracking needs a document filter on the port
     customers = client(aif, "CustomerService")
     header = [context(customers, "DK01")]
     old = create_customer(customers, "DK01", "Old")

@@ -32,7 +32,10 @@ def customer(fo: MsClient, company: str, account: str, cross_company: bool = Tru
 
 def sales_order(fo: MsClient, company: str = "se01", number: str = "SO-1") -> None:
     for entity, body in (
-        ("SalesOrderHeadersV2", {"SalesOrderNumber": number, "OrderingCustomerAccountNumber": "DK01-IC"}),
+        (
+            "SalesOrderHeadersV2",
+            {"SalesOrderNumber": number, "OrderingCustomerAccountNumber": "DK01-IC", "DefaultShippingSiteId": "1"},
+        ),
         (
             "SalesOrderLines",
             {"SalesOrderNumber": number, "ItemNumber": "A0001", "OrderedSalesQuantity": 4, "SalesPrice": 12.5},

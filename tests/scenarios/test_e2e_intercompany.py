@@ -93,6 +93,13 @@ def test_po_to_invoice_runs_as_one_chain_with_every_cross_reference(start_worker
     ax_lines = ax_document("PurchaseOrder", po)["lines"]
     assert sorted(r.data["ItemNumber"] for r in fo_lines) == sorted(line["ItemId"] for line in ax_lines)
     assert sorted(line["ItemId"] for line in receipt["lines"]) == sorted(line["ItemId"] for line in ax_lines)
+    # The packing slip event named the order, not its lines: the hub read them with OData after the event.
+    packing = Message.objects.get(flow__slug=PACKING_FLOW)
+    assert "Lines" not in packing.payload_in
+    fetched = packing.payload_fetched["fetched"]["lines"]
+    assert sorted(r["InventoryLotId"] for r in fetched) == sorted(r.key for r in fo_lines)
+    # Every line has its site, from the order header (the company link's site; Site is mandatory in F&O).
+    assert {r.data["ShippingSiteId"] for r in fo_lines} == {"1"}
     assert ax_document("VendVendInvoice", invoice_key)["fields"]["PurchId"] == po
     chain = chain_for(order_link.correlation_id)
     assert [(step.flow.slug, step.state) for step in chain.steps][:3] == [
@@ -152,8 +159,14 @@ def test_ax_outage_in_the_middle_of_the_chain_completes_after_recovery(start_wor
 
 def test_mirror_fo_purchase_order_becomes_an_ax_sales_order_for_se01(start_worker, link):
     from sandbox.finops import business_event
+    from sandbox.finops.model import ENTITIES
+    from sandbox.finops.store import write
 
     start_worker()
+    # The PO's line is in F&O's line entity; the event names the PO only (business events carry no lines).
+    line = {"PurchaseOrderNumber": "PO-SE-0042", "LineNumber": 1, "ItemNumber": "A0001"}
+    line |= {"OrderedPurchaseQuantity": 12, "PurchaseUnitSymbol": "ea", "PurchasePrice": 12.5}
+    write("PurchaseOrderLinesV2", ENTITIES["PurchaseOrderLinesV2"], "se01", None, line)
     with transaction.atomic():  # the emulator numbers its events (ControlNumber) under a row lock
         event = business_event(
             "PurchaseOrderConfirmedBusinessEvent",
@@ -163,14 +176,6 @@ def test_mirror_fo_purchase_order_becomes_an_ax_sales_order_for_se01(start_worke
                 "OrderVendorAccountNumber": "IV-DK01",
                 "CurrencyCode": "EUR",
                 "RequestedDeliveryDate": "2026-12-01T12:00:00Z",
-                "Lines": [
-                    {
-                        "ItemNumber": "A0001",
-                        "OrderedPurchaseQuantity": 12,
-                        "PurchaseUnitSymbol": "ea",
-                        "PurchasePrice": 12.5,
-                    }
-                ],
             },
         )
     hub = link.system_b.base_url.split("/sandbox/")[0]

@@ -7,9 +7,12 @@ A template is a dict (one module per scenario, see intercompany.py):
     value_maps      [{name, description, entries: {source value: target value}}]
     flows           [{slug, name, entity, source, target, company_link, trigger, target_entity, target_operation,
                       target_key_fields, mapping_spec, master, conflict_policy, retry_policy, options, inbound}]
+                    trigger: webhook, business_event or poll; "schedule" needs a crontab, chosen in the console
+                    (docs/operations.md, Schedules), so no template sets it
     subscriptions   [{emulator, event_type, url, headers}]  where the sandbox emulators push their events
 
-Strings may hold "{base}": the hub (or environment) root URL given at install time.
+Strings may hold "{base}": the hub (or environment) root URL given at install time. The pieces the
+templates share (the retry policy, flow and mapping builders) are in builders.py; the systems in systems.py.
 
 subscriptions are derived from the flows (subscriptions() below), never written by hand:
 - a business-event flow (trigger "business_event") from F&O or S/4 subscribes to each of its

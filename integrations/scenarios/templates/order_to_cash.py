@@ -10,11 +10,12 @@ events carry only a key: options.fetch reads the documents they name before mapp
 
 from __future__ import annotations
 
+from typing import Any
+
+from integrations.scenarios.templates.builders import INVOICE_COPIES, RETRY, WEBHOOK, fetch, invoice_copy
 from integrations.scenarios.templates.systems import DATAVERSE, S4HANA
 
 LINK = "Sales-1710@S/4"
-RETRY = {"max_attempts": 10, "backoff": {"1": 5, "3": 30, "5": 300}, "jitter": 0.2}
-WEBHOOK = {"auth_type": "header", "credential_name": "x-icbridge-key", "secret": "icbridge-sandbox-webhook-key"}
 # Orders above this net value are SAP order type "ZOR" (own pricing and credit checks) instead of "OR".
 LARGE_ORDER_TOTAL = 50000
 ORDERS = "o2c-orders-d365-to-s4"
@@ -91,25 +92,26 @@ ORDER_TO_S4 = {
     "omit_nulls": True,
 }
 
+
+def document_fetch(
+    entity: str, item_entity: str, key: dict[str, str], name: str, order_key: str
+) -> list[dict[str, Any]]:
+    """Read the document an event names (as fetched.<name>), its first item, and the sales order the item names."""
+    return [
+        fetch(entity, key, name),
+        fetch(item_entity, key, "item", first=True),
+        fetch("API_SALES_ORDER_SRV/A_SalesOrder", {"SalesOrder": f"fetched.item.{order_key}"}, "order"),
+    ]
+
+
 # The delivery's first item names the sales order; the order gives the D365 order number back.
-DELIVERY_FETCH = [
-    {
-        "entity": "API_OUTBOUND_DELIVERY_SRV/A_OutbDeliveryHeader",
-        "key": {"DeliveryDocument": "data.OutboundDelivery"},
-        "as": "delivery",
-    },
-    {
-        "entity": "API_OUTBOUND_DELIVERY_SRV/A_OutbDeliveryItem",
-        "key": {"DeliveryDocument": "data.OutboundDelivery"},
-        "as": "item",
-        "first": True,
-    },
-    {
-        "entity": "API_SALES_ORDER_SRV/A_SalesOrder",
-        "key": {"SalesOrder": "fetched.item.ReferenceSDDocument"},
-        "as": "order",
-    },
-]
+DELIVERY_FETCH = document_fetch(
+    "API_OUTBOUND_DELIVERY_SRV/A_OutbDeliveryHeader",
+    "API_OUTBOUND_DELIVERY_SRV/A_OutbDeliveryItem",
+    {"DeliveryDocument": "data.OutboundDelivery"},
+    "delivery",
+    "ReferenceSDDocument",
+)
 
 DELIVERY_TO_ORDER = {
     "fields": {
@@ -121,24 +123,17 @@ DELIVERY_TO_ORDER = {
     "omit_nulls": True,
 }
 
-BILLING_FETCH = [
-    {
-        "entity": "API_BILLING_DOCUMENT_SRV/A_BillingDocument",
-        "key": {"BillingDocument": "data.BillingDocument"},
-        "as": "billing",
-    },
-    {
-        "entity": "API_BILLING_DOCUMENT_SRV/A_BillingDocumentItem",
-        "key": {"BillingDocument": "data.BillingDocument"},
-        "as": "item",
-        "first": True,
-    },
-    {"entity": "API_SALES_ORDER_SRV/A_SalesOrder", "key": {"SalesOrder": "fetched.item.SalesDocument"}, "as": "order"},
-]
+BILLING_FETCH = document_fetch(
+    "API_BILLING_DOCUMENT_SRV/A_BillingDocument",
+    "API_BILLING_DOCUMENT_SRV/A_BillingDocumentItem",
+    {"BillingDocument": "data.BillingDocument"},
+    "billing",
+    "SalesDocument",
+)
 
 # S/4 posts the billing document to accounting at once: its AccountingDocument is the FI document.
-BILLING_TO_INVOICE = {
-    "fields": {
+BILLING_TO_INVOICE = invoice_copy(
+    {
         "invoicenumber": {"path": "fetched.billing.BillingDocument", "required": True},
         "name": {"expr": "concat('S/4 billing document ', fetched.billing.BillingDocument)"},
         "icb_salesordernumber": "fetched.order.PurchaseOrderByCustomer",
@@ -146,10 +141,8 @@ BILLING_TO_INVOICE = {
         "datedelivered": {"path": "fetched.billing.BillingDocumentDate", "type": "date"},
         "icb_accountingdocument": "fetched.billing.AccountingDocument",
         "icb_accountingstatus": "fetched.billing.AccountingPostingStatus",
-        "icb_readonly": {"const": True},
-    },
-    "omit_nulls": True,
-}
+    }
+)
 
 TEMPLATE = {
     "title": "Order to cash: D365 ↔ SAP S/4HANA",
@@ -304,12 +297,9 @@ TEMPLATE = {
             "name": "O2C: S/4 billing and accounting document → D365 invoice",
             "entity": "billingdocument",
             "source": S4HANA["slug"],
-            "target": DATAVERSE["slug"],
+            **INVOICE_COPIES,
             "company_link": LINK,
             "trigger": "business_event",
-            "target_entity": "invoices",
-            "target_operation": "upsert",
-            "target_key_fields": ["invoicenumber"],
             "mapping_spec": BILLING_TO_INVOICE,
             "retry_policy": RETRY,
             "options": {

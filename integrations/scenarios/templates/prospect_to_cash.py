@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import uuid
 
+from integrations.scenarios.templates.builders import INVOICE_COPIES, RETRY, WEBHOOK, finops_mapping, invoice_copy
 from integrations.scenarios.templates.systems import DATAVERSE, FINOPS
 
 LINK = "Sales-SE01@F&O"
-RETRY = {"max_attempts": 10, "backoff": {"1": 5, "3": 30, "5": 300}, "jitter": 0.2}
-WEBHOOK = {"auth_type": "header", "credential_name": "x-icbridge-key", "secret": "icbridge-sandbox-webhook-key"}
 
 # Quotes and orders name their account by id; the account flow's RecordLink gives its F&O customer.
 CUSTOMER_LINK = {
@@ -53,9 +52,8 @@ COUNTRY_NAMES = {
     "United States": "US",
 }
 
-ACCOUNT_TO_CUSTOMER = {
-    "fields": {
-        "dataAreaId": {"context": "target_company", "required": True},
+ACCOUNT_TO_CUSTOMER = finops_mapping(
+    {
         "CustomerAccount": {"path": "attributes.accountnumber", "required": True},
         "OrganizationName": {"path": "attributes.name", "required": True, "max_length": 100},
         "CustomerGroupId": {"path": "attributes.msdyn_customergroupid.Name", "default": "30"},
@@ -73,8 +71,8 @@ ACCOUNT_TO_CUSTOMER = {
         },
         "CreditLimit": {"path": "attributes.creditlimit", "type": "decimal", "as": "number", "precision": 2},
     },
-    "omit_nulls": True,
-}
+    omit_nulls=True,
+)
 
 # F&O owns the credit side of a customer (dual-write maps these both ways); only those fields come back.
 CUSTOMER_CREDIT_TO_ACCOUNT = {
@@ -87,9 +85,8 @@ CUSTOMER_CREDIT_TO_ACCOUNT = {
     "omit_nulls": True,
 }
 
-CONTACT_TO_CONTACT_PERSON = {
-    "fields": {
-        "dataAreaId": {"context": "target_company", "required": True},
+CONTACT_TO_CONTACT_PERSON = finops_mapping(
+    {
         # ContactPersonId is 20 characters in F&O: a stable id derived from the Dataverse contact id.
         "ContactPersonId": {"expr": "concat('CP-', upper(substr(replace(id, '-', ''), 0, 17)))", "required": True},
         "FirstName": "attributes.firstname",
@@ -102,8 +99,8 @@ CONTACT_TO_CONTACT_PERSON = {
         "PrimaryPhoneNumber": "attributes.telephone1",
         "JobTitle": "attributes.jobtitle",
     },
-    "omit_nulls": True,
-}
+    omit_nulls=True,
+)
 
 # F&O unit symbol → the Sales unit (uom) row to bind. The GUIDs are the sandbox's; on a real
 # environment an operator enters that environment's uomid values (GET uoms?$select=name).
@@ -144,36 +141,40 @@ def sales_lines(quantity_field: str) -> dict:
 ORDER_LINES = sales_lines("OrderedSalesQuantity")
 QUOTE_LINES = sales_lines("RequestedSalesQuantity")
 
-QUOTE_TO_FO = {
-    "fields": {
-        "dataAreaId": {"context": "target_company", "required": True},
+
+def sales_document(fields: dict, lines_field: str, lines: dict) -> dict:
+    """A Sales quote or order as its F&O header: fields, then its currency and its lines under lines_field."""
+    return finops_mapping({**fields, "CurrencyCode": CURRENCY_CODE, lines_field: lines}, omit_nulls=True)
+
+
+QUOTE_TO_FO = sales_document(
+    {
         "SalesQuotationNumber": {"path": "attributes.quotenumber", "required": True},
         "RequestingCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount", "required": True},
         "QuotationName": {"path": "attributes.name", "max_length": 60},
-        "CurrencyCode": CURRENCY_CODE,
         "QuotationExpiryDate": {"path": "attributes.expireson", "type": "date"},
-        "SalesQuotationLines": QUOTE_LINES,
     },
-    "omit_nulls": True,
-}
+    "SalesQuotationLines",
+    QUOTE_LINES,
+)
 
-ORDER_TO_FO = {
-    "fields": {
-        "dataAreaId": {"context": "target_company", "required": True},
+ORDER_TO_FO = sales_document(
+    {
         "SalesOrderNumber": {"path": "attributes.ordernumber", "required": True},
         # The order's account, as the account flow delivered it to F&O (its RecordLink).
         "OrderingCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount", "required": True},
         "InvoiceCustomerAccountNumber": {"expr": "$ctx.chain.customer.target.CustomerAccount"},
         "CustomersOrderReference": "attributes.name",
-        "CurrencyCode": CURRENCY_CODE,
         "RequestedReceiptDate": {"path": "attributes.requestdeliveryby", "type": "date"},
-        "SalesOrderLines": ORDER_LINES,
+        "DefaultShippingSiteId": {"context": "site", "required": True},
+        "DefaultShippingWarehouseId": {"context": "warehouse"},
     },
-    "omit_nulls": True,
-}
+    "SalesOrderLines",
+    ORDER_LINES,
+)
 
-INVOICE_TO_SALES = {
-    "fields": {
+INVOICE_TO_SALES = invoice_copy(
+    {
         "invoicenumber": {"path": "InvoiceNumber", "required": True},
         "name": {"expr": "concat('F&O invoice ', InvoiceNumber)"},
         "description": {
@@ -183,10 +184,8 @@ INVOICE_TO_SALES = {
         "datedelivered": {"path": "InvoiceDate", "type": "date"},
         "icb_salesordernumber": "SalesOrderNumber",
         "icb_customeraccount": "CustomerAccount",
-        "icb_readonly": {"const": True},
-    },
-    "omit_nulls": True,
-}
+    }
+)
 
 HOLD_TO_TASK = {
     "fields": {
@@ -226,7 +225,8 @@ TEMPLATE = {
             "system_b": FINOPS["slug"],
             "company_b": "SE01",
             "currency": "SEK",
-            "defaults": {"customer_group": "30"},
+            # site / warehouse: the order header's defaults, which its lines take (Site is a mandatory dimension).
+            "defaults": {"customer_group": "30", "site": "1", "warehouse": "11"},
         }
     ],
     "value_maps": [
@@ -367,12 +367,9 @@ TEMPLATE = {
             "name": "P2C: F&O customer invoice → Sales invoice (read-only copy)",
             "entity": "invoice",
             "source": FINOPS["slug"],
-            "target": DATAVERSE["slug"],
+            **INVOICE_COPIES,
             "company_link": LINK,
             "trigger": "business_event",
-            "target_entity": "invoices",
-            "target_operation": "upsert",
-            "target_key_fields": ["invoicenumber"],
             "mapping_spec": INVOICE_TO_SALES,
             "master": "source",
             "conflict_policy": "master_wins",

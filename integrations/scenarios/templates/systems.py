@@ -14,7 +14,7 @@ SANDBOX_CLIENT_ID = "4f1c6a32-1c2b-4d1e-9d3f-1cb1d9e0a001"
 SANDBOX_CLIENT_SECRET = "icbridge-sandbox-secret"  # noqa: S105 - the demo's own emulator, never a real tenant
 SANDBOX_APPS = [{"client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET, "tenant": SANDBOX_TENANT}]
 AX_USER = "icbridge"
-AX_PASSWORD = "sandbox"  # noqa: S105 - basic auth of the AX emulator (SANDBOX_AX2012_USERS)
+AX_PASSWORD = "sandbox"  # noqa: S105 - the AX emulator's Windows user (SANDBOX_AX2012_USERS)
 
 
 def _microsoft(slug: str, name: str, kind: str, emulator: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +67,9 @@ AX2012 = {
     "kind": "ax2012",
     # The AIF HTTP adapter root; each service is a port below it (<root>/<Service>/xppservice.svc).
     "base_url": "{base}/sandbox/ax2012/MicrosoftDynamicsAXAif60",
-    "auth_type": "basic",
-    "client_id": AX_USER,
+    # AIF on IIS signs callers in with Windows authentication: NTLM as DOMAIN\user (sandbox.ax2012.auth).
+    "auth_type": "ntlm",
+    "client_id": f"CONTOSO\\{AX_USER}",
     "secret": AX_PASSWORD,
     "timeout_seconds": 30,
     "settings": {},

@@ -2,8 +2,4 @@
 
 from integrations.systems.spec import SystemDescriptor
 
-DESCRIPTOR = SystemDescriptor(
-    kind="ax2012",
-    connector="integrations.systems.ax2012.connector.Ax2012Connector",
-    poller="integrations.systems.ax2012.poll.read_changes",
-)
+DESCRIPTOR = SystemDescriptor(kind="ax2012", connector_class="Ax2012Connector", modules=("poll",))

@@ -3,7 +3,7 @@
 System.base_url is the AIF HTTP adapter root, e.g. http://aos/MicrosoftDynamicsAXAif60; each service sits on
 an integration port at <base>/<Port>/xppservice.svc (port name = service name unless System.settings
 "ax_ports" maps it). Flow.target_entity names the service (SalesOrderService); DeliveryRequest.company is the
-AX company sent in the CallContext header.
+AX company sent in the CallContext header. Sign-in (basic, NTLM, Azure AD app or user token): auth.py.
 
 Redelivery is safe through AIF itself: every write carries a MessageId derived from our idempotency key
 (UUID5), and AIF refuses a MessageId it has processed with a DuplicateMessage fault, which becomes
@@ -38,6 +38,7 @@ from integrations.protocols.transport import (
     DeliveryResult,
     classify_status,
 )
+from integrations.systems.ax2012.auth import BearerAuth, session_auth
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 NS_SVC = "http://schemas.microsoft.com/dynamics/2008/01/services"
 NS_CTX = "http://schemas.microsoft.com/dynamics/2010/01/datacontracts"
 NS_FAULT = "http://schemas.microsoft.com/dynamics/2008/01/documents/Fault"
+NS_PAGING = "http://schemas.microsoft.com/dynamics/2006/02/documents/DocumentPaging"
+MAX_PAGES = 10_000  # a paging context that never ends is a fault, not a loop
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b0c7e8e-2d1a-4f55-9a51-5f7f1d3c0a12")
 
 # The key field of AX's standard documents; System.settings "ax_key_fields" adds or overrides.
@@ -128,33 +131,6 @@ def _raise_for_http(response: requests.Response, summary: str) -> None:
     raise failure
 
 
-class _BearerAuth(requests.auth.AuthBase):
-    """Azure AD client credentials (AX published through Azure AD Application Proxy).
-
-    The token comes from the shared msal provider (integrations.protocols.microsoft): one token cache per
-    app registration per process, so a token is fetched when it expires, never per message.
-    """
-
-    def __init__(self, system: System) -> None:
-        from integrations.protocols.microsoft import token_provider
-
-        missing = [n for n, v in (("auth URL", system.auth_url), ("client id", system.client_id)) if not v]
-        if missing or not system.secret:
-            raise errors.AuthError(f"{system.name}: {', '.join(missing) or 'client secret'} not configured")
-        self.provider = token_provider(
-            authority=system.auth_url,
-            client_id=system.client_id,
-            secret=system.secret,
-            verify=system.settings.get("ca_bundle") or True,
-            timeout=system.timeout_seconds,
-        )
-        self.scope = system.scope or f"{system.base_url.rstrip('/').rsplit('/MicrosoftDynamicsAXAif60', 1)[0]}/.default"
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.provider.token(self.scope)}"
-        return request
-
-
 def _plain(value: Any) -> Any:
     """zeep objects → JSON-safe values (Decimal and dates as text, as the documents carry them)."""
     if isinstance(value, dict):
@@ -178,10 +154,7 @@ class Ax2012Connector(Connector):
         self.session = requests.Session()
         # Every call (the WSDL too) is bounded in total, and by the delivery's deadline (protocols.deadline).
         deadline.mount(self.session, pool_connections=4, pool_maxsize=16, max_retries=0)
-        if system.auth_type == "basic":
-            self.session.auth = (system.client_id, system.secret or "")
-        elif system.auth_type == "client_credentials":
-            self.session.auth = _BearerAuth(system)
+        self.session.auth = session_auth(system)  # basic, NTLM, or an Azure AD token (auth.py)
         self.transport = _AifTransport(
             connector=self,
             session=self.session,
@@ -256,7 +229,7 @@ class Ax2012Connector(Connector):
             return self._call_once(service, operation, company=company, message_id=message_id, **body)
         except errors.AuthError as exc:
             auth = self.session.auth
-            if not isinstance(auth, _BearerAuth) or exc.status_code != 401:
+            if not isinstance(auth, BearerAuth) or exc.status_code != 401:
                 raise
             # The proxy refused a cached token (revoked, clock skew): one fresh token, then give up.
             auth.provider.invalidate()
@@ -359,17 +332,41 @@ class Ax2012Connector(Connector):
         _, table, _ = self.document_shape(service)
         return [_plain(serialize_object(entity, dict)) for entity in getattr(document, table, None) or []]
 
+    def paged_keys(self, service: str, operation: str, *, company: str, **body: Any) -> list[str]:
+        """Every key of getKeys / getChangedKeys, page by page (AifDocumentPaging, batch_size per page).
+
+        Each EntityKeyPage that has a successor carries a PageStatusContext, sent back for the next page.
+        https://learn.microsoft.com/dynamicsax-2012/developer/document-service-operations
+        """
+        client, _ = self._service(service)
+        paging = client.get_element(f"{{{NS_PAGING}}}DocumentPaging")
+        keys: list[str] = []
+        context = None
+        for _page in range(MAX_PAGES):
+            page = self._call(
+                service,
+                operation,
+                company=company,
+                DocumentPaging=paging(NumberOfDocuments=max(1, self.system.batch_size), PageStatusContext=context),
+                **body,
+            )
+            keys += self._keys_of(page.EntityKeyList if page is not None else None)
+            context = getattr(page, "PageStatusContext", None)
+            if not context:
+                return keys
+        raise errors.TransientError(f"{self.system.name}: {service}.{operation} gave more than {MAX_PAGES} pages")
+
     def changed_keys(self, service: str, *, company: str, since: dt.datetime) -> list[str]:
-        page = self._call(service, "getChangedKeys", company=company, DocumentPaging=None, ChangedDateTime=since)
-        return self._keys_of(page.EntityKeyList if page is not None else None)
+        """Keys changed since `since`; AIF answers none unless the port has a document filter."""
+        return self.paged_keys(service, "getChangedKeys", company=company, ChangedDateTime=since)
 
     def read_page(
         self, service: str, cursor: str = "", filters: dict[str, Any] | None = None
     ) -> tuple[list[dict[str, Any]], str]:
         """One page of an initial load of an AIF document service: its documents and the next cursor.
 
-        The keys come from getKeys (getChangedKeys with filters["since"]), both paged by AifDocumentPaging
-        on a real AOS; the emulator answers every key in one page. The cursor is the offset into that key
+        The keys come from getKeys (getChangedKeys with filters["since"]), read page by page through
+        AifDocumentPaging (paged_keys). The cursor is the offset into that key
         list, and each page reads filters["page_size"] documents with `read`.
         https://learn.microsoft.com/dynamicsax-2012/developer/document-service-operations
         """
@@ -381,7 +378,7 @@ class Ax2012Connector(Connector):
             since = dt.datetime.fromisoformat(str(filters["since"]).replace("Z", "+00:00"))
             all_keys = self.changed_keys(service, company=company, since=since)
         else:
-            all_keys = self._keys_of(self._call(service, "getKeys", company=company, DocumentPaging=None).EntityKeyList)
+            all_keys = self.paged_keys(service, "getKeys", company=company)
         all_keys = sorted(set(all_keys))  # a stable order, so an offset means the same thing on every page
         start, size = int(cursor or 0), int(filters.get("page_size") or 100)
         page = all_keys[start : start + size]

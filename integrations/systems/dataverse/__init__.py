@@ -4,8 +4,6 @@ from integrations.systems.spec import SystemDescriptor
 
 DESCRIPTOR = SystemDescriptor(
     kind="dataverse",
-    keys="integrations.systems.dataverse.keys",
-    connector="integrations.systems.dataverse.connector.DataverseConnector",
-    inbound="integrations.systems.dataverse.inbound.FORMAT",
-    poller="integrations.systems.dataverse.poll.read_changes",
+    connector_class="DataverseConnector",
+    modules=("inbound", "poll", "keys"),
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ import requests
 
 from integrations import errors
 from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
-from integrations.protocols.odata.keys import format_key
+from integrations.protocols.odata.keys import format_key, literal
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.dataverse import bulk
 from integrations.systems.dataverse.keys import canonical_key
@@ -99,12 +100,11 @@ def classify(
 
 class DataverseConnector(MicrosoftConnector):
     kind = "dataverse"
-    batch_capable = True  # deliver_many: one $batch, a change set per record
+    default_page_size = 5000
 
     def __init__(self, system: System) -> None:
         super().__init__(system)
         self.api = f"{self.base_url}{API_PATH}"
-        self.page_size = int(system.settings.get("page_size") or 5000)
         self._tables: dict[str, tuple[str, str]] = {}  # logical name → (entity set, primary id), read once
 
     # --- classification ---------------------------------------------------------------------------
@@ -178,17 +178,7 @@ class DataverseConnector(MicrosoftConnector):
         if not target:
             match = re.search(r"\(([0-9a-fA-F-]{36})\)$", entity_id)
             target = match.group(1) if match else entity_id
-        target = canonical_key(target)
-        etag = next((v for k, v in headers.items() if k.lower() == "etag"), "") or str(body.get("@odata.etag", ""))
-        return DeliveryResult(
-            target_key=target,
-            etag=etag,
-            created=status == 201,
-            status_code=status,
-            request_summary=summary,
-            response_excerpt=json.dumps(body)[:500] if body else "",
-            body=body or None,
-        )
+        return self.written(canonical_key(target), status, headers, body, summary)
 
     def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         part = self._write_part(request)
@@ -371,6 +361,14 @@ class DataverseConnector(MicrosoftConnector):
             raise
         return response.json()
 
+    def fetch_rows(self, *, entity: str, key: dict[str, Any], company: str = "") -> list[dict[str, Any]]:
+        """Every row whose columns equal key: an order's lines, {"_salesorderid_value": <order id>}.
+
+        GUIDs are bare literals in a Web API $filter ("Filter rows": _parentaccountid_value eq <guid>).
+        """
+        clauses = [f"{name} eq {_filter_literal(value)}" for name, value in key.items()]
+        return list(self.query(entity, filter=" and ".join(clauses)))
+
     def query(
         self, entity: str, *, filter: str = "", select: str = "", top: int | None = None, page_size: int | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -457,3 +455,13 @@ def _json(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def _filter_literal(value: Any) -> str:
+    """A $filter literal: a GUID bare (lower case, as Dataverse answers it), anything else as OData v4 writes it."""
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value.strip().strip("{}")))
+        except ValueError:
+            pass
+    return literal(value)

@@ -5,9 +5,7 @@ from integrations.systems.spec import SystemDescriptor
 
 DESCRIPTOR = SystemDescriptor(
     kind="finops",
-    keys="integrations.systems.finops.keys",
-    connector="integrations.systems.finops.connector.FinOpsConnector",
-    inbound="integrations.systems.finops.inbound.FORMAT",
-    poller="integrations.systems.finops.poll.read_changes",
+    connector_class="FinOpsConnector",
+    modules=("inbound", "poll", "keys"),
     capabilities=frozenset({"deeplinks", "sync_calls"}),
 )

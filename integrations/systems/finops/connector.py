@@ -25,7 +25,7 @@ from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
 from integrations.protocols.odata import keys
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.finops import records
-from integrations.systems.finops.keys import canonical_key, format_key
+from integrations.systems.finops.keys import canonical_key, company_filter, format_key
 from integrations.systems.finops.lines import HeaderLinesMixin
 from integrations.systems.finops.packages import DataPackages, package_deliver, package_page
 
@@ -95,12 +95,11 @@ def _load_params(filters: dict[str, Any]) -> dict[str, str]:
 
 class FinOpsConnector(HeaderLinesMixin, MicrosoftConnector):
     kind = "finops"
-    batch_capable = True  # deliver_many: one $batch, a change set per record
+    default_page_size = 10_000
 
     def __init__(self, system: System) -> None:
         super().__init__(system)
         self.data = f"{self.base_url}/data"
-        self.page_size = int(system.settings.get("page_size") or 10_000)
 
     classify = staticmethod(classify)
 
@@ -127,16 +126,7 @@ class FinOpsConnector(HeaderLinesMixin, MicrosoftConnector):
         location = next((v for k, v in headers.items() if k.lower() == "location"), "")
         if records.keyless(request) and (match := re.search(r"\((.*)\)$", location)):
             target = canonical_key(unquote(match.group(1)))  # F&O numbered the record: its key is in the Location
-        etag = next((v for k, v in headers.items() if k.lower() == "etag"), "") or str(body.get("@odata.etag", ""))
-        return DeliveryResult(
-            target_key=target,
-            etag=etag,
-            created=status == 201,
-            status_code=status,
-            request_summary=summary,
-            response_excerpt=json.dumps(body)[:500] if body else "",
-            body=body or None,
-        )
+        return self.written(target, status, headers, body, summary)
 
     def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         if request.operation == "action":
@@ -344,10 +334,19 @@ class FinOpsConnector(HeaderLinesMixin, MicrosoftConnector):
         spec = getattr(options, "lines", None)
         if record is None or spec is None or spec.field not in lines:
             return record
-        clauses = [f"dataAreaId eq {keys.literal(company.lower())}"]
-        clauses += [f"{name} eq {keys.literal(value)}" for name, value in key.items() if name != "dataAreaId"]
-        rows = list(self.query(spec.entity, filter=" and ".join(clauses), orderby=spec.match))
-        return {**record, spec.field: rows}
+        return {**record, spec.field: self.fetch_rows(entity=spec.entity, key=key, company=company, orderby=spec.match)}
+
+    def fetch_rows(
+        self, *, entity: str, key: dict[str, Any], company: str = "", orderby: str = ""
+    ) -> list[dict[str, Any]]:
+        """Every row of one company whose fields equal key (an order's lines, by its SalesOrderNumber).
+
+        Cross-company with a dataAreaId clause: without cross-company=true F&O reads only the app user's
+        default company, whatever the filter says ("Open Data Protocol (OData)", cross-company).
+        """
+        if not company:
+            raise errors.RejectedError(f"{self.system.name}: reading {entity} needs the company (dataAreaId)")
+        return list(self.query(entity, filter=company_filter(company, key), orderby=orderby))
 
     def query(
         self, entity: str, *, filter: str = "", select: str = "", orderby: str = "", top: int | None = None

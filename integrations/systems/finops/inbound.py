@@ -62,9 +62,7 @@ def finops_event(body: Any, *, endpoint: InboundEndpoint | None = None) -> Inbou
 
 FORMAT = InboundFormat(
     prefix="events/finops",
-    url_name="events-finops",
     summary="D365 F&O business event",
-    system_summary="D365 F&O business event routed by BusinessEventId",
     parse=lambda document, *, headers, endpoint: finops_event(document, endpoint=endpoint),
     entity_field="BusinessEventId",
 )

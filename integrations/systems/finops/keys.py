@@ -25,6 +25,13 @@ def format_key(company: str, key: dict[str, Any]) -> str:
     return keys.format_key(values, url=True)
 
 
+def company_filter(company: str, fields: dict[str, Any]) -> str:
+    """$filter for the rows of one company (dataAreaId lower case, as F&O holds it) with these field values."""
+    clauses = [f"{COMPANY} eq {keys.literal(company.lower())}"]
+    clauses += [f"{name} eq {keys.literal(value)}" for name, value in fields.items() if name != COMPANY]
+    return " and ".join(clauses)
+
+
 def parse_key(text: str) -> dict[str, Any]:
     """The fields of a key predicate (URL-quoted or not): {"dataAreaId": "se01", "CustomerAccount": "C-1"}."""
     text = text.strip()

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from integrations import errors
 from integrations.flow_options import LinesSpec
 from integrations.protocols.microsoft import BatchPart
-from integrations.protocols.odata import keys
 from integrations.protocols.transport import DeliveryRequest, DeliveryResult
+from integrations.systems.finops.keys import company_filter
 
 if TYPE_CHECKING:
     pass
@@ -116,9 +116,9 @@ class HeaderLinesMixin:
         return parts
 
     def _existing_lines(self, spec: LineSpec, company: str, header_key: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        clauses = [f"dataAreaId eq {keys.literal(company)}"]
-        clauses += [f"{name} eq {keys.literal(value)}" for name, value in header_key.items() if name != "dataAreaId"]
-        rows = self.query(spec.entity, filter=" and ".join(clauses), select=",".join([*spec.key, spec.match]))
+        rows = self.query(
+            spec.entity, filter=company_filter(company, header_key), select=",".join([*spec.key, spec.match])
+        )
         return {str(row.get(spec.match)): row for row in rows}
 
     def _write_changeset(self, request: DeliveryRequest, company: str, parts: list[BatchPart]) -> DeliveryResult:

@@ -2,7 +2,4 @@
 
 from integrations.systems.spec import SystemDescriptor
 
-DESCRIPTOR = SystemDescriptor(
-    kind="recorder",
-    connector="integrations.systems.recorder.connector.RecorderConnector",
-)
+DESCRIPTOR = SystemDescriptor(kind="recorder", connector_class="RecorderConnector")

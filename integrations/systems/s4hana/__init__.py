@@ -2,9 +2,4 @@
 
 from integrations.systems.spec import SystemDescriptor
 
-DESCRIPTOR = SystemDescriptor(
-    kind="s4hana",
-    keys="integrations.systems.s4hana.keys",
-    connector="integrations.systems.s4hana.connector.S4HanaConnector",
-    inbound="integrations.systems.s4hana.inbound.FORMAT",
-)
+DESCRIPTOR = SystemDescriptor(kind="s4hana", connector_class="S4HanaConnector", modules=("inbound", "keys"))

@@ -84,9 +84,7 @@ def _document(body: bytes, headers: dict[str, str]) -> Any:
 
 FORMAT = InboundFormat(
     prefix="events/sap",
-    url_name="events-sap",
     summary="SAP Event Mesh CloudEvent (structured or binary mode)",
-    system_summary="SAP Event Mesh CloudEvent routed by type",
     parse=lambda document, *, headers, endpoint: sap_event(document, endpoint=endpoint),
     entity_field="type",
     document=_document,

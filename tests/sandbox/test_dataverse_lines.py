@@ -1,0 +1,90 @@
+"""Order and quote lines on the Dataverse emulator: salesorderdetail / quotedetail rows bound to their header."""
+
+from __future__ import annotations
+
+from sandbox.dataverse.store import live
+from tests.connectors.microsoft_support import MsClient
+
+pytest_plugins = ["tests.connectors.microsoft_support"]
+
+API = "/sandbox/dataverse/api/data/v9.2"
+UOM = "6f1b0f6e-0000-4000-8000-000000000001"
+
+
+def _order(dv: MsClient, number: str) -> str:
+    created = dv.call("POST", f"{API}/salesorders", json={"name": f"Order {number}", "ordernumber": number})
+    assert created.status_code == 204, created.text
+    return created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+
+
+def _line(order_id: str, description: str, quantity: int) -> dict:
+    return {
+        "salesorderid@odata.bind": f"/salesorders({order_id})",
+        "productdescription": description,
+        "isproductoverridden": True,
+        "quantity": quantity,
+        "priceperunit": 12.5,
+        "uomid@odata.bind": f"/uoms({UOM})",
+    }
+
+
+def test_a_line_column_the_table_does_not_declare_is_refused_and_nothing_is_stored(dv: MsClient) -> None:
+    """Web API error codes: "Could not find a property named … on type …" (salesorderdetail EntityType)."""
+    order_id = _order(dv, "SO-1")
+
+    response = dv.call("POST", f"{API}/salesorderdetails", json={**_line(order_id, "Chair", 1), "icb_lines": []})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "0x80060888"
+    assert "'icb_lines' on type 'Microsoft.Dynamics.CRM.salesorderdetail'" in response.json()["error"]["message"]
+    assert live("salesorderdetails").exists() is False
+
+
+def test_order_lines_are_rows_read_by_their_order_lookup_and_navigation(dv: MsClient) -> None:
+    """salesorderdetail EntityType: salesorderid bound with @odata.bind reads back as _salesorderid_value;
+    the order's collection-valued navigation property order_details lists its lines."""
+    order_id = _order(dv, "SO-2")
+    other_id = _order(dv, "SO-3")
+    for line in (_line(order_id, "Chair", 2), _line(order_id, "Desk", 1), _line(other_id, "Lamp", 5)):
+        assert dv.call("POST", f"{API}/salesorderdetails", json=line).status_code == 204
+
+    filtered = dv.call("GET", f"{API}/salesorderdetails", params={"$filter": f"_salesorderid_value eq {order_id}"})
+    related = dv.call("GET", f"{API}/salesorders({order_id})/order_details")
+
+    assert sorted(row["productdescription"] for row in filtered.json()["value"]) == ["Chair", "Desk"]
+    assert sorted(row["quantity"] for row in related.json()["value"]) == [1, 2]
+    assert {row["_uomid_value"] for row in related.json()["value"]} == {UOM}
+    assert all(row["isproductoverridden"] is True for row in related.json()["value"])
+
+
+def test_a_deep_insert_creates_the_quote_and_its_lines_in_one_post(dv: MsClient) -> None:
+    """Create related table rows in one operation: lines nested under quote_details become quotedetail rows."""
+    body = {
+        "name": "Quote Q-1",
+        "quotenumber": "Q-1",
+        "quote_details": [
+            {"productdescription": "Chair", "isproductoverridden": True, "quantity": 3, "priceperunit": 10},
+            {"productdescription": "Desk", "isproductoverridden": True, "quantity": 1, "priceperunit": 90},
+        ],
+    }
+
+    created = dv.call("POST", f"{API}/quotes", json=body)
+    quote_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    lines = dv.call("GET", f"{API}/quotes({quote_id})/quote_details").json()["value"]
+
+    assert created.status_code == 204, created.text
+    assert sorted(line["productdescription"] for line in lines) == ["Chair", "Desk"]
+    assert {line["_quoteid_value"] for line in lines} == {quote_id}
+    assert "quote_details" not in live("quotes").get(key=quote_id).data
+
+
+def test_a_deep_insert_with_a_bad_line_stores_neither_header_nor_lines(dv: MsClient) -> None:
+    """Create related table rows in one operation: the operation is one transaction; a refused line refuses all."""
+    body = {"name": "Quote Q-2", "quotenumber": "Q-2", "quote_details": [{"quantity": 1, "NoSuchColumn": 1}]}
+
+    response = dv.call("POST", f"{API}/quotes", json=body)
+
+    assert response.status_code == 400
+    assert "Could not find a property named 'NoSuchColumn'" in response.json()["error"]["message"]
+    assert live("quotes").exists() is False
+    assert live("quotedetails").exists() is False
