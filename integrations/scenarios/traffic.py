@@ -21,6 +21,7 @@ from django.utils import timezone
 from integrations import errors
 from integrations.models import CompanyLink, Flow, System
 from integrations.protocols.transport import Connector, DeliveryRequest
+from integrations.scenarios.templates.builders import SANDBOX_UOMS
 from integrations.systems import get_connector
 from integrations.systems.dataverse.connector import DataverseConnector
 
@@ -200,7 +201,7 @@ def sales_user(system: System) -> Connector:
 def dataverse_record(
     *, system: System, entity_set: str, key: dict[str, Any], values: dict[str, Any], user: Connector | None = None
 ) -> str:
-    """A Sales user saves a record in Dataverse (an upsert by alternate key); returns its id.
+    """A Sales user saves a record in Dataverse (an upsert by alternate key, a create without key); returns its id.
 
     Dataverse then sends its webhooks by itself. Lookups are set the Web API way,
     "customerid_account@odata.bind": "/accounts(<id>)".
@@ -208,7 +209,7 @@ def dataverse_record(
     result = (user or sales_user(system)).deliver(
         DeliveryRequest(
             entity=entity_set,
-            operation="upsert",
+            operation="upsert" if key else "create",
             payload=values,
             key=key,
             idempotency_key=f"demo-{entity_set}-{uuid.uuid4()}",
@@ -267,28 +268,32 @@ def sales_orders(*, count: int, template: str, seed: int | None = None) -> Traff
                     "emailaddress1": f"orders{number}@example.com",
                 },
             )
+            # Write-in products (isproductoverridden): productdescription carries the item number.
             lines = [
                 {
-                    "productnumber": item,
+                    "productdescription": item,
+                    "isproductoverridden": True,
                     "quantity": rng.randint(1, 20),
-                    "uomid": unit.lower(),
+                    "uomid@odata.bind": f"/uoms({SANDBOX_UOMS[unit.lower()]})",
                     "priceperunit": float(price),
                 }
                 for item, unit, price in rng.sample(ITEMS, rng.randint(1, 3))
             ]
             total = sum(line["quantity"] * line["priceperunit"] for line in lines)
             order_number = f"ORD-{number}"
+            # One POST with the lines nested (a deep insert, "Create related table rows in one operation"):
+            # the order's single Create webhook finds its salesorderdetail rows already there.
             save(
                 "salesorders",
-                {"ordernumber": order_number},
+                {},
                 {
+                    "ordernumber": order_number,
                     "name": f"Web order {number}",
                     "totalamount": round(total, 2),
                     "paymenttermscode": rng.choice([1, 2, 3]),
                     "requestdeliveryby": (timezone.now().date() + timedelta(days=rng.randint(2, 14))).isoformat(),
                     "customerid_account@odata.bind": f"/accounts({account_id})",
-                    # Sandbox simplification: the order lines travel with the order (a plugin serialises them).
-                    "icb_lines": lines,
+                    "order_details": lines,
                 },
             )
             report.created.append(order_number)

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('django_celery_beat', '0019_alter_periodictasks_options'),
-        ('integrations', '0001_initial'),
+        ('integrations', '0001_squashed_0010_load_run'),
     ]
 
     operations = [

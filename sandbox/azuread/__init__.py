@@ -16,17 +16,9 @@ ID and timestamp, error_codes, timestamp, trace_id, correlation_id, error_uri.
 from __future__ import annotations
 
 from sandbox.azuread.registrations import DEFAULT_TENANT, EMULATOR, register_app, register_user, reset, tokens_issued
-from sandbox.azuread.tokens import _signing_key, verify_bearer
+from sandbox.azuread.tokens import verify_bearer
 from sandbox.registry import Emulator
 
 DESCRIPTOR = Emulator(name=EMULATOR, urls="sandbox.azuread.urls", reset=reset)
 
-__all__ = [
-    "DEFAULT_TENANT",
-    "DESCRIPTOR",
-    "_signing_key",
-    "register_app",
-    "register_user",
-    "tokens_issued",
-    "verify_bearer",
-]
+__all__ = ["DEFAULT_TENANT", "DESCRIPTOR", "register_app", "register_user", "tokens_issued", "verify_bearer"]

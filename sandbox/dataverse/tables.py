@@ -42,14 +42,47 @@ _DETAIL_COLUMNS = frozenset(
     }
 )
 
+# The header columns of an order or a quote ("salesorder EntityType" / "quote EntityType", Web API reference),
+# and the custom icb_ columns the hub writes back onto an order (its S/4 delivery). Lines are not a column:
+# they are salesorderdetail / quotedetail rows, so an invented lines column is refused like any other.
+_SALES_HEADER_COLUMNS = frozenset(
+    {
+        *(f"{side}_{part}" for side in ("billto", "shipto") for part in ("name", "line1", "line2", "city")),
+        *(f"{side}_{part}" for side in ("billto", "shipto") for part in ("postalcode", "country", "telephone")),
+        "description",
+        "discountamount",
+        "discountpercentage",
+        "freightamount",
+        "freighttermscode",
+        "name",
+        "paymenttermscode",
+        "prioritycode",
+        "requestdeliveryby",
+        "shippingmethodcode",
+        "statecode",
+        "statuscode",
+        "totalamount",
+        "willcall",
+    }
+)
+_ORDER_COLUMNS = _SALES_HEADER_COLUMNS | {
+    "datefulfilled",
+    "ordernumber",
+    "submitdate",
+    "icb_deliverydate",
+    "icb_deliverydocument",
+    "icb_goodsmovementstatus",
+}
+_QUOTE_COLUMNS = _SALES_HEADER_COLUMNS | {"closedon", "effectivefrom", "effectiveto", "expireson", "quotenumber"}
+
 TABLES: dict[str, Table] = {
     "accounts": Table("account", "accountid", (("accountnumber",),), ("name",), {"name": 160, "accountnumber": 20}),
     "contacts": Table(
         "contact", "contactid", (("emailaddress1",), ("msdyn_contactpersonid",)), ("lastname",), {"lastname": 50}
     ),
     "products": Table("product", "productid", (("productnumber",),), ("name",), {"name": 100, "productnumber": 100}),
-    "quotes": Table("quote", "quoteid", (("quotenumber",),), ("name",), {"name": 300}),
-    "salesorders": Table("salesorder", "salesorderid", (("ordernumber",),), ("name",), {"name": 300}),
+    "quotes": Table("quote", "quoteid", (("quotenumber",),), ("name",), {"name": 300}, _QUOTE_COLUMNS),
+    "salesorders": Table("salesorder", "salesorderid", (("ordernumber",),), ("name",), {"name": 300}, _ORDER_COLUMNS),
     "invoices": Table("invoice", "invoiceid", (("invoicenumber",),), ("name",), {"name": 300}),
     # Order and quote lines are rows of their own, bound to the header (the order/quote Product tables).
     "salesorderdetails": Table("salesorderdetail", "salesorderdetailid", (), (), {}, _DETAIL_COLUMNS),

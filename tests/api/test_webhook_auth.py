@@ -296,11 +296,12 @@ def test_auth_is_checked_before_the_body_is_parsed(client: Client, inbound_flow:
 def test_bearer_token_from_the_azure_ad_emulator(client: Client, inbound_flow: Callable[..., Flow]) -> None:
     # given an app registered in the sandbox Azure AD, and a flow trusting that tenant's tokens
     from sandbox import azuread
+    from sandbox.azuread.tokens import _signing_key
 
     tenant = azuread.DEFAULT_TENANT
     azuread.register_app(client_id="dataverse-sender", client_secret="app-secret")
     resource = "http://testserver/sandbox/dataverse"
-    key = base64.b64encode(azuread._signing_key()).decode()  # the emulator signs HS256 with this derived key
+    key = base64.b64encode(_signing_key()).decode()  # the emulator signs HS256 with this derived key
     flow = inbound_flow(auth_type="bearer", jwt_issuer=f"https://sts.windows.net/{tenant}/", jwt_audience=resource)
     endpoint = InboundEndpoint.objects.get(flow=flow)
     endpoint.secret = f"base64:{key}"

@@ -29,7 +29,7 @@ from integrations.scenarios.install import templates_install
 from integrations.scenarios.templates import TEMPLATES, TemplateError, raw
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "flow-options.md"
-normalise = importlib.import_module("integrations.migrations.0005_flow_options_normalise")
+normalise = importlib.import_module("integrations.migrations._steps")
 
 
 # --- the shipped configurations ---------------------------------------------------------------------------------

@@ -88,3 +88,43 @@ def test_a_deep_insert_with_a_bad_line_stores_neither_header_nor_lines(dv: MsCli
     assert "Could not find a property named 'NoSuchColumn'" in response.json()["error"]["message"]
     assert live("quotes").exists() is False
     assert live("quotedetails").exists() is False
+
+
+def test_an_order_or_quote_carrying_its_lines_as_an_icb_lines_column_is_refused(dv: MsClient) -> None:
+    """salesorder EntityType / quote EntityType declare no lines column: lines are salesorderdetail /
+    quotedetail rows ("Create related table rows in one operation"), so a header with an invented
+    icb_lines column is refused, "Could not find a property named … on type …" (Web API error codes)."""
+    lines = [{"productdescription": "Chair", "isproductoverridden": True, "quantity": 1}]
+    order = {"name": "Order SO-9", "ordernumber": "SO-9", "icb_lines": lines}
+    quote = {"name": "Quote Q-9", "quotenumber": "Q-9", "icb_lines": lines}
+
+    responses = [
+        dv.call("POST", f"{API}/salesorders", json=order),
+        dv.call("PATCH", f"{API}/quotes(quotenumber='Q-9')", json=quote),
+    ]
+
+    assert [r.status_code for r in responses] == [400, 400]
+    assert "'icb_lines' on type 'Microsoft.Dynamics.CRM.salesorder'" in responses[0].json()["error"]["message"]
+    assert "'icb_lines' on type 'Microsoft.Dynamics.CRM.quote'" in responses[1].json()["error"]["message"]
+    assert live("salesorders").exists() is False
+    assert live("quotes").exists() is False
+    assert live("salesorderdetails").exists() is False
+
+
+def test_the_header_columns_the_hub_writes_are_declared(dv: MsClient) -> None:
+    """salesorder EntityType columns (and the hub's custom icb_ delivery columns) are accepted on an order."""
+    order = {
+        "name": "Order SO-8",
+        "ordernumber": "SO-8",
+        "totalamount": 25.0,
+        "paymenttermscode": 2,
+        "requestdeliveryby": "2026-12-24",
+        "icb_deliverydocument": "80000001",
+        "icb_goodsmovementstatus": "C",
+        "icb_deliverydate": "2026-12-20",
+    }
+
+    response = dv.call("POST", f"{API}/salesorders", json=order)
+
+    assert response.status_code == 204, response.text
+    assert live("salesorders").get().data["icb_deliverydocument"] == "80000001"

@@ -77,11 +77,8 @@ def test_the_order_template_writes_only_creatable_properties():
     service = load_service("API_SALES_ORDER_SRV")
     header, item = service.entity_set("A_SalesOrder"), service.entity_set("A_SalesOrderItem")
     payload = {
-        "attributes": {
-            "ordernumber": "ORD-1",
-            "totalamount": 25,
-            "icb_lines": [{"productnumber": "A0001", "quantity": 2, "priceperunit": 12.5}],
-        }
+        "attributes": {"ordernumber": "ORD-1", "totalamount": 25},
+        "fetched": {"lines": [{"productdescription": "A0001", "quantity": 2, "priceperunit": 12.5}]},
     }
     context = {
         "sales_organization": "1710",

@@ -97,7 +97,7 @@ def test_migration_rewrites_links_in_the_targets_normal_form(p2c_flows):
         flow=p2c_flows[CREDIT], source_key="x", target_key="{B5A4C3D2-0000-4000-8000-00000000ABCD}"
     )
 
-    import_module("integrations.migrations.0008_recordlink_key_normal_form").normalise(apps, None)
+    import_module("integrations.migrations._steps").normalise_link_keys(apps, None)
 
     link.refresh_from_db()
     back.refresh_from_db()

@@ -18,6 +18,7 @@ from integrations.models import Flow, Message, RecordLink
 from integrations.protocols.transport import DeliveryRequest
 from integrations.scenarios import traffic
 from integrations.scenarios.install import templates_install
+from integrations.scenarios.templates.builders import SANDBOX_UOMS
 from integrations.selectors.chains import chain_for
 from integrations.systems import get_connector
 from sandbox import dataverse
@@ -75,10 +76,17 @@ def test_d365_order_reaches_s4_and_its_delivery_and_billing_come_back_as_one_cha
     assert items.exists()
     assert {item.data["RequestedQuantityUnit"] for item in items} <= {"PC", "BOX", "KG", "M"}
     # S/4 prices the items from its condition records (sandbox.s4hana.pricing); the hub sends no amounts.
-    lines = EmulatorRecord.objects.get(
+    d365_order_id = EmulatorRecord.objects.get(
         emulator="dataverse", entity="salesorders", data__ordernumber=report.created[0]
-    ).data["icb_lines"]
-    expected = sum(PRICE_CONDITIONS[line["productnumber"]] * Decimal(str(line["quantity"])) for line in lines)
+    ).key
+    lines = [
+        row.data
+        for row in EmulatorRecord.objects.filter(
+            emulator="dataverse", entity="salesorderdetails", data___salesorderid_value=d365_order_id
+        )
+    ]
+    assert len(lines) == items.count()
+    expected = sum(PRICE_CONDITIONS[line["productdescription"]] * Decimal(str(line["quantity"])) for line in lines)
     assert expected > 0
     assert Decimal(order["TotalNetAmount"]) == expected
     assert sum(Decimal(item.data["NetAmount"]) for item in items) == expected
@@ -109,6 +117,42 @@ def test_d365_order_reaches_s4_and_its_delivery_and_billing_come_back_as_one_cha
         (BILLING, "delivered"),
     ]
     assert chain.state == "complete"
+
+
+def test_an_order_with_two_detail_rows_reaches_s4_with_both_items(start_worker, hub):
+    """The order's webhook names only the order; the flow reads its salesorderdetail rows (options.fetch) and
+    S/4 gets one item per row, with the unit through the value map."""
+    start_worker()
+    sales = Flow.objects.select_related("source").get(slug=ACCOUNTS).source
+    account_id = traffic.dataverse_record(
+        system=sales,
+        entity_set="accounts",
+        key={"accountnumber": "C-777001"},
+        values={"accountnumber": "C-777001", "name": "Adatum Lund"},
+    )
+    wait_until(lambda: done(ACCOUNTS))
+    lines = [
+        {"productdescription": "A0001", "quantity": 4, "uomid@odata.bind": f"/uoms({SANDBOX_UOMS['pcs']})"},
+        {"productdescription": "B0110", "quantity": 2, "uomid@odata.bind": f"/uoms({SANDBOX_UOMS['box']})"},
+    ]
+    order = {
+        "ordernumber": "ORD-777001",
+        "name": "Two lines",
+        "customerid_account@odata.bind": f"/accounts({account_id})",
+        "order_details": [{**line, "isproductoverridden": True} for line in lines],
+    }
+    traffic.dataverse_record(system=sales, entity_set="salesorders", key={}, values=order)
+    wait_until(lambda: done(ORDERS))
+
+    sales_order = Message.objects.get(flow__slug=ORDERS).target_record_key
+    items = EmulatorRecord.objects.filter(
+        emulator="s4hana", entity__endswith="A_SalesOrderItem", data__SalesOrder=sales_order
+    )
+    assert sorted(
+        (i.data["Material"], Decimal(str(i.data["RequestedQuantity"])), i.data["RequestedQuantityUnit"]) for i in items
+    ) == [("A0001", Decimal(4), "PC"), ("B0110", Decimal(2), "BOX")]
+    expected = PRICE_CONDITIONS["A0001"] * 4 + PRICE_CONDITIONS["B0110"] * 2
+    assert sum(Decimal(item.data["NetAmount"]) for item in items) == expected
 
 
 def test_business_partner_event_caused_by_our_write_is_skipped_as_echo(start_worker, hub):

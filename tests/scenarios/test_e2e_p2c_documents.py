@@ -97,9 +97,21 @@ def test_contacts_reach_fo_as_contact_persons_of_their_accounts_customer(start_w
 
 
 def quote_lines(*lines: tuple[str, int, float]) -> list[dict[str, Any]]:
+    """Quote lines as quotedetail rows for a deep insert: write-in products carrying the item number."""
     return [
-        {"productnumber": item, "quantity": qty, "uomid": "ea", "priceperunit": price} for item, qty, price in lines
+        {"productdescription": item, "isproductoverridden": True, "quantity": qty, "priceperunit": price}
+        for item, qty, price in lines
     ]
+
+
+def quote_line_id(quote_id: str, item: str) -> str:
+    return EmulatorRecord.objects.get(
+        emulator="dataverse",
+        entity="quotedetails",
+        deleted=False,
+        data___quoteid_value=quote_id,
+        data__productdescription=item,
+    ).key
 
 
 def test_a_quote_goes_to_fo_header_first_then_its_lines_and_a_revision_updates_the_lines(start_worker, flows):
@@ -109,21 +121,25 @@ def test_a_quote_goes_to_fo_header_first_then_its_lines_and_a_revision_updates_t
         "quotenumber": "QUO-01001",
         "name": "Spring restock",
         "customerid_account@odata.bind": f"/accounts({account_id})",
-        "icb_lines": quote_lines(("A0001", 10, 12.5), ("B0110", 2, 64.0)),
     }
-
-    sales_user_saves(flows, "quotes", {"quotenumber": "QUO-01001"}, quote)
+    # One POST with the lines nested (a deep insert): the quote's Create webhook finds its lines there.
+    details = quote_lines(("A0001", 10, 12.5), ("B0110", 2, 64.0))
+    quote_id = sales_user_saves(flows, "quotes", {}, {**quote, "quote_details": details}, operation="create")
     wait_until(lambda: delivered(QUOTES))
 
     [header] = fo_rows("SalesQuotationHeadersV2", SalesQuotationNumber="QUO-01001")
     assert (header["RequestingCustomerAccountNumber"], header["QuotationName"]) == ("C-300002", "Spring restock")
     assert "SalesQuotationLines" not in header
     lines = fo_rows("SalesQuotationLines", SalesQuotationNumber="QUO-01001")
-    assert [(r["ItemNumber"], r["RequestedSalesQuantity"]) for r in lines] == [("A0001", 10), ("B0110", 2)]
+    # Dataverse returns rows in primary id order, not in the order they were added: compare as a set.
+    assert sorted((r["ItemNumber"], r["RequestedSalesQuantity"]) for r in lines) == [("A0001", 10), ("B0110", 2)]
 
-    # The customer wants 25 of the first item and none of the second.
-    revised = {**quote, "icb_lines": quote_lines(("A0001", 25, 12.5))}
-    sales_user_saves(flows, "quotes", {"quotenumber": "QUO-01001"}, revised)
+    # The customer wants 25 of the first item and none of the second: the Sales user deletes one line row,
+    # changes the other, then saves the quote (its Update webhook).
+    sales = get_connector(flows[ACCOUNTS].source)
+    sales.request("DELETE", f"{sales.api}/quotedetails({quote_line_id(quote_id, 'B0110')})")
+    sales.request("PATCH", f"{sales.api}/quotedetails({quote_line_id(quote_id, 'A0001')})", json={"quantity": 25})
+    sales_user_saves(flows, "quotes", {"quotenumber": "QUO-01001"}, {**quote, "name": "Spring restock, revised"})
     wait_until(lambda: delivered(QUOTES, 2))
 
     lines = fo_rows("SalesQuotationLines", SalesQuotationNumber="QUO-01001")

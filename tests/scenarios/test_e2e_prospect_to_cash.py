@@ -234,6 +234,16 @@ def test_sales_order_goes_to_fo_for_the_customer_its_account_became(start_worker
     header = EmulatorRecord.objects.get(emulator="finops", entity="SalesOrderHeadersV2", key=order_number).data
     assert f"CustomerAccount='{header['OrderingCustomerAccountNumber']}'" in customer
     assert header["CustomersOrderReference"] == f"Web order {order_number.removeprefix('ORD-')}"
+    # The order's salesorderdetail rows (write-in products) are the F&O order's lines.
+    order_id = EmulatorRecord.objects.get(emulator="dataverse", entity="salesorders").key
+    details = EmulatorRecord.objects.filter(
+        emulator="dataverse", entity="salesorderdetails", data___salesorderid_value=order_id
+    )
+    fo_lines = EmulatorRecord.objects.filter(emulator="finops", entity="SalesOrderLines")
+    assert details.exists()
+    assert sorted((d.data["productdescription"], d.data["quantity"]) for d in details) == sorted(
+        (line.data["ItemNumber"], line.data["OrderedSalesQuantity"]) for line in fo_lines
+    )
     # Sales holds the country as text ("Denmark"); F&O refuses names, the template sends the ISO code.
     [account] = EmulatorRecord.objects.filter(emulator="dataverse", entity="accounts")
     [fo_customer] = EmulatorRecord.objects.filter(emulator="finops", entity="CustomersV3")

@@ -19,6 +19,7 @@ from integrations.models import (
 )
 from integrations.scenarios.install import templates_install
 from integrations.scenarios.templates import TEMPLATES, TemplateError, raw, render
+from integrations.scenarios.templates.builders import SANDBOX_UOMS
 
 pytestmark = pytest.mark.django_db
 BASE = "http://hub.example:8000"
@@ -111,7 +112,9 @@ def test_update_of_a_changed_mapping_records_a_new_version():
 def test_value_maps_of_order_to_cash_are_installed():
     templates_install(name="order_to_cash", base_url=BASE, sandbox=False)
 
-    assert ValueMap.objects.get(name="o2c-uom-d365-to-s4").as_dict()["Primary Unit"] == "EA"
+    # Keyed by the uom row a D365 line names (_uomid_value), not by the unit's name.
+    units = ValueMap.objects.get(name="o2c-uom-d365-to-s4").as_dict()
+    assert (units[SANDBOX_UOMS["ea"]], units[SANDBOX_UOMS["pcs"]]) == ("EA", "PC")
 
 
 def test_unknown_template_is_refused_with_the_known_names():

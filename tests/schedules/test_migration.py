@@ -14,7 +14,7 @@ from django.db import migrations
 from integrations.models import Flow
 
 pytestmark = pytest.mark.django_db
-MIGRATION = importlib.import_module("integrations.migrations.0011_flow_schedule")
+MIGRATION = importlib.import_module("integrations.migrations.0011_flow_schedule_ax_auth")
 
 
 def test_a_sync_flow_becomes_a_webhook_flow_and_the_others_keep_their_trigger(make_flow):

@@ -2,11 +2,13 @@
 
 flow(): a flow reads from one system (polled or business_event), writes to another (write), maps with
 its mapping spec and retries like every flow of the templates (RETRY). Mapping fragments: fetch (one
-options.fetch read), finops_mapping (an F&O record's dataAreaId) and invoice_copy (a Dataverse invoice).
+options.fetch read; dataverse_lines, an order's or quote's detail rows), finops_mapping (an F&O
+record's dataAreaId) and invoice_copy (a Dataverse invoice).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from integrations.scenarios.templates.systems import DATAVERSE
@@ -69,6 +71,23 @@ def fetch(entity: str, key: dict[str, str], name: str, *, first: bool = False) -
     """One options.fetch read: the entity's record by key (values are paths in the event), as fetched.<name>."""
     read = {"entity": entity, "key": key, "as": name}
     return {**read, "first": True} if first else read
+
+
+def dataverse_lines(entity: str, header_lookup: str) -> dict[str, Any]:
+    """Read a Dataverse order's or quote's lines (its salesorderdetail / quotedetail rows) as fetched.lines.
+
+    A webhook names only the header (its id); the lines are rows of their own whose lookup to the header
+    reads back as _<lookup>_value ("salesorderdetail EntityType", "quotedetail EntityType").
+    """
+    return {**fetch(entity, {f"_{header_lookup}_value": "id"}, "lines"), "many": True}
+
+
+# The sandbox's Dataverse unit (uom) rows: uomid by unit name. On a real environment an operator enters
+# that environment's uomid values (GET uoms?$select=name) in the value maps built from these.
+SANDBOX_UOMS = {
+    name: str(uuid.uuid5(uuid.NAMESPACE_URL, f"icbridge-sandbox/uom/{name}"))
+    for name in ("ea", "pcs", "box", "kg", "m")
+}
 
 
 def finops_mapping(fields: dict[str, Any], **spec: Any) -> dict[str, Any]:

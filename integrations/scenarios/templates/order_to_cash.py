@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.scenarios.templates.builders import INVOICE_COPIES, RETRY, WEBHOOK, fetch, invoice_copy
+from integrations.scenarios.templates.builders import (
+    INVOICE_COPIES,
+    RETRY,
+    SANDBOX_UOMS,
+    WEBHOOK,
+    dataverse_lines,
+    fetch,
+    invoice_copy,
+)
 from integrations.scenarios.templates.systems import DATAVERSE, S4HANA
 
 LINK = "Sales-1710@S/4"
@@ -78,13 +86,15 @@ ORDER_TO_S4 = {
         },
         "RequestedDeliveryDate": {"path": "attributes.requestdeliveryby", "type": "date", "format": "odata"},
         "TransactionCurrency": {"path": "attributes.transactioncurrencyid.Name", "default": "USD"},
+        # The order's salesorderdetail rows (options.fetch): write-in products whose productdescription
+        # carries the material number (isproductoverridden).
         "to_Item": {
-            "each": "attributes.icb_lines",
+            "each": "fetched.lines",
             "fields": {
                 "SalesOrderItem": {"expr": "string(($index + 1) * 10)"},
-                "Material": {"path": "productnumber", "required": True},
+                "Material": {"path": "productdescription", "required": True},
                 "RequestedQuantity": {"path": "quantity", "type": "decimal", "required": True},
-                "RequestedQuantityUnit": {"path": "uomid", "lookup": {"map": "o2c-uom-d365-to-s4"}},
+                "RequestedQuantityUnit": {"path": "_uomid_value", "lookup": {"map": "o2c-uom-d365-to-s4"}},
                 # No NetAmount: S/4 prices the item itself (sap:creatable="false" in $metadata).
             },
         },
@@ -166,8 +176,11 @@ TEMPLATE = {
     "value_maps": [
         {
             "name": "o2c-uom-d365-to-s4",
-            "description": "D365 unit (defaultuomid) → S/4 BaseUnit",
-            "entries": {"Primary Unit": "EA", "ea": "EA", "pcs": "PC", "box": "BOX", "kg": "KG", "m": "M"},
+            "description": "D365 unit (a line's _uomid_value) → S/4 unit",
+            "entries": {
+                SANDBOX_UOMS[name]: unit
+                for name, unit in {"ea": "EA", "pcs": "PC", "box": "BOX", "kg": "KG", "m": "M"}.items()
+            },
         },
         {
             "name": "o2c-payment-terms-d365-to-s4",
@@ -255,6 +268,7 @@ TEMPLATE = {
                 # A D365 order deleted deletes the S/4 order (A_SalesOrder is deletable, with its items).
                 "webhook_messages": ["Create", "Update", "Delete"],
                 "on_delete": {"action": "delete"},
+                "fetch": [dataverse_lines("salesorderdetails", "salesorderid")],
                 "links": [
                     {
                         "follows": "o2c-accounts-d365-to-s4",

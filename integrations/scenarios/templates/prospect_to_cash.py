@@ -9,9 +9,15 @@ Dataverse webhook events reach the mappings as {"event", "entity", "id", "attrib
 
 from __future__ import annotations
 
-import uuid
-
-from integrations.scenarios.templates.builders import INVOICE_COPIES, RETRY, WEBHOOK, finops_mapping, invoice_copy
+from integrations.scenarios.templates.builders import (
+    INVOICE_COPIES,
+    RETRY,
+    SANDBOX_UOMS,
+    WEBHOOK,
+    dataverse_lines,
+    finops_mapping,
+    invoice_copy,
+)
 from integrations.scenarios.templates.systems import DATAVERSE, FINOPS
 
 LINK = "Sales-SE01@F&O"
@@ -105,10 +111,9 @@ CONTACT_TO_CONTACT_PERSON = finops_mapping(
 # F&O unit symbol → the Sales unit (uom) row to bind. The GUIDs are the sandbox's; on a real
 # environment an operator enters that environment's uomid values (GET uoms?$select=name).
 UOM_MAP = "p2c-uom-fo-to-sales"
-UOM_IDS = {
-    symbol: f"/uoms({uuid.uuid5(uuid.NAMESPACE_URL, f'icbridge-sandbox/uom/{symbol}')})"
-    for symbol in ("ea", "pcs", "box", "kg", "m")
-}
+UOM_IDS = {symbol: f"/uoms({uomid})" for symbol, uomid in SANDBOX_UOMS.items()}
+# And back: a Sales line's unit (its _uomid_value) → the F&O unit symbol.
+LINE_UOM_MAP = "p2c-uom-sales-to-fo"
 
 PRODUCT_TO_SALES = {
     "fields": {
@@ -125,14 +130,21 @@ PRODUCT_TO_SALES = {
 
 
 def sales_lines(quantity_field: str) -> dict:
-    """The order or quote lines the sandbox's Sales plugin serialises into icb_lines, as F&O lines."""
+    """The order's or quote's detail rows (fetched.lines, see dataverse_lines) as F&O lines.
+
+    The lines are write-in products: productdescription carries the item number (isproductoverridden).
+    """
     return {
-        "each": "attributes.icb_lines",
+        "each": "fetched.lines",
         "fields": {
             "LineCreationSequenceNumber": {"expr": "$index + 1", "type": "integer"},
-            "ItemNumber": {"path": "productnumber", "required": True},
+            "ItemNumber": {"path": "productdescription", "required": True},
             quantity_field: {"path": "quantity", "type": "decimal", "as": "number", "required": True},
-            "SalesUnitSymbol": {"path": "uomid", "default": "ea"},
+            "SalesUnitSymbol": {
+                "path": "_uomid_value",
+                "default": "ea",
+                "lookup": {"map": LINE_UOM_MAP, "missing": "default", "default": "ea"},
+            },
             "SalesPrice": {"path": "priceperunit", "type": "decimal", "as": "number", "precision": 2},
         },
     }
@@ -172,6 +184,38 @@ ORDER_TO_FO = sales_document(
     "SalesOrderLines",
     ORDER_LINES,
 )
+
+
+def sales_document_flow(entity: str, document: str, mapping: dict, *, detail: str, header: str) -> dict:
+    """A Sales quote or order → its F&O document: the header upserted by number, the lines read as detail rows."""
+    label = {
+        "quote": ("quotes", "Sales quote", "sales quotation"),
+        "salesorder": ("orders", "Sales order", "sales order"),
+    }
+    plural, source_name, target_name = label[entity]
+    return {
+        "slug": f"p2c-{plural}-sales-to-fo",
+        "name": f"P2C: {source_name} → F&O {target_name}",
+        "entity": entity,
+        "source": DATAVERSE["slug"],
+        "target": FINOPS["slug"],
+        "company_link": LINK,
+        "trigger": "webhook",
+        "target_entity": f"{document}HeadersV2",
+        "target_operation": "upsert",
+        "target_key_fields": ["dataAreaId", f"{document}Number"],
+        "mapping_spec": mapping,
+        "master": "source",
+        "conflict_policy": "park",
+        "retry_policy": RETRY,
+        "options": {
+            "lines": {"field": f"{document}Lines", "entity": f"{document}Lines"},
+            "links": [CUSTOMER_LINK],
+            "fetch": [dataverse_lines(detail, header)],
+        },
+        "inbound": WEBHOOK,
+    }
+
 
 INVOICE_TO_SALES = invoice_copy(
     {
@@ -231,6 +275,11 @@ TEMPLATE = {
     ],
     "value_maps": [
         {"name": UOM_MAP, "description": "F&O unit symbol → Sales unit (uoms row to bind)", "entries": UOM_IDS},
+        {
+            "name": LINE_UOM_MAP,
+            "description": "Sales line unit (_uomid_value) → F&O unit symbol",
+            "entries": {uomid: symbol for symbol, uomid in SANDBOX_UOMS.items()},
+        },
         {"name": CURRENCY_MAP, "description": "Sales currency name → ISO 4217 code", "entries": CURRENCY_NAMES},
         {"name": COUNTRY_MAP, "description": "Sales country (text) → ISO 3166 code", "entries": COUNTRY_NAMES},
     ],
@@ -323,45 +372,8 @@ TEMPLATE = {
             "retry_policy": RETRY,
             "options": {"poll": {"entity": "ReleasedProductsV2", "key": ["ItemNumber"], "company": "SE01"}},
         },
-        {
-            "slug": "p2c-quotes-sales-to-fo",
-            "name": "P2C: Sales quote → F&O sales quotation",
-            "entity": "quote",
-            "source": DATAVERSE["slug"],
-            "target": FINOPS["slug"],
-            "company_link": LINK,
-            "trigger": "webhook",
-            "target_entity": "SalesQuotationHeadersV2",
-            "target_operation": "upsert",
-            "target_key_fields": ["dataAreaId", "SalesQuotationNumber"],
-            "mapping_spec": QUOTE_TO_FO,
-            "master": "source",
-            "conflict_policy": "park",
-            "retry_policy": RETRY,
-            "options": {
-                "lines": {"field": "SalesQuotationLines", "entity": "SalesQuotationLines"},
-                "links": [CUSTOMER_LINK],
-            },
-            "inbound": WEBHOOK,
-        },
-        {
-            "slug": "p2c-orders-sales-to-fo",
-            "name": "P2C: Sales order → F&O sales order",
-            "entity": "salesorder",
-            "source": DATAVERSE["slug"],
-            "target": FINOPS["slug"],
-            "company_link": LINK,
-            "trigger": "webhook",
-            "target_entity": "SalesOrderHeadersV2",
-            "target_operation": "upsert",
-            "target_key_fields": ["dataAreaId", "SalesOrderNumber"],
-            "mapping_spec": ORDER_TO_FO,
-            "master": "source",
-            "conflict_policy": "park",
-            "retry_policy": RETRY,
-            "options": {"lines": {"field": "SalesOrderLines", "entity": "SalesOrderLines"}, "links": [CUSTOMER_LINK]},
-            "inbound": WEBHOOK,
-        },
+        sales_document_flow("quote", "SalesQuotation", QUOTE_TO_FO, detail="quotedetails", header="quoteid"),
+        sales_document_flow("salesorder", "SalesOrder", ORDER_TO_FO, detail="salesorderdetails", header="salesorderid"),
         {
             "slug": "p2c-invoices-fo-to-sales",
             "name": "P2C: F&O customer invoice → Sales invoice (read-only copy)",
