@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -99,7 +100,7 @@ class Counters(Protocol):
     def reset(self) -> None: ...
 
 
-class StoredLimits:
+class StoredLimits(ABC):
     """An emulator's limits, kept in its EmulatorRecord ($config / KEY), and the counters they govern."""
 
     KEY: ClassVar[str]
@@ -109,8 +110,9 @@ class StoredLimits:
         self.emulator = emulator
         self.counters = self.counters_class()
 
+    @abstractmethod
     def defaults(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The limits before anything is stored: each emulator documents its own."""
 
     def current(self) -> dict[str, Any]:
         row = EmulatorRecord.objects.filter(emulator=self.emulator, entity="$config", company="", key=self.KEY).first()
