@@ -1,20 +1,37 @@
 """End to end: N intercompany sales orders (5 lines each), from webhook POST to delivered at the emulated F&O.
 
-The shipped intercompany template (AX DK01 purchase order → F&O SE01 sales order) runs against the hub's
-own sandbox, fed through the generic webhook endpoint instead of the AX poll. Printed beside it, measured
-in the same run: the raw single-row commit rate of the same PostgreSQL, and the emulated F&O's own
-throughput when the same orders are written to it directly (same connector, same concurrency).
+The shipped intercompany template (AX DK01 purchase order → F&O SE01 sales order) runs against the
+sandbox, fed through the generic webhook endpoint instead of the AX poll. The emulators are served by a
+gunicorn of their own (bench/emulator_urls.py) and the hub by another with no sandbox mounted, so the
+CPU of the bridge (hub gunicorn + Celery workers, from /proc) is told apart from the target's. Printed
+beside it, measured in the same run: the raw single-row commit rate of the same PostgreSQL, and the
+emulated F&O's own throughput when the same orders are written to it directly (same connector, same
+concurrency), with the emulator's CPU per order in both phases.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import celery_workers, fresh_django, hub_server, percentiles, print_table, raw_commit_rate, write_result
+from common import (
+    ROLE,
+    celery_workers,
+    cpu_seconds,
+    cpu_used,
+    emulator_server,
+    fresh_django,
+    hub_server,
+    percentiles,
+    postgres_cpu_seconds,
+    print_table,
+    raw_commit_rate,
+    write_result,
+)
 
 SECRET = "bench-webhook-secret"  # noqa: S105 - a throw-away key of the benchmark's own database
 ITEMS = [f"IC-{n:04d}" for n in range(1, 200)]
@@ -62,10 +79,19 @@ def main() -> None:
     from integrations.protocols.transport import DeliveryRequest
     from integrations.scenarios.install import templates_install
     from integrations.systems import get_connector
-    from sandbox.models import EmulatorRecord
+    from sandbox.models import EmulatorRecord, EmulatorSubscription
 
-    with hub_server(workers=2, threads=8) as base:
-        templates_install(name="intercompany", base_url=base)
+    roles = ("hub", "worker", "emulator")
+    hub = {"ICBRIDGE_SANDBOX": "false", ROLE: "hub"}  # the hub serves no emulator: its CPU is the bridge's
+    with (
+        emulator_server(workers=2, threads=8, **{ROLE: "emulator"}) as target_base,
+        hub_server(workers=2, threads=8, log_name="hub-gunicorn", **hub) as base,
+    ):
+        # The systems (F&O, AX, Azure AD) live at the emulator's server; the emulators' events still go to the hub.
+        templates_install(name="intercompany", base_url=target_base)
+        for subscription in EmulatorSubscription.objects.filter(url__startswith=target_base):
+            subscription.url = base + subscription.url.removeprefix(target_base)
+            subscription.save(update_fields=["url"])
         flow = Flow.objects.select_related("target", "source", "company_link").get(slug="ic-dk01-po-to-se01-so")
         Flow.objects.filter(pk=flow.pk).update(trigger=Flow.Trigger.WEBHOOK)
         InboundEndpoint.objects.update_or_create(
@@ -104,10 +130,13 @@ def main() -> None:
                 )
             )
 
+        cpu_before, pg_before = cpu_seconds("emulator"), postgres_cpu_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(args.workers * args.concurrency) as pool:
             list(pool.map(write_direct, direct_orders))
         direct_rate = args.direct / (time.perf_counter() - started)
+        direct_emulator_ms = cpu_used(cpu_before, cpu_seconds("emulator")) * 1000 / args.direct
+        direct_postgres_ms = cpu_used(pg_before, postgres_cpu_seconds()) * 1000 / args.direct
         connection.close()
 
         # 2. The bridge: webhook POSTs while the workers deliver.
@@ -126,7 +155,12 @@ def main() -> None:
             if answer.status_code != 202:
                 rejected.append(answer.status_code)
 
-        with celery_workers(args.workers, args.concurrency):
+        with celery_workers(args.workers, args.concurrency, **{ROLE: "worker"}):
+            # The workers' start (imports, connections) is not the orders' cost: sample once they answer.
+            time.sleep(5)
+            cpu_before = {role: cpu_seconds(role) for role in roles}
+            pg_before = postgres_cpu_seconds()
+            bench_before = os.times()
             started = time.perf_counter()
             with ThreadPoolExecutor(args.senders) as pool:
                 list(pool.map(send, range(args.orders)))
@@ -137,6 +171,14 @@ def main() -> None:
                     break
                 time.sleep(0.25)
             elapsed = time.perf_counter() - started
+            cpu_burst = {role: cpu_used(cpu_before[role], cpu_seconds(role)) for role in roles}
+            # PostgreSQL serves hub and emulator alike (one database): its backends are counted apart, not split.
+            cpu_burst["postgres"] = cpu_used(pg_before, postgres_cpu_seconds())
+            bench_after = os.times()
+            cpu_burst["bench (senders, polling)"] = (
+                bench_after.user + bench_after.system - bench_before.user - bench_before.system
+            )
+            load_average = os.getloadavg()
             burst_done = Message.objects.filter(flow=flow).count()
 
             # 3. Steady load below capacity: how near to real time is one order?
@@ -166,6 +208,8 @@ def main() -> None:
 
     commit_rate = raw_commit_rate()
     rate = delivered / elapsed
+    per_order_ms = {role: round(seconds * 1000 / max(delivered, 1), 2) for role, seconds in cpu_burst.items()}
+    hub_ms = per_order_ms["hub"] + per_order_ms["worker"]
     result = {
         "orders": args.orders,
         "lines_per_order": 5,
@@ -183,6 +227,11 @@ def main() -> None:
         "target_direct_per_s": round(direct_rate, 1),
         "ratio_to_raw_commit": round(rate / commit_rate, 3),
         "ratio_to_target": round(rate / direct_rate, 3),
+        "cpu_seconds_burst": {role: round(seconds, 2) for role, seconds in cpu_burst.items()},
+        "cpu_ms_per_order": {**per_order_ms, "hub_total": round(hub_ms, 2)},
+        "emulator_cpu_ms_per_direct_order": round(direct_emulator_ms, 2),
+        "postgres_cpu_ms_per_direct_order": round(direct_postgres_ms, 2),
+        "load_average_after_burst": [round(v, 2) for v in load_average],
         "rejected_posts": len(rejected),
         "delivered": delivered,
         "at_target": len(references),
@@ -201,7 +250,14 @@ def main() -> None:
          " / ".join(f"{v:.0f} ms" for v in percentiles(steady_ms).values())),
         ("webhook POST p50 / p99", f"{percentiles(post_ms)['p50']:.0f} / {percentiles(post_ms)['p99']:.0f} ms"),
         ("raw PostgreSQL commits/s", f"{commit_rate:.0f}  (orders/s ÷ commits/s = {rate / commit_rate:.3f})"),
-        ("F&O emulator direct orders/s", f"{direct_rate:.1f}  (ratio {rate / direct_rate:.2f})"),
+        ("F&O emulator direct orders/s", f"{direct_rate:.1f}  (bridge/direct ratio {rate / direct_rate:.2f})"),
+        ("hub CPU ms per delivered order", f"{hub_ms:.1f}  (web {per_order_ms['hub']:.1f} + workers "
+                                           f"{per_order_ms['worker']:.1f})"),
+        ("emulator CPU ms per order", f"{per_order_ms['emulator']:.1f} bridged, {direct_emulator_ms:.1f} direct"),
+        ("PostgreSQL CPU ms per order (hub + emulator)",
+         f"{per_order_ms['postgres']:.1f} bridged, {direct_postgres_ms:.1f} direct"),
+        ("bench process CPU ms per order", f"{per_order_ms['bench (senders, polling)']:.1f}  (the senders)"),
+        ("load average after the burst", " / ".join(f"{v:.2f}" for v in load_average)),
         ("at target / lost / duplicated", f"{len(references)} / {result['lost']} / {result['duplicated']}"),
         ("cross-referenced (RecordLinks)", str(linked)),
     ])  # fmt: skip

@@ -13,6 +13,7 @@ import argparse
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 from common import DATABASE_URL, celery_workers, fresh_database, hub_server, print_table, setup_django, write_result
 
@@ -90,6 +91,38 @@ def _load(flow, *, records: int, page_size: int, peaks: dict[str, int], timeout:
         "projected_seconds": round(records / rate, 1) if rate else None,
         "ratio_to_dual_write": round(rate / DUAL_WRITE_PER_SECOND, 1),
         "target_requests_approx": _bulk_requests(flow),
+        **_allowance(flow, seconds),
+    }
+
+
+# Dataverse's default service protection, per user: 6,000 requests and 1,200,000 ms of combined execution
+# time per 300 s ("Service protection API limits", MS Learn).
+REQUESTS_PER_SECOND = 6000 / 300
+EXECUTION_MS_PER_SECOND = 1_200_000 / 300
+
+
+def _allowance(flow, seconds: float) -> dict[str, float]:
+    """The share of the allowed request rate and of the execution-time allowance the load used.
+
+    A bulk message carries hundreds of records as one request, so the request share is tiny; the limit
+    a bulk load can reach is execution time. Each send's duration as the hub timed it (its Attempt rows
+    share one started_at and duration: the largest is the call, read-back included) is an upper bound of
+    the server's execution time for it.
+    """
+    from integrations.models import Attempt
+
+    sends: dict[tuple[str, Any], int] = {}  # as _bulk_requests groups them: a send's rows start within a second
+    rows = Attempt.objects.filter(message__flow=flow).values_list("request_summary", "started_at", "duration_ms")
+    for summary, started, ms in rows.iterator():
+        call = (summary, started.replace(microsecond=0))
+        sends[call] = max(sends.get(call, 0), ms)
+    durations = list(sends.values())
+    return {
+        "requests_sent": len(durations),
+        "request_rate_share_percent": round(100 * len(durations) / (seconds * REQUESTS_PER_SECOND), 2),
+        "execution_time_share_percent_upper_bound": round(
+            100 * sum(durations) / (seconds * EXECUTION_MS_PER_SECOND), 1
+        ),
     }
 
 
@@ -109,7 +142,7 @@ def _bulk_requests(flow) -> dict[str, int]:
 def _seed(records: int) -> None:
     """N customers in the F&O emulator's store, the rows store.write makes, 5,000 per INSERT."""
     from sandbox.finops.model import ENTITIES
-    from sandbox.finops.store import EMULATOR, now_iso, record_key
+    from sandbox.finops.store import EMULATOR, record_key
     from sandbox.models import EmulatorRecord
     from sandbox.models.store import next_change_seq
 
@@ -118,7 +151,7 @@ def _seed(records: int) -> None:
         rows = []
         for n in range(start, min(start + 5000, records)):
             data = {"CustomerAccount": f"L{n:07d}", "OrganizationName": f"Go-live customer {n}",
-                    "CustomerGroupId": "10", "dataAreaId": "se01", "ModifiedDateTime": now_iso()}  # fmt: skip
+                    "CustomerGroupId": "10", "dataAreaId": "se01"}  # fmt: skip
             seq = next_change_seq()
             rows.append(EmulatorRecord(emulator=EMULATOR, entity="CustomersV3", company="se01",
                                        key=record_key(entity, data), data=data, version=seq % 2_000_000_000,
@@ -196,6 +229,13 @@ def main() -> None:
         if not figures["complete"]:
             rows.append((f"{transport}: stopped at --timeout, projected", f"{figures['projected_seconds']} s"))
         rows.append((f"{transport}: target requests", str(figures["target_requests_approx"])))
+        rows.append((f"{transport}: share of the allowed request rate", f"{figures['request_rate_share_percent']} %"))
+        rows.append(
+            (
+                f"{transport}: share of the execution-time allowance (upper bound)",
+                f"{figures['execution_time_share_percent_upper_bound']} %",
+            )
+        )
         rows.append((f"{transport}: × dual-write", f"{figures['ratio_to_dual_write']}"))
         rows.append((f"{transport}: delivered / failed", f"{figures['delivered']} / {figures['failed']}"))
     rows += [(f"peak RSS {name}", f"{mb} MB") for name, mb in result["peak_rss_mb"].items()]

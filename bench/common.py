@@ -103,7 +103,7 @@ def logged_process(args: Sequence[str], log_name: str, env: dict[str, str]) -> I
 
 
 @contextmanager
-def hub_server(workers: int = 2, threads: int = 8, **extra_env: str) -> Iterator[str]:
+def hub_server(workers: int = 2, threads: int = 8, log_name: str = "gunicorn", **extra_env: str) -> Iterator[str]:
     """gunicorn serving the hub (API and sandbox) on a free loopback port; yields its base URL."""
     port = free_port()
     args = [
@@ -112,10 +112,76 @@ def hub_server(workers: int = 2, threads: int = 8, **extra_env: str) -> Iterator
         "--timeout", "120", "--log-level", "warning", "--no-control-socket",
     ]  # fmt: skip
     env = {**ENV, "ICBRIDGE_PORT": str(port), **extra_env}
-    with logged_process(args, "gunicorn", env):
+    with logged_process(args, log_name, env):
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/admin/login/")
         yield base
+
+
+@contextmanager
+def emulator_server(workers: int = 2, threads: int = 8, **extra_env: str) -> Iterator[str]:
+    """gunicorn serving only the sandbox emulators (bench/emulator_urls.py), apart from the hub; its base URL.
+
+    A target in its own processes lets a benchmark tell the bridge's CPU from the target's.
+    """
+    env = {"DJANGO_SETTINGS_MODULE": "emulator_settings", "PYTHONPATH": str(ROOT / "bench"), **extra_env}
+    with hub_server(workers, threads, log_name="emulator-gunicorn", ICBRIDGE_SANDBOX="true", **env) as base:
+        yield base
+
+
+ROLE = "ICBRIDGE_BENCH_ROLE"  # set in a started process's environment, so its CPU can be told apart
+
+
+def cpu_seconds(role: str) -> dict[int, float]:
+    """CPU seconds (user + system, with reaped children) of each live process of this benchmark started with role.
+
+    Read from /proc/<pid>/stat; only processes whose environment names this benchmark's database and
+    ICBRIDGE_BENCH_ROLE=<role> count, since other runs share the machine.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    marker, database = f"{ROLE}={role}".encode(), f"DATABASE_URL={DATABASE_URL}".encode()
+    found: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            if marker not in environ or database not in environ:
+                continue
+            # Fields after the ")" of the command name: utime, stime, cutime, cstime are 14-17 (1-based).
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(proc.name)] = sum(int(v) for v in fields[11:15]) / tick
+    return found
+
+
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to this benchmark's database (ps title "postgres: … <db> …").
+
+    A backend that disconnects between two samples takes its CPU with it: persistent connections
+    (CONN_MAX_AGE, the workers') are counted fully, short-lived ones not.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    database = urlparse(DATABASE_URL).path.lstrip("/")
+    found: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+            if title[:1] != ["postgres:"] or database not in title:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[int(proc.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two cpu_seconds() samples; a process started in between counts whole."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 @contextmanager

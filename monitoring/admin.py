@@ -67,7 +67,7 @@ class ReconciliationScheduleAdmin(admin.ModelAdmin):
                 request,
                 f"{schedule.flow.slug}: {run.checked} checked, {run.matched} matched, "
                 f"{run.missing_in_target} missing in target, {run.missing_in_source} missing in source, "
-                f"{run.different} different",
+                f"{run.different} different, {run.missing_from_hub} never reached the hub",
             )
 
 
@@ -87,7 +87,7 @@ class DiscrepancyInline(HistoryInline):
 
 
 # What a reconciliation run counted, in the list and on its page.
-RUN_COUNTS = ("checked", "matched", "missing_in_target", "missing_in_source", "different", "errors")
+RUN_COUNTS = ("checked", "matched", "missing_in_target", "missing_in_source", "different", "missing_from_hub", "errors")
 
 
 @admin.register(ReconciliationRun)
@@ -97,9 +97,31 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
     list_select_related = ("flow",)
     show_full_result_count = False
     inlines = [DiscrepancyInline]
-    readonly_fields = ("flow", "status", "started_at", "finished_at", *RUN_COUNTS, "totals_table", "error")
+    readonly_fields = (
+        "flow",
+        "status",
+        "started_at",
+        "finished_at",
+        *RUN_COUNTS,
+        "source_pass",
+        "totals_table",
+        "error",
+    )
     exclude = ("totals",)
     actions = ["repair"]
+
+    @admin.display(description="source listing")
+    def source_pass(self, obj: ReconciliationRun) -> str:
+        """Whether the source was listed for records that never reached the hub, and if not, why."""
+        found = (obj.totals or {}).get(reconciliation.SOURCE_PASS) or {}
+        if not found:
+            return "—"
+        if not found.get("checked"):
+            return f"not checkable: {found.get('reason', '')}"
+        return (
+            f"{found.get('listed', 0)} listed in {found.get('entity', '')}, {found.get('skipped_by_filter', 0)} "
+            f"skipped by the flow's filter, {found.get('missing_from_hub', 0)} never reached the hub"
+        )
 
     @admin.display(description="business totals")
     def totals_table(self, obj: ReconciliationRun) -> str:
@@ -131,7 +153,10 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
         # Nobody edits a run; "change" here only unlocks the repair action for operators.
         return obj is None and request.user.has_perm("integrations.change_message")
 
-    @admin.action(description="Repair: re-deliver the records found missing or different", permissions=["change"])
+    @admin.action(
+        description="Repair: re-deliver records missing or different, ingest those that never reached the hub",
+        permissions=["change"],
+    )
     def repair(self, request: HttpRequest, queryset: QuerySet[ReconciliationRun]) -> None:
         count = reconciliation.discrepancies_repair(
             discrepancies=Discrepancy.objects.filter(run__in=queryset, repair_message__isnull=True),

@@ -79,6 +79,9 @@ class ReconciliationRun(models.Model):
     missing_in_source = models.PositiveIntegerField(default=0)
     different = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0, help_text="Records that could not be read.")
+    missing_from_hub = models.PositiveIntegerField(
+        default=0, help_text="Source records the hub never received (no link, no message in flight)."
+    )
     totals = models.JSONField(default=dict, blank=True, help_text="Business totals per day and company, both sides.")
     error = models.TextField(blank=True)
 
@@ -90,7 +93,7 @@ class ReconciliationRun(models.Model):
 
     @property
     def discrepancies_count(self) -> int:
-        return self.missing_in_target + self.missing_in_source + self.different
+        return self.missing_in_target + self.missing_in_source + self.different + self.missing_from_hub
 
 
 class Discrepancy(models.Model):
@@ -101,6 +104,7 @@ class Discrepancy(models.Model):
         MISSING_IN_SOURCE = "missing_in_source", "Missing in source"
         DIFFERENT = "different", "Different"
         UNREADABLE = "unreadable", "Could not be read"
+        MISSING_FROM_HUB = "missing_from_hub", "Never reached the hub"
 
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="discrepancies")
     kind = models.CharField(max_length=20, choices=Kind.choices)

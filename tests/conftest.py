@@ -18,6 +18,7 @@ import redis
 import requests
 from django.conf import settings as django_settings
 from django.db import connection
+from django.db.backends.postgresql.operations import DatabaseOperations
 
 from integrations.models import Flow, Message, System
 from integrations.protocols import governor
@@ -29,6 +30,39 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def fixture_path(name: str) -> Path:
     return FIXTURES / name
+
+
+_truncate = DatabaseOperations.sql_flush
+
+
+def _delete_flush(
+    self: DatabaseOperations, style: Any, tables: Any, *, reset_sequences: bool = False, allow_cascade: bool = False
+) -> list[str]:
+    """Empty the tables with DELETE rather than TRUNCATE between transactional tests.
+
+    TRUNCATE gives every table and index a new file, and PostgreSQL fsyncs each rebuilt index at commit:
+    hundreds of fsyncs per flush, seconds per test on a slow disk. DELETE of a few rows writes only WAL.
+    Django's foreign keys are DEFERRABLE, and flush runs in one transaction, so the order does not matter.
+    """
+    if reset_sequences or not tables:
+        return _truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+    return ["SET CONSTRAINTS ALL DEFERRED;", *(f"DELETE FROM {self.quote_name(table)};" for table in tables)]
+
+
+DatabaseOperations.sql_flush = _delete_flush  # the test database only: production never flushes
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """The test database commits without waiting for its WAL to reach the disk (synchronous_commit off).
+
+    A commit is still visible to every other session at once, so workers, kill -9 and races are tested as
+    before; only a crash of PostgreSQL itself could lose the last commits, which no test is about.
+    """
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        name = connection.ops.quote_name(connection.settings_dict["NAME"])
+        cursor.execute(f"ALTER DATABASE {name} SET synchronous_commit = off")
+        cursor.execute("SET synchronous_commit = off")
 
 
 @pytest.fixture(autouse=True)

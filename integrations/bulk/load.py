@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -35,6 +36,8 @@ from integrations.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 State = LoadRun.State
+# How long one page task goes on reading pages while delivery keeps up (load_page, step 4).
+LOAD_SLICE_SECONDS = 10.0
 VERSION_FIELDS = ("@odata.etag", "ModifiedDateTime", "modifiedon", "LastChangeDateTime", "modifiedDateTime")
 
 
@@ -100,6 +103,8 @@ def load_start(
 ) -> LoadRun:
     """Create the run (one running load per flow) and queue its first page after commit."""
     source = load_source(flow=flow, entity=entity, key=key)
+    if since and (refused := getattr(systems.connector_class(flow.source.kind), "load_since_refused", "")):
+        raise LoadError(f"flow {flow.slug}: since: {refused}")
     company = company or flow.opts.ax_company  # an AX service is read one company at a time
     filters = {**_filters(since, company, page_size), "key": list(source.key)}
     if flow.opts.transport == "package":  # F&O: read an export of the data project, not the OData entity
@@ -140,8 +145,12 @@ def load_cancel(*, run: LoadRun, actor: Any = None) -> bool:
     return bool(cancelled)
 
 
-def record_identity(*, entity: str, key: tuple[str, ...], row: dict[str, Any]) -> tuple[str, str]:
-    """The record's key (dataAreaId='se01',CustomerAccount='C1' for company-bound rows) and its version."""
+def record_identity(*, entity: str, key: tuple[str, ...], row: dict[str, Any], kind: str = "") -> tuple[str, str]:
+    """The record's key (dataAreaId='se01',CustomerAccount='C1' for company-bound rows) and its version.
+
+    With the source's kind, the key is in its normal form (systems.canonical_key), as message_ingest
+    stores it: a record loaded, polled or pushed by a webhook has one key, and one RecordLink.
+    """
     missing = [name for name in key if row.get(name) in (None, "")]
     if missing:
         raise LoadError(f"{entity} record without key field(s) {', '.join(missing)}")
@@ -151,6 +160,7 @@ def record_identity(*, entity: str, key: tuple[str, ...], row: dict[str, Any]) -
     record_key = ",".join(
         f"{name}='{value}'" if isinstance(value, str) else f"{name}={value}" for name, value in parts.items()
     )
+    record_key = systems.canonical_key(kind, record_key) if kind else record_key
     version = next((str(row[name]) for name in VERSION_FIELDS if row.get(name)), "")
     if not version:  # no version field: the content is the version, so an unchanged record is stored once
         version = hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -174,15 +184,41 @@ def _end(run_id: int, state: str, error: str) -> None:
 
 
 def load_page(*, run_id: int) -> LoadRun | None:
-    """Read and store one page of a running load, then queue the next (None: not ours to run now).
+    """Read and store a page of a running load, then the next while delivery keeps up (None: not ours to run now).
 
     1. Lease the run; a duplicate task, or one for a finished run, does nothing.
     2. Read the page at the cursor, with no transaction open while the source answers.
     3. Under the run's row lock (a cancel waits for it), ingest every record, move the cursor and
-       the counts, and queue the next page after commit; at the last page the run is done.
+       the counts; at the last page the run is done.
+    4. After commit, read the next page in this task while less than a page of the flow's messages
+       waits for delivery (and for at most LOAD_SLICE_SECONDS); else queue it. A page task waits in the
+       workers' queue behind the deliveries it caused: reading on while delivery has caught up keeps the
+       read from falling behind, and the backlog bound keeps the backpressure that stops a load from
+       flooding the outbox.
     """
+    started = time.monotonic()
+    while True:
+        run, more = _load_one_page(run_id)
+        if not more or run is None:
+            return run
+        if time.monotonic() - started >= LOAD_SLICE_SECONDS or _waiting(run) >= _page_size(run):
+            dispatch.queue_load_page(run_id=run.pk)
+            return run
+
+
+def _waiting(run: LoadRun) -> int:
+    """How many of the flow's messages wait for delivery, counted up to a page (the message_due index)."""
+    return Message.objects.filter(flow_id=run.flow_id, status__in=Message.DELIVERABLE)[: _page_size(run)].count()
+
+
+def _page_size(run: LoadRun) -> int:
+    return int(run.filters.get("page_size") or 1000)
+
+
+def _load_one_page(run_id: int) -> tuple[LoadRun | None, bool]:
+    """Steps 1-3 of load_page; whether a page was stored and another follows."""
     if not _claim(run_id):
-        return None
+        return None, False
     run = LoadRun.objects.select_related("flow__source", "flow__target", "flow__company_link").get(pk=run_id)
     key = tuple(run.filters.get("key") or ())
     try:
@@ -191,15 +227,15 @@ def load_page(*, run_id: int) -> LoadRun | None:
         # Left leased: the sweeper queues the page again once the lease has run out, not in a hot loop.
         LoadRun.objects.filter(pk=run_id).update(last_error=exc.message[:2000])
         logger.warning("load %s: page read failed, will retry: %s", run_id, exc.message, extra={"flow_id": run.flow_id})
-        return run
+        return run, False
     except errors.ConnectorError as exc:
         _end(run_id, State.FAILED, exc.message)
         logger.warning("load %s failed: %s", run_id, exc.message, extra={"flow_id": run.flow_id})
-        return run
+        return run, False
     with transaction.atomic():
         run = LoadRun.objects.select_for_update().select_related("flow").get(pk=run_id)
         if run.state != State.RUNNING:
-            return run  # cancelled while the page was read: store nothing
+            return run, False  # cancelled while the page was read: store nothing
         written, failed, error = _ingest_page(run=run, key=key, rows=rows)
         if error:
             run.last_error = error[:2000]
@@ -211,8 +247,6 @@ def load_page(*, run_id: int) -> LoadRun | None:
         run.lease_expires_at = None
         if not next_cursor:
             run.state, run.finished_at = State.DONE, timezone.now()
-        else:
-            transaction.on_commit(partial(dispatch.queue_load_page, run_id=run.pk))
         run.save(
             update_fields=[
                 "read",
@@ -227,7 +261,7 @@ def load_page(*, run_id: int) -> LoadRun | None:
                 "updated_at",
             ]
         )
-    return run
+    return run, bool(next_cursor)
 
 
 def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any]]) -> tuple[int, int, str]:
@@ -245,7 +279,7 @@ def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any
     failed, error = 0, ""
     for row in rows:
         try:
-            record_key, version = record_identity(entity=run.entity, key=key, row=row)
+            record_key, version = record_identity(entity=run.entity, key=key, row=row, kind=run.flow.source.kind)
         except LoadError as exc:
             failed, error = failed + 1, str(exc)
             continue

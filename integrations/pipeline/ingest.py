@@ -12,6 +12,7 @@ from django.utils import timezone
 from integrations.models import Flow, Message
 from integrations.pipeline import dispatch
 from integrations.protocols.events import key_fit
+from integrations.systems import canonical_key
 
 
 def message_ingest(
@@ -28,7 +29,8 @@ def message_ingest(
     """Store the event once; a repeat of the idempotency key returns the first message unchanged.
 
     A key longer than the column is fitted (key_fit: its head and a hash of the whole), never cut: two
-    keys that differ only past character 255 stay two messages.
+    keys that differ only past character 255 stay two messages. The record key is stored in the source
+    kind's normal form (systems.canonical_key), the form its RecordLink gets and reconciliation compares.
     """
     if not idempotency_key:
         raise ValueError("idempotency_key is required")
@@ -42,7 +44,7 @@ def message_ingest(
                     flow=flow,
                     idempotency_key=key,
                     payload_in=payload,
-                    source_record_key=source_record_key[:255],
+                    source_record_key=canonical_key(flow.source.kind, source_record_key)[:255],
                     source_version=source_version,
                     correlation_id=correlation_id or uuid.uuid4().hex,
                     headers=headers or {},

@@ -1,7 +1,7 @@
 """Polling sources that cannot push: each kind's reader turns changes since a cursor into Messages.
 
 The reader is the system's own (its descriptor's `poller`, e.g. AX 2012 getChangedKeys + read,
-F&O rows modified since); the cursor lease, ingest and error bookkeeping are here, once.
+F&O's change-tracked export); the cursor lease, ingest and error bookkeeping are here, once.
 """
 
 from __future__ import annotations

@@ -45,6 +45,12 @@ def forward_flows(flow: Flow) -> QuerySet[Flow]:
     return Flow.objects.filter(source=flow.target, target=flow.source).exclude(pk=flow.pk)
 
 
+def screens(flow: Flow) -> bool:
+    """Whether any flow may write what this one reads; "echo_of": [] says none, so no query is made."""
+    names = flow.opts.echo_of
+    return names is None or len(names) > 0
+
+
 def parse_event_time(value: Any) -> datetime | None:
     """An event's change time from /Date(ms)/, ISO 8601 or epoch milliseconds; None if unreadable."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -113,7 +119,7 @@ def _later_version(theirs: Any, ours: str) -> bool:
 def echo_reason(*, message: Message) -> str:
     """Why the message is an echo of our own write ("" when it is a real change); see the module docstring."""
     key = message.source_record_key
-    if not key:
+    if not key or not screens(message.flow):
         return ""
     # Forward flows store the key in the form this flow's source answers with (its normal form); the
     # event may spell it otherwise (F&O's dataAreaId in upper case, a GUID in braces): compare in that form.
@@ -167,7 +173,7 @@ def forward_write_in_flight(*, message: Message) -> str:
     The caller retries the message shortly; by then the link is there and echo_reason decides.
     """
     key = message.source_record_key
-    if not key:
+    if not key or not screens(message.flow):
         return ""
     record = event_record(message_payload(message))
     writing = Q()

@@ -172,6 +172,7 @@ def templates_install(
         if sandbox:
             _install_sandbox_apps(data["systems"], report=report)
             _install_ax_document_filters(data["systems"], data["flows"], report=report)
+            _install_finops_change_tracking(data["systems"], data["flows"], report=report)
             _install_subscriptions(data.get("subscriptions", []), report=report, update=update)
         if report.changed:
             audit_record(
@@ -298,6 +299,28 @@ def _install_ax_document_filters(
         if service and ports.document_filters(service) is None:
             ports.set_document_filters(service, [{}])  # a filter without ranges: every document
             report.created.append(f"sandbox AX document filter {service}")
+
+
+def _install_finops_change_tracking(
+    systems: list[dict[str, Any]], flows: list[dict[str, Any]], *, report: InstallReport
+) -> None:
+    """Set up what each F&O poll flow exports, as an F&O administrator does in Data management ("Enable change
+    tracking for entities"): change tracking on the polled entity, and the flow's data project exporting it
+    with "Incremental push only". Without them F&O can only export everything each time."""
+    from sandbox.finops.packages import change_tracking, change_tracking_enabled, data_project, data_project_get
+
+    finops_slugs = {spec["slug"] for spec in systems if spec["kind"] == "finops"}
+    for spec in flows:
+        options = spec.get("options", {})
+        if spec["source"] not in finops_slugs or spec.get("trigger") != "poll" or not options.get("package_project"):
+            continue
+        entity, project = options["poll"]["entity"], options["package_project"]
+        if not change_tracking_enabled(entity):
+            change_tracking(entity)
+            report.created.append(f"sandbox F&O change tracking {entity}")
+        if data_project_get(project) is None:
+            data_project(project, entities=[entity], incremental=True)
+            report.created.append(f"sandbox F&O data project {project}")
 
 
 def _install_subscriptions(specs: list[dict[str, Any]], *, report: InstallReport, update: bool) -> None:

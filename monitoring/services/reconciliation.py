@@ -15,6 +15,15 @@ Connector.fetch_document reads them back (F&O from the line entity of options.li
 navigation property, $expand) and they pair by options.lines.match or their first key-like field. Action
 flows (an operation such as posting an invoice, no record to read back by key) are not compared: their run
 counts their records under totals["not_reconcilable"] and reports no difference.
+
+Source pass: the hub's links show only what reached it. The run also lists the flow's source through
+its connector's paged reader (read_page, the initial load's; integrations.bulk.load.load_source says
+what a load reads), keys each record as the pipeline does (record_identity in the source kind's normal
+form, the form message_ingest stores and RecordLinks copy), drops the records the flow's own filter
+skips (options.only_when), and reports every record with no link and no message as "never reached the
+hub". Repair ingests it as an ordinary message under the load's key "<entity>:<key>:<version>", so a
+second repair, or a later load, stores it once. A source that cannot be listed (an event-only source,
+no key fields) is recorded under totals["source_pass"] with the reason, not as a difference.
 """
 
 from __future__ import annotations
@@ -31,20 +40,24 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from integrations import errors, mapping
+from integrations.bulk.load import LoadError, load_source, record_identity
 from integrations.models import Flow, Message, RecordLink
 from integrations.pipeline.ingest import message_ingest
 from integrations.pipeline.prepare import content_hash, mapping_context
+from integrations.scenarios.echo import filter_reason
 from integrations.scenarios.payloads import payload_value
 from integrations.services.audit import audit_record
-from integrations.systems import canonical_value, get_connector
+from integrations.systems import canonical_key, canonical_value, get_connector
 from monitoring.models import Discrepancy, ReconciliationRun, ReconciliationSchedule
 
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "monitoring.tasks.reconcile_flow"
 Kind = Discrepancy.Kind
-REPAIRABLE = (Kind.MISSING_IN_TARGET, Kind.DIFFERENT)
+REPAIRABLE = (Kind.MISSING_IN_TARGET, Kind.DIFFERENT, Kind.MISSING_FROM_HUB)
 NOT_RECONCILABLE = "not_reconcilable"  # run.totals key of an action flow's run (see _not_reconcilable)
+SOURCE_PASS = "source_pass"  # run.totals key: the source listing's outcome (see _source_pass)
+DELETED: Any = object()  # _compare's answer for a link whose last message carried the record's Delete
 
 
 # --- schedules ------------------------------------------------------------------
@@ -127,6 +140,8 @@ def _normal(value: Any) -> Any:
 
 
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
+BIND = "@odata.bind"
+_BOUND_ID = re.compile(r"\(([^()]*)\)\s*$")
 
 
 def _is_lines(value: Any) -> bool:
@@ -247,7 +262,17 @@ def reconciliation_run(*, flow: Flow, repair: bool | None = None, actor: Any = N
     context = mapping_context(flow)
     totals = _Totals(schedule.totals, context.get("target_company", ""))
     found: list[Discrepancy] = []
-    counts = {"checked": 0, "matched": 0, "missing_in_target": 0, "missing_in_source": 0, "different": 0, "errors": 0}
+    counts = {
+        "checked": 0,
+        "matched": 0,
+        "missing_in_target": 0,
+        "missing_in_source": 0,
+        "different": 0,
+        "errors": 0,
+        "missing_from_hub": 0,
+    }
+    source_pass: dict[str, Any] = {}
+    deleted = 0
     try:
         target = get_connector(flow.target)
         source = get_connector(flow.source) if schedule.source_mode == schedule.SourceMode.FETCH else None
@@ -260,12 +285,18 @@ def reconciliation_run(*, flow: Flow, repair: bool | None = None, actor: Any = N
         for link in links:
             counts["checked"] += 1
             discrepancy = _compare(flow, schedule, link, source, target, context, totals)
+            if discrepancy is DELETED:
+                deleted += 1
+                continue
             if discrepancy is None:
                 counts["matched"] += 1
                 continue
             discrepancy.run = run
             found.append(discrepancy)
             counts["errors" if discrepancy.kind == Kind.UNREADABLE else discrepancy.kind] += 1
+        source_pass, never = _source_pass(flow, schedule)
+        found += [Discrepancy(run=run, **values) for values in never]
+        counts["missing_from_hub"] = len(never)
     except Exception as exc:  # recorded on the run for the operator; the schedule runs again next time
         logger.exception("reconciliation of flow %s failed", flow.slug)
         ReconciliationRun.objects.filter(pk=run.pk).update(
@@ -276,17 +307,22 @@ def reconciliation_run(*, flow: Flow, repair: bool | None = None, actor: Any = N
     with transaction.atomic():
         Discrepancy.objects.bulk_create(found, batch_size=500)
         ReconciliationRun.objects.filter(pk=run.pk).update(
-            status=ReconciliationRun.Status.DONE, finished_at=timezone.now(), totals=totals.as_dict(), **counts
+            status=ReconciliationRun.Status.DONE,
+            finished_at=timezone.now(),
+            totals={**totals.as_dict(), SOURCE_PASS: source_pass, **({"deleted": deleted} if deleted else {})},
+            **counts,
         )
     run.refresh_from_db()
     logger.info(
-        "reconciled flow %s: %d checked, %d matched, %d missing in target, %d missing in source, %d different",
+        "reconciled flow %s: %d checked, %d matched, %d missing in target, %d missing in source, %d different, "
+        "%d never reached the hub",
         flow.slug,
         run.checked,
         run.matched,
         run.missing_in_target,
         run.missing_in_source,
         run.different,
+        run.missing_from_hub,
     )
     if repair if repair is not None else schedule.auto_repair:
         discrepancies_repair(discrepancies=run.discrepancies.all(), actor=actor, reason="reconciliation auto-repair")
@@ -306,6 +342,64 @@ def _not_reconcilable(flow: Flow) -> ReconciliationRun:
     )
 
 
+def _source_pass(flow: Flow, schedule: ReconciliationSchedule) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """List the flow's source and return (the pass's summary, the records that never reached the hub).
+
+    1. What to read is what an initial load reads (load_source: the schedule's entity and key field, else
+       options.poll); a source that cannot be listed is not checkable, with the reason.
+    2. Read page by page (read_page), key each record in the pipeline's form (record_identity) and drop
+       those the flow's filter skips (filter_reason on the record, as the pipeline would see it).
+    3. A record is missing when neither a RecordLink nor a Message of the flow has its key.
+    """
+    try:
+        source = load_source(
+            flow=flow,
+            entity=schedule.source_entity,
+            key=(schedule.source_key_field,) if schedule.source_key_field else (),
+        )
+    except LoadError as exc:
+        return {"checked": False, "reason": f"the source cannot be listed: {exc}"}, []
+    poll = flow.opts.poll
+    company = flow.opts.ax_company or (poll.company if poll else "")
+    filters: dict[str, Any] = {"key": list(source.key), **({"company": company} if company else {})}
+    connector, kind = get_connector(flow.source), flow.source.kind
+    rows: dict[str, dict[str, Any]] = {}
+    listed = skipped = 0
+    cursor = ""
+    while True:
+        page, cursor = connector.read_page(source.entity, cursor, filters)
+        for row in page:
+            listed += 1
+            record_key, version = record_identity(entity=source.entity, key=source.key, row=row, kind=kind)
+            if filter_reason(message=Message(flow=flow, payload_in=row)):
+                skipped += 1
+                continue
+            rows[record_key] = {"row": row, "version": version}
+        if not cursor or listed >= schedule.max_records:
+            break
+    # Stored keys read in the normal form too: a link written before keys were normalised still counts.
+    links = RecordLink.objects.filter(flow=flow).values_list("source_key", flat=True)
+    known = {canonical_key(kind, key) for key in links}
+    known |= {
+        canonical_key(kind, key)
+        for key in Message.objects.filter(flow=flow, source_record_key__in=list(rows)).values_list(
+            "source_record_key", flat=True
+        )
+    }
+    missing = [
+        {
+            "kind": Kind.MISSING_FROM_HUB,
+            "source_key": record_key[:255],
+            "source_values": {"entity": source.entity, "version": found["version"], "record": found["row"]},
+            "detail": f"{source.entity} record at {flow.source}: no link and no message in the hub",
+        }
+        for record_key, found in sorted(rows.items())
+        if record_key not in known
+    ]
+    summary = {"checked": True, "entity": source.entity, "listed": listed, "skipped_by_filter": skipped}
+    return {**summary, "missing_from_hub": len(missing)}, missing
+
+
 def _compare(
     flow: Flow,
     schedule: ReconciliationSchedule,
@@ -314,7 +408,7 @@ def _compare(
     target: Any,
     context: dict[str, Any],
     totals: _Totals,
-) -> Discrepancy | None:
+) -> Discrepancy | Any | None:
     common = {"source_key": link.source_key, "target_key": link.target_key, "message": link.last_message}
     if source is not None:
         key = {schedule.source_key_field or "key": link.source_key}
@@ -338,7 +432,9 @@ def _compare(
                 kind=Kind.UNREADABLE, detail="no delivered payload to compare (purged by retention?)", **common
             )
     if "@delete" in expected:
-        return None  # the flow last carried the record's Delete (integrations.pipeline.prepare): no content to hold
+        # The flow last carried the record's Delete (integrations.pipeline.prepare): no content to hold, and
+        # not a match either: counted apart (totals["deleted"]).
+        return DELETED
     key = {field: expected.get(field) for field in flow.target_key_fields}
     if not key or any(value in (None, "") for value in key.values()):
         return Discrepancy(
@@ -366,8 +462,16 @@ def _compare(
     for field in fields:
         if _is_lines(want[field]) or isinstance(want[field], dict):
             have[field] = _part_projection(want[field], actual.get(field), spec.match if spec else "")
-    # Key fields compare in the target's normal form (F&O answers dataAreaId in lower case, whatever we sent).
+    # A Dataverse lookup is written as "<nav>@odata.bind": "/uoms(<id>)" and read back as "_<nav>_value": <id>.
+    # https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api
     kind = flow.target.kind
+    for field in fields:
+        if field.endswith(BIND) and isinstance(want[field], str):
+            bound = _BOUND_ID.search(want[field])
+            want[field] = canonical_key(kind, bound.group(1)) if bound else want[field]
+            read = actual.get(f"_{field[: -len(BIND)]}_value")
+            have[field] = canonical_key(kind, str(read)) if read not in (None, "") else None
+    # Key fields compare in the target's normal form (F&O answers dataAreaId in lower case, whatever we sent).
     for field in flow.target_key_fields:
         if field in want:
             want[field] = canonical_value(kind, field, want[field])
@@ -399,6 +503,8 @@ def discrepancies_repair(*, discrepancies: Any, actor: Any, reason: str = "") ->
 def discrepancy_repair(*, discrepancy: Discrepancy, actor: Any, reason: str = "") -> Message | None:
     """Replay the record's original message under '<key>#repair-<id>' with force_overwrite (see module doc)."""
     flow = discrepancy.run.flow
+    if discrepancy.kind == Kind.MISSING_FROM_HUB:
+        return _ingest_never_reached(discrepancy=discrepancy, actor=actor, reason=reason)
     original = discrepancy.message
     schedule = ReconciliationSchedule.objects.filter(flow=flow).first()
     if discrepancy.kind not in REPAIRABLE or original is None:
@@ -442,6 +548,35 @@ def discrepancy_repair(*, discrepancy: Discrepancy, actor: Any, reason: str = ""
             )
         Discrepancy.objects.filter(pk=discrepancy.pk).update(repair_message=repair, repaired_at=timezone.now())
     return repair
+
+
+def _ingest_never_reached(*, discrepancy: Discrepancy, actor: Any, reason: str) -> Message | None:
+    """Ingest a source record the hub never received, as the initial load would (same key: stored once)."""
+    flow = discrepancy.run.flow
+    values = discrepancy.source_values or {}
+    row, entity = values.get("record"), values.get("entity", "")
+    if not isinstance(row, dict) or not row:
+        Discrepancy.objects.filter(pk=discrepancy.pk).update(detail="repair: the source record was not kept")
+        return None
+    with transaction.atomic():
+        message, created = message_ingest(
+            flow=flow,
+            payload=row,
+            idempotency_key=f"{entity}:{discrepancy.source_key}:{values.get('version', '')}",
+            source_record_key=discrepancy.source_key,
+            headers={"reconciliation_run": discrepancy.run_id, "entity": entity},
+        )
+        if created:
+            audit_record(
+                actor=actor,
+                action="reconcile_repair",
+                obj=discrepancy,
+                message=message,
+                reason=reason,
+                details={"repair_message_id": message.pk, "kind": discrepancy.kind},
+            )
+        Discrepancy.objects.filter(pk=discrepancy.pk).update(repair_message=message, repaired_at=timezone.now())
+    return message
 
 
 def reconciliation_run_for_flow_id(*, flow_id: int) -> ReconciliationRun | None:

@@ -28,8 +28,8 @@ from integrations.protocols.odata import ODataError
 from integrations.protocols.odata.keys import parse_key
 from sandbox.common.result import Result
 from sandbox.dataverse.auth import error
-from sandbox.dataverse.store import Call
-from sandbox.dataverse.tables import TABLES
+from sandbox.dataverse.store import ROW_INDEX, Call, RowIndex, stored_values
+from sandbox.dataverse.tables import TABLES, Table
 
 ACTIONS = ("CreateMultiple", "UpdateMultiple", "UpsertMultiple")
 BULK_PATH = re.compile(r"^(?P<set>\w+)/Microsoft\.Dynamics\.CRM\.(?P<action>\w+)$")
@@ -49,6 +49,26 @@ def _bad(message: str) -> Result:
 
 
 Writer = Callable[..., tuple[Result, str]]
+
+
+def _key_values(table: Table, set_name: str, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alternate key values each target names or writes, for the request's RowIndex.
+
+    A target whose @odata.id does not parse is left out here; the write loop refuses it in its turn.
+    """
+    found: list[dict[str, Any]] = []
+    for target in targets:
+        values = stored_values({k: v for k, v in target.items() if k not in ("@odata.type", "@odata.id")})
+        match = _ID.match(str(target.get("@odata.id", "")))
+        if match and match.group("set") == set_name:
+            try:
+                key = parse_key(match.group("key"))
+            except ODataError:
+                key = None
+            if isinstance(key, dict):
+                values = {**values, **key}
+        found.append(values)
+    return found
 
 
 def bulk(call: Call, set_name: str, action: str, *, create_row: Writer, upsert_row: Writer) -> Result:
@@ -84,6 +104,9 @@ def bulk(call: Call, set_name: str, action: str, *, create_row: Writer, upsert_r
     ids: list[str] = []
     try:
         with transaction.atomic():  # standard tables: all targets are written or none
+            if action != "CreateMultiple":
+                # Each target's row by its alternate key, and the duplicate checks, from one read per key.
+                call.cache[(ROW_INDEX, set_name)] = RowIndex(table, set_name, _key_values(table, set_name, targets))
             for target in targets:
                 values = {k: v for k, v in target.items() if k not in ("@odata.type", "@odata.id")}
                 if action == "CreateMultiple":
@@ -106,10 +129,14 @@ def bulk(call: Call, set_name: str, action: str, *, create_row: Writer, upsert_r
                 if result.status >= 400:
                     raise _Failed(result)
                 ids.append(record_id)
+            if index := call.cache.get((ROW_INDEX, set_name)):
+                index.flush()  # the request's new rows, one INSERT before the transaction commits
     except _Failed as failed:
         return failed.result
     except ODataError as exc:
         return error(400, "0x80060888", str(exc))
+    finally:
+        call.cache.pop((ROW_INDEX, set_name), None)
     if action == "CreateMultiple":
         return Result.json(
             {"@odata.context": f"{call.root}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", "Ids": ids}

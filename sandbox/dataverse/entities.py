@@ -16,7 +16,9 @@ from sandbox.dataverse.events import raise_webhooks
 from sandbox.dataverse.metadata import entity_definitions, who_am_i
 from sandbox.dataverse.query import ROW_OPTIONS, read_list, unsupported_option
 from sandbox.dataverse.store import (
+    ROW_INDEX,
     Call,
+    RowIndex,
     context_url,
     duplicate_key,
     entity_json,
@@ -30,6 +32,7 @@ from sandbox.dataverse.store import (
     written,
 )
 from sandbox.dataverse.tables import _ENTITY_PATH, NAVIGATION, TABLES, Table
+from sandbox.models import EmulatorRecord
 from sandbox.models.store import next_change_seq
 
 
@@ -88,43 +91,57 @@ def _upsert(call: Call, table: Table, set_name: str, key: dict[str, Any] | str, 
 def upsert_row(
     call: Call, table: Table, set_name: str, key: dict[str, Any] | str, body: dict[str, Any]
 ) -> tuple[Result, str]:
-    """Create or update one row by key: the answer, and the row's id ("" when refused)."""
-    record, failure = find(table, set_name, key)
+    """Create or update one row by key: the answer, and the row's id ("" when refused).
+
+    Within a bulk message the request's RowIndex (call.cache, bulk.py) answers the key lookups.
+    """
+    index: RowIndex | None = call.cache.get((ROW_INDEX, set_name))
+    record, failure = find(table, set_name, key, index)
     if failure:
         return failure, ""
-    result = _upsert_found(call, table, set_name, key, body, record)
-    found, _ = find(table, set_name, key) if result.status < 400 else (None, None)
-    return result, found.key if found is not None else ""
+    result, record = _upsert_found(call, table, set_name, key, body, record, index)
+    return result, record.key if record is not None and result.status < 400 else ""
 
 
 def _upsert_found(
-    call: Call, table: Table, set_name: str, key: dict[str, Any] | str, body: dict[str, Any], record: Any
-) -> Result:
+    call: Call,
+    table: Table,
+    set_name: str,
+    key: dict[str, Any] | str,
+    body: dict[str, Any],
+    record: Any,
+    index: RowIndex | None = None,
+) -> tuple[Result, EmulatorRecord | None]:
     if_match = call.headers.get("if-match", "")
     if_none_match = call.headers.get("if-none-match", "")
     if if_none_match == "*" and record is not None:
-        return error(412, "0x80040237", "A record with matching key values already exists.")
+        return error(412, "0x80040237", "A record with matching key values already exists."), None
     if if_match and record is None:
-        return not_found(table, key)
+        return not_found(table, key), None
     if if_match and if_match != "*" and if_match != etag(record.version):
         return error(
             412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided."
-        )
+        ), None
     if failure := validate(table, set_name, body, creating=record is None):
-        return failure
+        return failure, None
     values = stored_values(body)
     key_values = key if isinstance(key, dict) else {}
     if isinstance(key, str) and values.get(table.primary_id, key) != key:
-        return error(400, "0x80060888", f"The {table.primary_id} in the body does not match the key in the URL.")
+        return error(400, "0x80060888", f"The {table.primary_id} in the body does not match the key in the URL."), None
     values.pop(table.primary_id, None)
-    if failure := duplicate_key(table, set_name, {**values, **key_values}, exclude=record.key if record else ""):
-        return failure
+    exclude = record.key if record else ""
+    if failure := duplicate_key(table, set_name, {**values, **key_values}, exclude=exclude, index=index):
+        return failure, None
     before = dict(record.data) if record is not None else None
-    record, created = write(table, set_name, record, values, key_values, key if isinstance(key, str) else None)
+    record, created = write(
+        table, set_name, record, values, key_values, key if isinstance(key, str) else None, index=index
+    )
+    if index is not None:
+        index.written(record)
     message = "Create" if created else "Update"
     raise_webhooks(call, table, message, record, body, before=before, key_values=key_values)
     key_text = format_key(key) if isinstance(key, dict) else record.key
-    return written(call, table, set_name, record, created, key_text)
+    return written(call, table, set_name, record, created, key_text), record
 
 
 def _related(call: Call, table: Table, set_name: str, raw_key: str, navigation: str) -> Result:

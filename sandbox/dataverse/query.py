@@ -16,7 +16,7 @@ from sandbox.dataverse.auth import error
 from sandbox.dataverse.store import Call, context_url, entity_json, live
 from sandbox.dataverse.tables import EMULATOR, MAX_PAGE_SIZE, Table
 from sandbox.models import EmulatorRecord
-from sandbox.models.store import next_change_seq
+from sandbox.models.store import equal_rows, equality_groups, next_change_seq
 
 
 def _skiptoken(page: int, last: str, extra: str = "") -> str:
@@ -95,20 +95,32 @@ def read_list(call: Call, table: Table, set_name: str) -> Result:
     if delta is not None:
         return read_changes(call, table, set_name, delta)
     page_size = _page_size(call) or MAX_PAGE_SIZE
-    records = list(live(set_name).order_by("key"))  # Dataverse pages in primary id order
-    if "$filter" in call.query:
-        matches = parse_filter(call.query["$filter"], V4())
-        records = [r for r in records if matches(r.data)]
-    if order := call.query.get("$orderby"):
-        order_by(records, order, lambda value: (value is None, value if value is not None else ""))
+    order = call.query.get("$orderby")
     snapshot: int | None = None
-    page = 1
+    page, last = 1, ""
     if token := call.query.get("$skiptoken"):
         page, last, snapshot = _read_skiptoken(token)
-        if order:
+    rows = live(set_name)
+    if not order and last:
+        rows = rows.filter(key__gt=last)  # the paging cookie's last id: the unique key index, not the table
+    if "$filter" in call.query:
+        matches = parse_filter(call.query["$filter"], V4())
+        # Reads by key (the written rows' ids read back) are narrowed in SQL; the whole $filter still decides.
+        groups = equality_groups(call.query["$filter"])
+        if groups is not None:
+            rows = rows.filter(equal_rows(groups))
+        records = [r for r in rows.order_by("key").iterator(chunk_size=2000) if matches(r.data)]
+    elif order:
+        records = list(rows.order_by("key"))
+    else:
+        # No filter, no order: one page (and one row to tell whether another follows) in primary id order.
+        top = call.query.get("$top", "")
+        limit = int(top) if top.isdigit() else page_size + 1  # $top answers its rows unpaged
+        records = list(rows.order_by("key")[:limit])
+    if order:
+        order_by(records, order, lambda value: (value is None, value if value is not None else ""))
+        if token:
             records = records[(page - 1) * page_size :]
-        else:
-            records = [r for r in records if r.key > last]
     if tracking and snapshot is None:
         snapshot = next_change_seq()  # taken before reading: a change made meanwhile comes again in the delta
     body: dict[str, Any] = {"@odata.context": context_url(call, set_name, select)}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from sandbox.common import v4
@@ -56,13 +60,117 @@ def live(set_name: str):
     return EmulatorRecord.objects.filter(emulator=EMULATOR, entity=set_name, deleted=False)
 
 
-def find(table: Table, set_name: str, key: dict[str, Any] | str) -> tuple[EmulatorRecord | None, Result | None]:
+def _value(value: Any) -> str:
+    """A column value as JSON compares it (1 and 1.0 are one number), to key the index by."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return json.dumps(value, sort_keys=True)
+
+
+ROW_INDEX = "bulk-row-index"  # call.cache key (with the entity set) of a bulk request's RowIndex
+
+
+class RowIndex:
+    """The rows one bulk request names, by the values of each alternate key, read in one query per key.
+
+    UpsertMultiple finds each target's row by its alternate key and checks every alternate key for a
+    duplicate: row by row that is a scan of the table per target and per check. The index answers both
+    for the values the request's targets carry; a value it did not read (a write that changes a key to
+    another one) is looked up in the table as before. Built inside the request's transaction, after
+    taking a transaction lock per key value (PostgreSQL), so two bulk requests naming the same
+    alternate key value cannot both create it: the second reads the first's row once it has committed.
+    """
+
+    def __init__(self, table: Table, set_name: str, targets: list[dict[str, Any]]) -> None:
+        self.keys = table.alternate_keys
+        self.pending: dict[str, EmulatorRecord] = {}  # rows created by the request, by primary id, not yet inserted
+        self.rows: dict[tuple[str, ...], dict[tuple[str, ...], list[EmulatorRecord]]] = {k: {} for k in self.keys}
+        wanted: dict[tuple[str, ...], dict[tuple[str, ...], tuple[Any, ...]]] = {k: {} for k in self.keys}
+        for values in targets:
+            for names in self.keys:
+                if all(values.get(name) not in (None, "") for name in names):
+                    raw = tuple(values[name] for name in names)
+                    wanted[names][tuple(_value(v) for v in raw)] = raw
+        self._lock(set_name, wanted)
+        for names, by_value in wanted.items():
+            if not by_value:
+                continue
+            known = self.rows[names]
+            for found in by_value:
+                known[found] = []
+            if len(names) == 1:
+                rows = live(set_name).filter(**{f"data__{names[0]}__in": [raw[0] for raw in by_value.values()]})
+            else:
+                condition = Q()
+                for raw in by_value.values():
+                    condition |= Q(**{f"data__{name}": value for name, value in zip(names, raw, strict=True)})
+                rows = live(set_name).filter(condition)
+            for record in rows.order_by("pk"):
+                self._add(names, record)
+
+    @staticmethod
+    def _lock(set_name: str, wanted: dict[tuple[str, ...], dict[tuple[str, ...], tuple[Any, ...]]]) -> None:
+        if connection.vendor != "postgresql":
+            return  # SQLite runs one writer at a time
+        locks = sorted(  # in one order, so two requests never wait on each other's locks
+            {
+                int.from_bytes(
+                    hashlib.blake2b(f"{EMULATOR}:{set_name}:{names}:{found}".encode(), digest_size=8).digest(),
+                    "big",
+                    signed=True,
+                )
+                for names, by_value in wanted.items()
+                for found in by_value
+            }
+        )
+        if locks:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [locks])
+
+    def _add(self, names: tuple[str, ...], record: EmulatorRecord) -> None:
+        if not all(name in record.data for name in names):
+            return
+        rows = self.rows[names].get(tuple(_value(record.data[name]) for name in names))
+        if rows is not None and not any(_same_row(row, record) for row in rows):
+            rows.append(record)
+
+    def flush(self) -> None:
+        """Insert the rows the request created, with one INSERT (in the request's transaction)."""
+        if self.pending:
+            EmulatorRecord.objects.bulk_create(self.pending.values())
+            self.pending = {}
+
+    def get(self, names: tuple[str, ...], values: dict[str, Any]) -> list[EmulatorRecord] | None:
+        """The live rows with these values of the key, None when the index did not read them."""
+        known = self.rows.get(tuple(names))
+        if known is None:
+            return None
+        return known.get(tuple(_value(values[name]) for name in names))
+
+    def written(self, record: EmulatorRecord) -> None:
+        """Keep the index true after a write: the row under the key values it now holds."""
+        for names, known in self.rows.items():
+            for rows in known.values():
+                rows[:] = [row for row in rows if not _same_row(row, record)]
+            if not record.deleted:
+                self._add(names, record)
+
+
+def _same_row(one: EmulatorRecord, other: EmulatorRecord) -> bool:
+    return one is other or (one.pk is not None and one.pk == other.pk)
+
+
+def find(
+    table: Table, set_name: str, key: dict[str, Any] | str, index: RowIndex | None = None
+) -> tuple[EmulatorRecord | None, Result | None]:
     """The row a key names (primary id or a declared alternate key), or the error for a bad key."""
     if isinstance(key, str):
         try:
             uuid.UUID(key)
         except ValueError:
             return None, error(400, "0x80060888", f"Unrecognized key '{key}': expected a GUID or name='value' pairs.")
+        if index is not None and key in index.pending:
+            return index.pending[key], None
         return live(set_name).filter(key=key).first(), None
     if tuple(sorted(key)) not in {tuple(sorted(k)) for k in table.alternate_keys}:
         declared = " or ".join("(" + ",".join(k) + ")" for k in table.alternate_keys)
@@ -72,6 +180,10 @@ def find(table: Table, set_name: str, key: dict[str, Any] | str) -> tuple[Emulat
             f"The key attribute(s) {','.join(key)} do not match an alternate key defined on entity "
             f"'{table.logical_name}'; declared keys: {declared}.",
         )
+    names = next(k for k in table.alternate_keys if sorted(k) == sorted(key))
+    known = index.get(names, key) if index is not None else None
+    if known is not None:
+        return (known[0] if known else None), None
     rows = live(set_name)
     for name, value in key.items():
         rows = rows.filter(**{f"data__{name}": value})
@@ -188,32 +300,47 @@ def write(
     values: dict[str, Any],
     key_values: dict[str, Any],
     primary: str | None = None,
+    index: RowIndex | None = None,
 ) -> tuple[EmulatorRecord, bool]:
-    """Create or update one row; every write gets a new version (the ETag) and change sequence."""
+    """Create or update one row; every write gets a new version (the ETag) and change sequence.
+
+    With a bulk request's index, a new row is kept in the index and inserted with the request's others
+    (RowIndex.flush, in the same transaction), not with an INSERT of its own.
+    """
     now = timezone.now().isoformat(timespec="seconds").replace("+00:00", "Z")
     seq = next_change_seq()
     if record is None:
         record_id = primary or str(uuid.uuid4())
         data = {**values, **key_values, table.primary_id: record_id, "createdon": now, "modifiedon": now}
         data["versionnumber"] = seq // 1000
-        record = EmulatorRecord.objects.create(
-            emulator=EMULATOR, entity=set_name, key=record_id, data=data, version=seq // 1000, change_seq=seq
-        )
-        return record, True
+        fields = {"emulator": EMULATOR, "entity": set_name, "key": record_id, "data": data}
+        if index is not None:
+            record = EmulatorRecord(**fields, version=seq // 1000, change_seq=seq)
+            index.pending[record_id] = record
+            return record, True
+        return EmulatorRecord.objects.create(**fields, version=seq // 1000, change_seq=seq), True
     record.data = {**record.data, **values, "modifiedon": now, "versionnumber": seq // 1000}
     record.version = seq // 1000
     record.change_seq = seq
-    record.save(update_fields=["data", "version", "change_seq", "modified_at"])
+    if not record._state.adding:  # a row created earlier in this bulk request is inserted by flush()
+        record.save(update_fields=["data", "version", "change_seq", "modified_at"])
     return record, False
 
 
-def duplicate_key(table: Table, set_name: str, values: dict[str, Any], exclude: str = "") -> Result | None:
+def duplicate_key(
+    table: Table, set_name: str, values: dict[str, Any], exclude: str = "", index: RowIndex | None = None
+) -> Result | None:
     for key in table.alternate_keys:
         if all(values.get(name) not in (None, "") for name in key):
-            rows = live(set_name)
-            for name in key:
-                rows = rows.filter(**{f"data__{name}": values[name]})
-            if rows.exclude(key=exclude).exists():
+            known = index.get(key, values) if index is not None else None
+            if known is not None:
+                taken = any(row.key != exclude for row in known)
+            else:
+                rows = live(set_name)
+                for name in key:
+                    rows = rows.filter(**{f"data__{name}": values[name]})
+                taken = rows.exclude(key=exclude).exists()
+            if taken:
                 shown = ", ".join(str(values[name]) for name in key)
                 return error(
                     412,

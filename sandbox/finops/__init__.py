@@ -23,8 +23,10 @@ MajorVersion, MinorVersion, BusinessEventLegalEntity, …) with the event's own 
 receiver reads those with OData), after the transaction commits, from a small thread
 pool with a bounded timeout; each delivery is logged as an EmulatorRecord (entity "$event").
 
-Server-managed fields the real entities lack: ModifiedDateTime (UTC, for modified-since reads). dataAreaId is
-answered lower-case, as F&O does. Errors use the F&O OData shape
+Entities carry no ModifiedDateTime (the standard ones lack it; naming it is an unknown property): what changed
+is read through a change-tracked export (packages.py, "Enable change tracking for entities"); change tracking
+is set per entity at control/change-tracking/<entity>. dataAreaId is answered lower-case, as F&O does.
+Errors use the F&O OData shape
 {"error": {"code": "", "message": "An error has occurred.", "innererror": {"message": …, "type": …}}}.
 
 Modules: model (the entities), store (their rows), entities (a data call), batch, services (custom services)
@@ -38,7 +40,7 @@ from sandbox.finops.auth import LIMITS, configure_service_protection
 from sandbox.finops.config import configure, settings_get
 from sandbox.finops.events import business_event, raise_event
 from sandbox.finops.model import EMULATOR
-from sandbox.finops.packages import data_project, recurring_export_run, recurring_job
+from sandbox.finops.packages import change_tracking, data_project, recurring_export_run, recurring_job
 from sandbox.models import EmulatorRecord
 from sandbox.registry import Emulator
 
@@ -54,6 +56,7 @@ DESCRIPTOR = Emulator(name=EMULATOR, urls="sandbox.finops.urls", reset=reset)
 __all__ = [
     "DESCRIPTOR",
     "business_event",
+    "change_tracking",
     "configure",
     "configure_service_protection",
     "data_project",

@@ -9,15 +9,30 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from integrations.protocols.odata import ODataError
-from integrations.protocols.odata.filter import V4, parse_filter
+from integrations.protocols.odata.filter import V4, Field, parse_filter
 from integrations.protocols.odata.keys import format_key
 from sandbox.common.result import Result
 from sandbox.common.v4 import order_by
 from sandbox.finops.auth import error, write_failed
 from sandbox.finops.config import next_number
 from sandbox.finops.model import _ENTITY_PATH, ENTITIES, LINE_DEFAULTS, LINE_PARENTS, PAGE_SIZE, Entity
-from sandbox.finops.store import Call, entity_json, etag, key_of, not_found, record_key, rows, validate, write
-from sandbox.models.store import next_change_seq
+from sandbox.finops.store import (
+    ABSENT_PROPERTIES,
+    Call,
+    entity_json,
+    etag,
+    key_of,
+    not_found,
+    record_key,
+    rows,
+    unknown_property,
+    validate,
+    write,
+)
+from sandbox.models.store import equal_rows, equality_groups, next_change_seq
+
+# Properties the store keeps in a column of its own, in lower case: read through the unique key index.
+_COLUMNS = {"dataAreaId": "company"}
 
 
 def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
@@ -67,27 +82,68 @@ def _default_from_header(
     return None
 
 
+class _EntityFields(V4):
+    """$filter over an entity: a property the entity type lacks (ABSENT_PROPERTIES) is refused, not null."""
+
+    def field(self, name: str) -> Field:
+        if name in ABSENT_PROPERTIES:
+            raise _Absent(name)
+        return super().field(name)
+
+
+class _Absent(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _absent_in(text: str) -> str:
+    """The first property of a $select / $orderby list the entity type lacks ("" if none)."""
+    for part in text.split(","):
+        name = part.strip().split(" ")[0].split("/")[0]
+        if name in ABSENT_PROPERTIES:
+            return name
+    return ""
+
+
 def read_list(call: Call, name: str) -> Result:
+    for option in ("$select", "$orderby"):
+        if absent := _absent_in(call.query.get(option, "")):
+            return unknown_property(ENTITIES[name], absent)
     queryset = rows(name)
     if not call.cross_company:
         queryset = queryset.filter(company=call.default_company)
-    records = list(queryset.order_by("company", "key"))
-    if "$filter" in call.query:
-        matches = parse_filter(call.query["$filter"], V4())
-        records = [r for r in records if matches(r.data)]
-    if order := call.query.get("$orderby"):
-        order_by(records, order, lambda value: (value is None, str(value or "")))
     skip = call.query.get("$skip", "0")
     top = call.query.get("$top")
     for param, value in (("$skip", skip), ("$top", top)):
         if value is not None and not value.isdigit():
             return error(400, f"The query parameter '{param}' is not valid: '{value}' is not a non-negative integer.")
-    total = len(records)  # $count=true counts every match, before $skip/$top (OData 4.01 §11.2.5.5)
-    records = records[int(skip) :]
     page_size = PAGE_SIZE
     prefer = call.headers.get("prefer", "")
     if match := re.search(r"odata\.maxpagesize=(\d+)", prefer):
         page_size = min(PAGE_SIZE, max(1, int(match.group(1))))
+    text = call.query.get("$filter")
+    try:
+        matches = parse_filter(text, _EntityFields()) if text is not None else None
+    except _Absent as exc:
+        return unknown_property(ENTITIES[name], exc.name)
+    groups = equality_groups(text) if text is not None else None
+    if groups is not None:  # reads by key or company: narrowed in SQL (sandbox.models.store lookups)
+        queryset = queryset.filter(equal_rows(groups, _COLUMNS))
+    order = call.query.get("$orderby")
+    if not order and (text is None or (groups is not None and all(n in _COLUMNS for g in groups for n, _ in g))):
+        # Answered by SQL alone (the company column is dataAreaId): the page, in the unique key index's order.
+        total = queryset.count() if call.query.get("$count") == "true" else 0
+        wanted = min(int(top), page_size + 1) if top is not None else page_size + 1
+        records = list(queryset.order_by("company", "key")[int(skip) : int(skip) + wanted])
+    else:
+        records = list(queryset.order_by("company", "key"))
+        if matches is not None:
+            records = [r for r in records if matches(r.data)]
+        if order:
+            order_by(records, order, lambda value: (value is None, str(value or "")))
+        total = len(records)  # $count=true counts every match, before $skip/$top (OData 4.01 §11.2.5.5)
+        records = records[int(skip) :]
     body: dict[str, Any] = {"@odata.context": f"{call.root}/$metadata#{name}"}
     # F&O supports $count among its query options:
     # https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/odata#query-options

@@ -16,6 +16,14 @@ https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/rec
   POST ack/<activity>       body: what dequeue answered → 200; the message leaves the queue
   GetMessageStatus {messageId} (a package API action) → Processed, ProcessedWithErrors, …
 
+Change tracking ("Enable change tracking for entities",
+https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/entity-change-track): an
+administrator enables it per entity (change_tracking(), or PUT /sandbox/finops/control/change-tracking/<entity>);
+an export project whose entities are "Incremental push only" (data_project(incremental=True)) then exports,
+per entity and legal entity, only the rows changed since its previous successful export, the first time all
+of them; an entity without change tracking "can only [get] a full export each time", so it is exported in
+full. Deletions are not tracked (non-BYOD exports do not carry them, same document).
+
 Simplifications (docs/sandbox.md): data projects and recurring jobs are set up with data_project() and
 recurring_job() (F&O: the Data management workspace); executions run at once, inside the call, not in a
 batch job; a recurring export job's package is queued by recurring_export_run() (F&O: its schedule).
@@ -34,9 +42,14 @@ from sandbox.finops.auth import error
 from sandbox.finops.model import EMULATOR, ENTITIES
 from sandbox.finops.store import Call, record_key, rows, validate, write
 from sandbox.models import EmulatorRecord
+from sandbox.models.store import next_change_seq
 
 ACTION_PREFIX = "DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
 PROJECT, EXECUTION, BLOB, JOB, QUEUED = "$dmf_project", "$dmf_execution", "$dmf_blob", "$dmf_job", "$dmf_message"
+TRACKING, TRACKED = "$dmf_tracking", "$dmf_tracked"  # entities with change tracking; what each export has sent
+# A row's change sequence is taken when it is written, not when its transaction commits: a write that
+# commits while an export reads is seen by the next export only if that one looks back this far.
+COMMIT_GRACE_NS = 60 * 1_000_000_000
 
 
 def _row(kind: str, key: str) -> EmulatorRecord | None:
@@ -50,12 +63,55 @@ def _put(kind: str, key: str, data: dict[str, Any]) -> EmulatorRecord:
     return row
 
 
-def data_project(name: str, *, entities: list[str], direction: str = "export") -> None:
-    """A data project (definition group) of these data entities, for export or import."""
+def data_project(name: str, *, entities: list[str], direction: str = "export", incremental: bool = False) -> None:
+    """A data project (definition group) of these data entities, for export or import.
+
+    incremental: its entities' default refresh type is "Incremental push only" (else "Full push only").
+    """
     unknown = [entity for entity in entities if entity not in ENTITIES]
     if unknown:
         raise ValueError(f"no data entity {unknown[0]!r}")
-    _put(PROJECT, name, {"entities": entities, "direction": direction})
+    if incremental and direction != "export":
+        raise ValueError("incremental push is a refresh type of export projects only")
+    _put(PROJECT, name, {"entities": entities, "direction": direction, "incremental": incremental})
+
+
+def data_project_get(name: str) -> dict[str, Any] | None:
+    """The data project's definition (entities, direction, incremental), None if there is none."""
+    row = _row(PROJECT, name)
+    return row.data if row else None
+
+
+def change_tracking(entity: str, *, enabled: bool = True) -> None:
+    """Enable (or disable) change tracking on a data entity, as in Data management > Data entities."""
+    if entity not in ENTITIES:
+        raise ValueError(f"no data entity {entity!r}")
+    if enabled:
+        _put(TRACKING, entity, {"scope": "entire_entity"})
+    else:
+        EmulatorRecord.objects.filter(emulator=EMULATOR, entity=TRACKING, company="", key=entity).delete()
+        # Disabled, its history is gone: enabled again, the next incremental export is a full one.
+        EmulatorRecord.objects.filter(emulator=EMULATOR, entity=TRACKED, key__contains=f"|{entity}|").delete()
+
+
+def change_tracking_enabled(entity: str) -> bool:
+    return _row(TRACKING, entity) is not None
+
+
+def _changed_rows(project: str, entity: str, company: str) -> tuple[list[EmulatorRecord], dict[str, Any]]:
+    """The rows changed since the project's previous successful export of the entity, and the state after this one.
+
+    The state is a watermark (a change sequence) and the keys exported above it with their sequence: a row
+    is sent again when its sequence is past the watermark and not the one already sent. The watermark lags
+    the export by COMMIT_GRACE_NS, so a row that committed after it was read is still found next time.
+    """
+    state = _row(TRACKED, f"{project}|{entity}|{company}")
+    watermark, sent = (state.data["watermark"], state.data["sent"]) if state else (0, {})
+    snapshot = next_change_seq()  # taken before reading: a row written meanwhile comes again next time
+    candidates = list(rows(entity).filter(company=company, change_seq__gt=watermark).order_by("key"))
+    changed = [r for r in candidates if sent.get(r.key) != r.change_seq]
+    after = max(watermark, snapshot - COMMIT_GRACE_NS)
+    return changed, {"watermark": after, "sent": {r.key: r.change_seq for r in candidates if r.change_seq > after}}
 
 
 def recurring_job(activity_id: str, *, project: str, company: str) -> None:
@@ -68,14 +124,19 @@ def _blob_url(call: Call, blob_id: str) -> str:
 
 
 def _export(project: dict[str, Any], company: str, name: str) -> bytes:
-    entities = {
-        entity: [
-            {k: v for k, v in r.data.items() if k != "ModifiedDateTime"}
-            for r in rows(entity).filter(company=company).order_by("key")
-        ]
-        for entity in project["entities"]
-    }
-    return dmf.package_build(definition_group=name, entities=entities, description=f"Export of {name}")
+    """The project's package: per entity every row, or for an incremental push of a change-tracked entity
+    only the rows changed since the previous export (its state is kept only when the export is built)."""
+    entities, states = {}, {}
+    for entity in project["entities"]:
+        if project.get("incremental") and change_tracking_enabled(entity):
+            records, states[entity] = _changed_rows(name, entity, company)
+        else:
+            records = list(rows(entity).filter(company=company).order_by("key"))
+        entities[entity] = [r.data for r in records]
+    package = dmf.package_build(definition_group=name, entities=entities, description=f"Export of {name}")
+    for entity, state in states.items():
+        _put(TRACKED, f"{name}|{entity}|{company}", state)
+    return package
 
 
 def _import(package: bytes, company: str) -> tuple[int, list[dict[str, Any]]]:

@@ -13,6 +13,7 @@ from sandbox.finops import packages
 from sandbox.finops.auth import LIMITS, denied, error, fault_body, throttled
 from sandbox.finops.batch import batch
 from sandbox.finops.config import settings_get
+from sandbox.finops.control import ChangeTrackingApi
 from sandbox.finops.entities import dispatch
 from sandbox.finops.model import EMULATOR
 from sandbox.finops.services import services
@@ -69,6 +70,7 @@ urlpatterns = [
     path("data/<path:rest>", data, name="finops-data"),
     path("api/connector/<str:operation>/<str:activity_id>", recurring, name="finops-recurring"),
     path("dmf-blob/<str:blob_id>", dmf_blob, name="finops-dmf-blob"),
+    path("control/change-tracking/<str:entity>", ChangeTrackingApi.as_view(), name="finops-change-tracking"),
     path("api/services", api_services, name="finops-services-root"),
     path("api/services/<path:rest>", api_services, name="finops-services"),
 ]

@@ -63,17 +63,18 @@ def test_a_re_sync_stores_only_what_changed_since_the_first_load(load_flow):
     assert Message.objects.filter(flow=load_flow, source_record_key__endswith="'C00003'").count() == 2
 
 
-def test_filters_by_company_and_modified_since(load_flow):
+def test_filters_by_company_and_refuses_modified_since_for_fo(load_flow):
+    """F&O data entities have no modified date/time: a load since a moment is refused up front, saying why."""
     seed_customers(3)
     seed_customers(2, company="dk01")
 
-    run = run_pages(load.load_start(flow=load_flow, company="DK01", since="2000-01-01T00:00:00Z"))
-    later = run_pages(load.load_start(flow=load_flow, since="2999-01-01T00:00:00Z"))
+    run = run_pages(load.load_start(flow=load_flow, company="DK01"))
+    with pytest.raises(load.LoadError, match="since: F&O data entities have no modified date/time"):
+        load.load_start(flow=load_flow, since="2000-01-01T00:00:00Z")
 
     assert (run.read, run.expected) == (2, 2)
     assert set(Message.objects.values_list("payload_in__dataAreaId", flat=True)) == {"dk01"}
-    assert later.read == 0
-    assert later.state == State.DONE
+    assert LoadRun.objects.count() == 1  # nothing started for the refused one
 
 
 def test_a_cancelled_load_stops_and_stores_no_further_page(load_flow):
@@ -191,3 +192,28 @@ def test_the_admin_shows_a_progress_bar_and_the_flow_action_starts_a_load(load_f
     assert "4 record(s)" in response.content.decode()
     assert 'role="progressbar"' in page.content.decode()
     assert 'aria-valuenow="100"' in listing.content.decode()
+
+
+def test_a_page_task_reads_on_while_delivery_keeps_up_and_queues_the_next_page_otherwise(load_flow, monkeypatch):
+    """Reading on in the task while less than a page waits for delivery; a page's worth waiting queues the next."""
+    seed_customers(12)
+    queued: list[int] = []
+    monkeypatch.setattr(load.dispatch, "queue_load_page", lambda *, run_id: queued.append(run_id) or True)
+    monkeypatch.setattr(load, "_waiting", lambda run: 0)  # as if every stored message were delivered at once
+
+    caught_up = load.load_start(flow=load_flow, page_size=5)
+    queued.clear()  # load_start queues the first page
+
+    load.load_page(run_id=caught_up.pk)
+
+    caught_up.refresh_from_db()
+    assert (caught_up.state, caught_up.pages, caught_up.read, queued) == (State.DONE, 3, 12, [])
+
+    monkeypatch.undo()
+    monkeypatch.setattr(load.dispatch, "queue_load_page", lambda *, run_id: queued.append(run_id) or True)
+    behind = load.load_start(flow=load_flow, page_size=5)  # the first load's 12 messages wait for delivery
+    queued.clear()
+    load.load_page(run_id=behind.pk)
+
+    behind.refresh_from_db()
+    assert (behind.pages, queued) == (1, [behind.pk])

@@ -164,21 +164,41 @@ def test_a_batch_of_200_upserts(finops_system: System) -> None:
     assert EmulatorRecord.objects.filter(emulator="finops", entity="CustomersV3", company="dk01").count() == 200
 
 
-def test_read_changes_returns_rows_modified_since_the_cursor(finops_system: System) -> None:
+KEY = ["CustomerAccount"]
+
+
+def test_read_changes_exports_only_the_rows_changed_since_the_previous_export(finops_system: System) -> None:
+    """Change tracking in data management, not a ModifiedDateTime filter (F&O entities have none)."""
+    from sandbox import finops
+
+    finops.change_tracking("CustomersV3")
+    finops.data_project("CustomerChanges", entities=["CustomersV3"], incremental=True)
     connector = connector_of(finops_system)
     for n in range(3):
         connector.deliver(customer(f"M{n}"))
     connector.deliver(customer("X0", company="SE01"))
-    initial, cursor = connector.read_changes("CustomersV3", company="DK01")
+    initial = connector.read_changes("CustomersV3", "exec-1", project="CustomerChanges", company="DK01", key=KEY)
 
     connector.deliver(customer("M1", name="changed"))
-    changes, cursor_2 = connector.read_changes("CustomersV3", cursor, company="DK01")
-    nothing, cursor_3 = connector.read_changes("CustomersV3", cursor_2, company="DK01")
+    changes = connector.read_changes("CustomersV3", "exec-2", project="CustomerChanges", company="DK01", key=KEY)
+    again = connector.read_changes("CustomersV3", "exec-2", project="CustomerChanges", company="DK01", key=KEY)
+    nothing = connector.read_changes("CustomersV3", "exec-3", project="CustomerChanges", company="DK01", key=KEY)
 
     assert sorted(r["CustomerAccount"] for r in initial) == ["M0", "M1", "M2"]
     assert [(r["CustomerAccount"], r["OrganizationName"]) for r in changes] == [("M1", "changed")]
+    assert again == changes  # the same execution id reads the same package, it does not export again
     assert nothing == []
-    assert cursor_3 == cursor_2
+    assert all("ModifiedDateTime" not in r for r in initial)
+    assert all(r["@odata.etag"].startswith('W/"') for r in initial + changes)  # read back by key through OData
+
+
+def test_read_changes_of_a_project_without_the_entity_is_refused(finops_system: System) -> None:
+    from sandbox import finops
+
+    finops.data_project("Products", entities=["ReleasedProductsV2"], incremental=True)
+
+    with pytest.raises(errors.RejectedError, match="does not export CustomersV3"):
+        connector_of(finops_system).read_changes("CustomersV3", "exec-x", project="Products", company="DK01", key=KEY)
 
 
 def test_availability_check_through_the_custom_service(finops_system: System) -> None:

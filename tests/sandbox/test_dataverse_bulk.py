@@ -92,3 +92,84 @@ def test_a_bulk_request_counts_as_one_request_against_service_protection(dv: MsC
 
     assert (first.status_code, second.status_code, third.status_code) == (200, 200, 429)
     assert live("accounts").count() == 20
+
+
+def _count_calls(monkeypatch, module, name: str) -> list[tuple]:
+    """Calls of module.name made while serving (the TLS server runs in this process, in a thread)."""
+    calls: list[tuple] = []
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_upsert_multiple_finds_its_rows_with_one_read_per_alternate_key(dv: MsClient, monkeypatch) -> None:
+    """The targets' rows and the duplicate checks come from one read of the key's values, not a scan per target."""
+    from sandbox.dataverse import store
+
+    for n in range(5):
+        dv.call("POST", f"{API}/accounts", json={"name": f"Old {n}", "accountnumber": f"R{n}"})
+    targets = [
+        {"@odata.type": ACCOUNT, "@odata.id": f"accounts(accountnumber='R{n}')", "name": f"New {n}"} for n in range(30)
+    ]
+    reads = _count_calls(monkeypatch, store, "live")
+
+    response = dv.call("POST", f"{API}/accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": targets})
+
+    assert response.status_code == 204, response.text
+    assert len(reads) == 1  # was three per target: find, the duplicate check, find again for the id
+    assert live("accounts").count() == 30
+    assert live("accounts").get(data__accountnumber="R3").data["name"] == "New 3"
+
+
+def test_upsert_multiple_naming_one_key_twice_writes_one_row(dv: MsClient) -> None:
+    """The second target finds the row the first one created in the same request (the request's index)."""
+    targets = [
+        {"@odata.type": ACCOUNT, "@odata.id": "accounts(accountnumber='D1')", "name": "First"},
+        {"@odata.type": ACCOUNT, "@odata.id": "accounts(accountnumber='D1')", "name": "Second"},
+    ]
+
+    response = dv.call("POST", f"{API}/accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": targets})
+
+    assert response.status_code == 204, response.text
+    assert live("accounts").get(data__accountnumber="D1").data["name"] == "Second"
+
+
+def test_upsert_multiple_refuses_an_alternate_key_another_row_holds(dv: MsClient) -> None:
+    """An alternate key is unique: a target creating a second row with the same accountnumber fails them all."""
+    dv.call("POST", f"{API}/accounts", json={"name": "Holder", "accountnumber": "K1"})
+    targets = [
+        {"@odata.type": ACCOUNT, "@odata.id": "accounts(accountnumber='K2')", "name": "Other"},
+        {
+            "@odata.type": ACCOUNT,
+            "accountid": "00000000-0000-0000-0000-00000000000a",
+            "name": "Taken",
+            "accountnumber": "K1",
+        },
+    ]
+
+    response = dv.call("POST", f"{API}/accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": targets})
+
+    assert response.status_code == 412, response.text
+    assert response.json()["error"]["code"] == "0x80040237"
+    assert live("accounts").count() == 1
+
+
+def test_a_read_back_by_keys_is_narrowed_in_sql_and_compares_text_case_insensitively(dv: MsClient, monkeypatch) -> None:
+    """$filter of `key eq 'x'` terms is answered from the named rows; Dataverse compares strings case-insensitively."""
+    from sandbox.dataverse import query
+
+    for n in range(4):
+        dv.call("POST", f"{API}/accounts", json={"name": f"Row {n}", "accountnumber": f"AB{n}"})
+    narrowed = _count_calls(monkeypatch, query, "equal_rows")
+    expression = "(accountnumber eq 'ab1') or (accountnumber eq 'AB3') or (accountnumber eq 'none')"
+
+    response = dv.call("GET", f"{API}/accounts", params={"$filter": expression, "$select": "accountnumber"})
+
+    assert response.status_code == 200, response.text
+    assert sorted(row["accountnumber"] for row in response.json()["value"]) == ["AB1", "AB3"]
+    assert narrowed == [([[("accountnumber", "ab1")], [("accountnumber", "AB3")], [("accountnumber", "none")]],)]

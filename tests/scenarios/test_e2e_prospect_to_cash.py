@@ -282,20 +282,25 @@ def test_fo_invoice_becomes_a_read_only_copy_in_sales_and_intercompany_ones_do_n
     assert "CustomerAccount is 'IC-DK01'" in skipped.last_error
 
 
-def test_fo_products_reach_sales_incrementally(start_worker, flows):
-    start_worker()
-    fo = get_connector(flows["p2c-products-fo-to-sales"].source)
-    for item, price in (("A0001", 12.5), ("B0110", 64.0)):
-        fo.deliver(
-            DeliveryRequest(
-                entity="ReleasedProductsV2",
-                operation="upsert",
-                payload={"ProductName": f"Demo {item}", "SalesPrice": price, "SalesUnitSymbol": "ea"},
-                key={"ItemNumber": item},
-                idempotency_key=str(uuid.uuid4()),
-                company="SE01",
-            )
+def fo_released_product(flows, item: str, price: float) -> None:
+    """An F&O user creates or changes a released product in SE01."""
+    get_connector(flows["p2c-products-fo-to-sales"].source).deliver(
+        DeliveryRequest(
+            entity="ReleasedProductsV2",
+            operation="upsert",
+            payload={"ProductName": f"Demo {item}", "SalesPrice": price, "SalesUnitSymbol": "ea"},
+            key={"ItemNumber": item},
+            idempotency_key=str(uuid.uuid4()),
+            company="SE01",
         )
+    )
+
+
+def test_fo_products_reach_sales_incrementally(start_worker, flows):
+    """Through the change-tracked export of the template's data project (no ModifiedDateTime at F&O)."""
+    start_worker()
+    for item, price in (("A0001", 12.5), ("B0110", 64.0)):
+        fo_released_product(flows, item, price)
 
     flow_poll(flow=flows["p2c-products-fo-to-sales"])
     wait_until(lambda: delivered("p2c-products-fo-to-sales", 2))
@@ -308,3 +313,14 @@ def test_fo_products_reach_sales_incrementally(start_worker, flows):
     # The unit is a lookup, bound to its uom row (Dataverse refuses it as text) and read back as _<name>_value.
     assert {p.data["_defaultuomid_value"] for p in products} == {UOM_IDS["ea"].removeprefix("/uoms(").rstrip(")")}
     assert flow_poll(flow=flows["p2c-products-fo-to-sales"]).messages_created == 0  # nothing new since
+
+    # An F&O user changes one price: the next export holds that product alone, and Sales gets the new price.
+    fo_released_product(flows, "B0110", 59.0)
+    changed = flow_poll(flow=flows["p2c-products-fo-to-sales"])
+    wait_until(lambda: delivered("p2c-products-fo-to-sales", 3))
+    assert changed.messages_created == 1
+    assert (
+        EmulatorRecord.objects.get(emulator="dataverse", entity="products", data__productnumber="B0110").data["price"]
+        == 59.0
+    )
+    assert EmulatorRecord.objects.filter(emulator="dataverse", entity="products").count() == 2

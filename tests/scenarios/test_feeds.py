@@ -1,4 +1,4 @@
-"""F&O change feeds: rows modified since the cursor become messages, once each."""
+"""F&O change feeds: the rows a change-tracked data project's export holds become messages, once each."""
 
 from __future__ import annotations
 
@@ -42,14 +42,24 @@ def test_new_and_changed_products_are_ingested_once_each(products):
     fo_product(products, "P-2", 20.0)
 
     first = flow_poll(flow=products)
-    again = flow_poll(flow=products)  # the overlap reads the same rows: stored once
+    again = flow_poll(flow=products)  # nothing changed since: the incremental export is empty
     fo_product(products, "P-1", 11.0)
     changed = flow_poll(flow=products)
 
     assert (first.messages_created, again.messages_created, changed.messages_created) == (2, 0, 1)
     keys = list(Message.objects.filter(flow=products).values_list("source_record_key", flat=True))
     assert sorted(set(keys)) == ["dataAreaId='se01',ItemNumber='P-1'", "dataAreaId='se01',ItemNumber='P-2'"]
-    assert AxPollCursor.objects.get(flow=products).changed_since is not None
+    cursor = AxPollCursor.objects.get(flow=products)
+    assert cursor.changed_since is not None
+    assert cursor.delta_link == ""  # no export left pending
+
+
+def test_a_flow_without_its_data_project_is_refused_with_what_to_set(products):
+    Flow.objects.filter(pk=products.pk).update(options={**products.options, "package_project": ""})
+    products.refresh_from_db()
+
+    with pytest.raises(ValueError, match="options.package_project"):
+        flow_poll(flow=products)
 
 
 def test_fo_outage_leaves_the_cursor_for_the_next_poll(products):
@@ -63,6 +73,7 @@ def test_fo_outage_leaves_the_cursor_for_the_next_poll(products):
     assert failed.messages_created == 0
     assert "down" in failed.error or "503" in failed.error
     assert recovered.messages_created == 1
+    assert flow_poll(flow=products).messages_created == 0  # not read a second time
 
 
 def test_every_enabled_fo_poll_flow_is_listed_for_beat(products):

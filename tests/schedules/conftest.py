@@ -36,9 +36,18 @@ def make_scheduled_flow(make_flow: Callable[..., Flow], make_system: Callable[..
             "entity": "customer",
             "target_entity": "customers",
             "target_key_fields": ["CustomerAccount"],
-            "options": {"poll": {"entity": "CustomersV3", "key": ["CustomerAccount"], "company": "SE01"}},
+            # F&O's change feed: a data project with change tracking on its entity (the F&O poller reads it).
+            "options": {
+                "poll": {"entity": "CustomersV3", "key": ["CustomerAccount"], "company": "SE01"},
+                "package_project": "ScheduledCustomers",
+            },
         }
         values.update(overrides)
+        if values.get("source") is None or values["source"].kind == System.Kind.FINOPS:
+            from sandbox import finops
+
+            finops.change_tracking("CustomersV3")
+            finops.data_project("ScheduledCustomers", entities=["CustomersV3"], incremental=True)
         if "source" not in values:
             values["source"] = make_system(kind=System.Kind.FINOPS)
         if "schedule" not in values:

@@ -1,7 +1,7 @@
 """Prospect to cash: D365 Sales (Dataverse) ↔ D365 F&O SE01.
 
 Accounts and contacts Sales → F&O in real time (Dataverse webhooks); released products
-F&O → Sales incrementally (change tracking); quotes and orders Sales → F&O; invoices
+F&O → Sales incrementally (a change-tracked data project's export); quotes and orders Sales → F&O; invoices
 F&O → Sales as read-only copies; F&O order holds become Sales tasks, and completing the
 task clears the hold. Each entity has an owner (Flow.master) and a conflict policy.
 Dataverse webhook events reach the mappings as {"event", "entity", "id", "attributes"}.
@@ -330,8 +330,11 @@ TEMPLATE = {
                 # The intercompany customer lives in F&O only (the intercompany template): no Sales account.
                 "only_when": {"CustomerAccount": {"not": ["IC-DK01"]}},
                 "echo_of": ["p2c-accounts-sales-to-fo"],
-                # Read by integrations.systems.finops.poll (modified since the cursor).
+                # Read by integrations.systems.finops.poll: an incremental export of a data project over
+                # CustomersV3 with change tracking enabled (an F&O administrator sets both up; the demo
+                # installer does it in the sandbox). F&O entities have no modified date/time to filter on.
                 "poll": {"entity": "CustomersV3", "key": ["CustomerAccount"], "company": "SE01"},
+                "package_project": "ICB-P2C-Customers",
             },
         },
         {
@@ -370,7 +373,11 @@ TEMPLATE = {
             "master": "source",
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
-            "options": {"poll": {"entity": "ReleasedProductsV2", "key": ["ItemNumber"], "company": "SE01"}},
+            # Changes come from a change-tracked data project's incremental export (as the credit flow).
+            "options": {
+                "poll": {"entity": "ReleasedProductsV2", "key": ["ItemNumber"], "company": "SE01"},
+                "package_project": "ICB-P2C-ReleasedProducts",
+            },
         },
         sales_document_flow("quote", "SalesQuotation", QUOTE_TO_FO, detail="quotedetails", header="quoteid"),
         sales_document_flow("salesorder", "SalesOrder", ORDER_TO_FO, detail="salesorderdetails", header="salesorderid"),

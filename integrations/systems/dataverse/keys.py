@@ -11,11 +11,22 @@ from typing import Any
 
 
 def canonical_key(text: str) -> str:
-    """A GUID lower case without braces; anything else (an alternate key) unchanged."""
+    """A GUID lower case without braces; anything else (an alternate key) unchanged.
+
+    A record's primary id written as a one-field predicate (accountid='<guid>', the initial load's form)
+    is that GUID: a webhook, a change-tracking poll and a load name one record by one key.
+    """
     try:
         return str(uuid.UUID(text.strip().strip("{}")))
     except (ValueError, AttributeError):
-        return text
+        pass
+    name, equals, value = text.partition("=")
+    if equals and name.strip().isidentifier() and "," not in value:
+        try:
+            return str(uuid.UUID(value.strip().strip("'").strip("{}")))
+        except ValueError:
+            return text
+    return text
 
 
 def canonical_value(field: str, value: Any) -> Any:

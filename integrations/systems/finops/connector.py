@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
 CROSS_COMPANY = {"cross-company": "true"}
+READ_BACK = 50  # keys a query when the rows of a change-tracked export are read back by key
 # Server-side failures that are about the data, not the service: never worth a retry.
 BUSINESS_ERROR_TYPES = ("AxODataWriteException", "XppServicesException", "ODataException")
 
@@ -83,11 +84,18 @@ def classify(
     )
 
 
+# Why an initial load of F&O takes no `since` (integrations.bulk.load refuses it up front).
+SINCE_REFUSED = (
+    "F&O data entities have no modified date/time to read changes since a moment; load everything, or let "
+    "the flow's poll read the changes (a change-tracked data project, options.package_project)"
+)
+
+
 def _load_params(filters: dict[str, Any]) -> dict[str, str]:
-    """Query options of an initial load: every company, or one (dataAreaId), modified since a moment."""
-    clauses = []
+    """Query options of an initial load: every company, or one (dataAreaId)."""
     if filters.get("since"):
-        clauses.append(f"{filters.get('field') or 'ModifiedDateTime'} ge {filters['since']}")
+        raise errors.RejectedError(f"since: {SINCE_REFUSED}")
+    clauses = []
     if filters.get("company"):
         clauses.append(f"dataAreaId eq {keys.string_literal(str(filters['company']).lower())}")
     return {**CROSS_COMPANY, **({"$filter": " and ".join(clauses)} if clauses else {})}
@@ -96,6 +104,7 @@ def _load_params(filters: dict[str, Any]) -> dict[str, str]:
 class FinOpsConnector(HeaderLinesMixin, MicrosoftConnector):
     kind = "finops"
     default_page_size = 10_000
+    load_since_refused = SINCE_REFUSED  # read by integrations.bulk.load before a load starts
 
     def __init__(self, system: System) -> None:
         super().__init__(system)
@@ -362,28 +371,50 @@ class FinOpsConnector(HeaderLinesMixin, MicrosoftConnector):
         yield from self.pages(f"{self.data}/{entity}", params=params, headers=headers)
 
     def read_changes(
-        self, entity: str, cursor: str | None = None, *, company: str = "", field: str = "ModifiedDateTime"
-    ) -> tuple[list[dict[str, Any]], str]:
-        """Rows modified after the cursor (a timestamp) and the next cursor (the newest timestamp seen).
+        self, entity: str, execution_id: str, *, project: str, company: str, key: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The entity's rows changed since the previous successful export of the change-tracked data project,
+        as OData answers them now (typed values and the row's @odata.etag).
 
-        F&O has no delta links on OData; entities that carry a modified date/time are read with
-        $filter=<field> gt <cursor>, oldest first. With no cursor it is the initial load.
+        F&O's OData has no delta links and its entities no modified date/time: incremental export is change
+        tracking in data management ("Enable change tracking for entities"). The project's entity is
+        "Incremental push only", so ExportToPackage of it holds the rows changed since its previous successful
+        export, all of them the first time. execution_id is the caller's, stored before the call, so a crash
+        re-reads the same package (DataPackages.export_once). The package's CSV holds text and no version, so
+        the changed keys are read back by key (READ_BACK a query): the ETag tells our own write from a later
+        one (echo screening). A row deleted since is not there; non-BYOD exports do not track deletions.
         """
-        clauses = []
-        if cursor:
-            clauses.append(f"{field} gt {cursor}")
-        if company:
-            clauses.append(f"dataAreaId eq {keys.string_literal(company)}")
-        records = list(self.query(entity, filter=" and ".join(clauses), orderby=field))
-        newest = max((str(r.get(field) or "") for r in records), default="") or (cursor or "")
-        return records, newest
+        status = self.packages.export_once(project=project, company=company, execution_id=execution_id)
+        if status not in ("Succeeded", "PartiallySucceeded"):
+            raise errors.RejectedError(
+                f"{self.system.name}: export {execution_id} of data project {project} ended {status}: "
+                f"{self.packages.execution_errors(execution_id)}"
+            )
+        entities = self.packages.package_rows(execution_id)
+        if entity not in entities:
+            raise errors.RejectedError(
+                f"{self.system.name}: data project {project} does not export {entity} (it has {', '.join(entities)})"
+            )
+        wanted: dict[tuple[str, ...], dict[str, str]] = {}
+        for row in entities[entity]:
+            if missing := [name for name in key if not row.get(name)]:
+                raise errors.RejectedError(
+                    f"{self.system.name}: a row of {entity} in export {execution_id} has no {', '.join(missing)}"
+                )
+            wanted.setdefault(tuple(row[name] for name in key), {name: row[name] for name in key})
+        found: list[dict[str, Any]] = []
+        chunk = list(wanted.values())
+        for start in range(0, len(chunk), READ_BACK):
+            clauses = " or ".join(f"({company_filter(company, k)})" for k in chunk[start : start + READ_BACK])
+            found += self.query(entity, filter=clauses)
+        return found
 
     def read_page(
         self, entity: str, cursor: str = "", filters: dict[str, Any] | None = None
     ) -> tuple[list[dict[str, Any]], str]:
         """One page of an initial load: the rows at the cursor (an @odata.nextLink) and the next one ("" at the end).
 
-        Cross-company, filtered by filters["company"] (dataAreaId) and filters["since"] (ModifiedDateTime);
+        Cross-company, filtered by filters["company"] (dataAreaId); filters["since"] is refused (SINCE_REFUSED);
         the page size is filters["page_size"] or the system's, sent as Prefer: odata.maxpagesize.
         https://learn.microsoft.com/dynamics365/fin-ops-core/dev-itpro/data-entities/odata#paging
         """

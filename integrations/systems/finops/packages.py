@@ -79,6 +79,19 @@ class DataPackages:
             raise errors.TransientError(f"{self.name}: package download answered {response.status_code}")
         return response.content
 
+    def export_once(self, *, project: str, company: str, execution_id: str) -> str:
+        """The final status of the export execution_id of the project, starting it under that id if F&O knows
+        no such execution (GetExecutionSummaryStatus "Unknown"). A caller that stored the id before asking
+        reads the same export again after a crash, whether it fell before or after ExportToPackage: an
+        incremental export moves F&O's change tracking on, so a second export would not hold those rows."""
+        if self.status(execution_id) in ("Unknown", ""):
+            self.export(project=project, company=company, execution_id=execution_id)
+        return self.wait(execution_id)
+
+    def package_rows(self, execution_id: str) -> dict[str, list[dict[str, str]]]:
+        """Each entity's rows in the package of a finished export (values as text, as its CSV has them)."""
+        return dmf.package_read(self.download(self.exported_url(execution_id)))[1]
+
     def export_rows(self, *, project: str, company: str) -> dict[str, list[dict[str, str]]]:
         """Export the project and read its package: each entity's rows."""
         execution_id = self.export(project=project, company=company)

@@ -1,11 +1,19 @@
 """Change feeds of F&O data entities, for poll flows whose source is F&O (products, customer credit).
 
-F&O's OData has no delta links: a poll reads the rows modified since the flow's cursor
-(FinOpsConnector.read_changes, $filter on ModifiedDateTime); integrations.polling ingests them.
-The cursor row is the one the AX poller uses (AxPollCursor: flow + changed_since), so the
-console shows both kinds of poll alike.
+F&O's OData has no delta links and its data entities no modified date/time: what changed is read through
+change tracking in data management ("Enable change tracking for entities"). The flow names a data project
+(options.package_project) that exports its entity with "Incremental push only" from an entity with change
+tracking enabled; each poll exports it (ExportToPackage) and ingests the package's rows, which are the rows
+changed since the previous successful export (all of them the first time). integrations.polling ingests them.
 
-    Flow.options["poll"] = {"entity": "ReleasedProductsV2", "key": ["ItemNumber"], "company": "SE01"}
+    Flow.options = {"poll": {"entity": "ReleasedProductsV2", "key": ["ItemNumber"], "company": "SE01"},
+                    "package_project": "ICB-P2C-ReleasedProducts"}
+
+Nothing is lost across a crash: the export's execution id is stored in the cursor (AxPollCursor.delta_link,
+"export:<id>") before the export is asked for, and cleared only when the poll has stored every row as a
+message. A poll that finds an id there reads that execution's package again instead of exporting anew: an
+incremental export moves F&O's change tracking on, so its rows would not come a second time. A row read
+twice is stored once: its idempotency key holds its version (the content, as a package row has no ETag).
 
 The source record key is written the way the F&O connector writes target keys
 (dataAreaId='se01',ItemNumber='A0001'), so a row we wrote ourselves meets its RecordLink:
@@ -15,18 +23,23 @@ that is what echo suppression compares.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import uuid
+from typing import Any
 
-from django.utils.dateparse import parse_datetime
+from django.utils import timezone
 
-from integrations.models import Flow
+from integrations import errors
+from integrations.models import AxPollCursor, Flow
 from integrations.protocols.polling import PollBatch, PolledRecord
 from integrations.systems import get_connector
 from integrations.systems.finops.connector import format_key
 
-MODIFIED = "ModifiedDateTime"
+PENDING = "export:"  # the cursor's delta_link while an export's rows are being stored
 
 
-def _config(flow: Flow) -> tuple[str, list[str], str]:
+def _config(flow: Flow) -> tuple[str, list[str], str, str]:
     poll = flow.opts.poll  # the schema requires entity and key once poll is set
     if poll is None:
         raise ValueError(f"flow {flow.slug}: options.poll.entity (the F&O data entity to read) is not set")
@@ -35,42 +48,62 @@ def _config(flow: Flow) -> tuple[str, list[str], str]:
         company = flow.company_link.context_for(flow.source)["source_company"]
     if not company:
         raise ValueError(f"flow {flow.slug}: no F&O company; set options.poll.company or a company link")
-    return poll.entity, list(poll.key), company
+    if not flow.opts.package_project:
+        raise ValueError(
+            f"flow {flow.slug}: options.package_project (the change-tracked data project exporting "
+            f"{poll.entity}) is not set; F&O entities have no modified date/time to poll"
+        )
+    return poll.entity, list(poll.key), company, flow.opts.package_project
 
 
-def _modified(record: dict) -> dt.datetime | None:
-    moment = parse_datetime(str(record.get(MODIFIED) or "").replace("Z", "+00:00"))
-    if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment
+def row_version(row: dict[str, Any]) -> str:
+    """A package row's version: its content (as integrations.bulk.load versions a row without a version field)."""
+    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _execution_id(flow: Flow) -> str:
+    """The export this poll reads: the one a poll before it left unfinished, else a new one, stored first."""
+    stored = AxPollCursor.objects.filter(flow=flow).values_list("delta_link", flat=True).first() or ""
+    if stored.startswith(PENDING):
+        return stored.removeprefix(PENDING)
+    execution_id = f"icbridge-{flow.slug}-{uuid.uuid4().hex}"[:100]
+    # Committed before the export is asked for (a poll runs with no transaction open: cursors.py).
+    AxPollCursor.objects.filter(flow=flow).update(delta_link=f"{PENDING}{execution_id}")
+    return execution_id
 
 
 def read_changes(*, flow: Flow, since: dt.datetime | None, started: dt.datetime) -> PollBatch:
-    """The rows of the flow's F&O entity modified since the cursor.
+    """The rows of the flow's F&O entity changed since the previous poll's export (since is not used).
 
-    The idempotency key holds the row's ETag, so a row read twice is stored once; the next poll
-    starts at the newest ModifiedDateTime seen.
+    1. Take the pending export's id from the cursor, or store a new one there.
+    2. Export the change-tracked data project under that id (or find it done) and read its package.
+    3. Answer the rows with token "": flow_poll clears the pending id once they are stored as messages.
+    A failed export clears the id too (F&O's change tracking moves only on a successful one) and is raised.
     """
-    entity, keys, company = _config(flow)
-    since_text = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if since else None
-    rows, _ = get_connector(flow.source).read_changes(entity, since_text, company=company)
-    newest = None
+    entity, keys, company, project = _config(flow)
+    execution_id = _execution_id(flow)
+    read_at = timezone.now()  # the rows read back are as they were then, or later
+    try:
+        rows = get_connector(flow.source).read_changes(entity, execution_id, project=project, company=company, key=keys)
+    except errors.RejectedError:
+        AxPollCursor.objects.filter(flow=flow, delta_link=f"{PENDING}{execution_id}").update(delta_link="")
+        raise
     records = []
     for row in rows:
-        missing = [name for name in keys if row.get(name) in (None, "")]
-        if missing:
-            raise ValueError(f"flow {flow.slug}: {entity} row without key field(s) {', '.join(missing)}")
         key = format_key(str(row.get("dataAreaId") or company).lower(), {name: row[name] for name in keys})
-        modified = _modified(row)
         records.append(
             PolledRecord(
                 payload=row,
-                idempotency_key=f"{entity}:{key}:{row.get('@odata.etag') or row.get(MODIFIED)}",
+                idempotency_key=f"{entity}:{key}:{row.get('@odata.etag') or row_version(row)}",
                 source_record_key=key,
-                source_version=int(modified.timestamp() * 1_000_000) if modified else None,
-                headers={"finops_entity": entity, "event_time": row.get(MODIFIED, "")},
+                # For echo screening (scenarios.echo): the row's ETag, which is ours if nobody wrote since our
+                # write; and the change is no later than the read, when the ETag is another one.
+                headers={
+                    "finops_entity": entity,
+                    "finops_execution": execution_id,
+                    "ETag": row.get("@odata.etag", ""),
+                    "EventTime": read_at.isoformat(),
+                },
             )
         )
-        if modified and (newest is None or modified > newest):
-            newest = modified
-    return PollBatch(records=records, cursor=newest, changed=len(records))
+    return PollBatch(records=records, cursor=started, changed=len(records), token="")

@@ -23,10 +23,14 @@ def key_of_uri(uri: str) -> str:
 
 
 def canonical_key(text: str) -> str:
-    """A single quoted key without its quotes; compound predicates and bare values unchanged."""
+    """A single key as its value (quotes dropped, also when named: SalesOrder='1' → 1); compound predicates
+    and bare values unchanged. An event and an initial load name the same record by one key."""
     text = (text or "").strip()
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1]
+    name, equals, value = text.partition("=")
+    if equals and name.strip().isidentifier() and "," not in value and "=" not in value:
+        text = value.strip()
     if text.startswith("'") and text.endswith("'") and "=" not in text:
         return string_value(text)
     return text

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations.models import Flow
 from monitoring.models import ReconciliationRun
-from monitoring.services.reconciliation import NOT_RECONCILABLE, reconciliation_run
+from monitoring.services.reconciliation import NOT_RECONCILABLE, SOURCE_PASS, reconciliation_run
 
 
 class Command(BaseCommand):
@@ -20,7 +20,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--flow", action="append", default=[], metavar="SLUG", help="a flow's slug (repeatable)")
-        parser.add_argument("--repair", action="store_true", help="re-deliver missing and different records")
+        parser.add_argument(
+            "--repair",
+            action="store_true",
+            help="re-deliver missing and different records; ingest source records that never reached the hub",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         slugs: list[str] = options["flow"]
@@ -48,8 +52,12 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{flow.slug}: {run.status}, {run.checked} checked, {run.matched} matched, "
                 f"{run.missing_in_target} missing in target, {run.missing_in_source} missing in source, "
-                f"{run.different} different, {run.errors} unreadable" + (f" ({run.error})" if run.error else "")
+                f"{run.different} different, {run.errors} unreadable, {run.missing_from_hub} never reached the hub"
+                + (f" ({run.error})" if run.error else "")
             )
+            source_pass = (run.totals or {}).get(SOURCE_PASS) or {}
+            if source_pass and not source_pass.get("checked"):
+                self.stdout.write(f"{flow.slug}: source not checkable for missing records: {source_pass['reason']}")
             failed += run.status == ReconciliationRun.Status.FAILED
             different += run.discrepancies_count + run.errors
         self.stdout.write(f"{len(chosen)} flow(s): {different} difference(s), {failed} failed")
