@@ -122,7 +122,8 @@ PRODUCT_TO_SALES = {
         "description": "ProductDescription",
         "price": {"path": "SalesPrice", "type": "decimal", "as": "number", "precision": 2},
         # A lookup: bound to the uom row ("/uoms(<id>)"), never set as text; the value map names the rows.
-        "defaultuomid@odata.bind": {"path": "SalesUnitSymbol", "default": "ea", "lookup": {"map": UOM_MAP}},
+        # F&O symbols are mixed case ("Pcs"); the map's keys are lower case, as F&O compares them.
+        "defaultuomid@odata.bind": {"expr": "lower(coalesce(SalesUnitSymbol, 'ea'))", "lookup": {"map": UOM_MAP}},
         "quantitydecimal": {"const": 2},
     },
     "omit_nulls": True,

@@ -106,4 +106,5 @@ def read_changes(*, flow: Flow, since: dt.datetime | None, started: dt.datetime)
                 },
             )
         )
-    return PollBatch(records=records, cursor=started, changed=len(records), token="")
+    no_execution_left = ""  # the execution's rows are stored: the next poll exports anew
+    return PollBatch(records=records, cursor=started, changed=len(records), token=no_execution_left)
