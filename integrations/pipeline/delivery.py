@@ -295,14 +295,7 @@ class Delivery:
             force_overwrite=False,
         )
         if written:
-            logger.info(
-                "message %s delivered to %s as %s in %d ms",
-                message.pk,
-                message.flow.target.name,
-                result.target_key,
-                self.duration_ms,
-                extra={"message_id": message.pk, "correlation_id": message.correlation_id},
-            )
+            log_delivered(message, result.target_key, self.duration_ms)
 
     def fail(self, exc: BaseException) -> None:
         """Turn a classified error into the message's next state, per the flow's policies."""
@@ -536,14 +529,18 @@ def finish_delivered_many(items: list[tuple[Delivery, DeliveryResult]]) -> None:
         message.attempts += 1
         message.lease_expires_at = None
         message.target_record_key = result.target_key[:255]
-        logger.info(
-            "message %s delivered to %s as %s in %d ms",
-            message.pk,
-            message.flow.target.name,
-            result.target_key,
-            delivery.duration_ms,
-            extra={"message_id": message.pk, "correlation_id": message.correlation_id},
-        )
+        log_delivered(message, result.target_key, delivery.duration_ms)
+
+
+def log_delivered(message: Message, target_key: str, duration_ms: int) -> None:
+    logger.info(
+        "message %s delivered to %s as %s in %d ms",
+        message.pk,
+        message.flow.target.name,
+        target_key,
+        duration_ms,
+        extra={"message_id": message.pk, "correlation_id": message.correlation_id},
+    )
 
 
 def describe(exc: BaseException) -> str:
