@@ -429,8 +429,12 @@ def _write_delivered(kept: list[tuple[Delivery, DeliveryResult]], now: datetime)
     """One UPDATE of the delivered rows (locked and fenced by the caller), what Delivery._write sets for each.
 
     SQL of our own: QuerySet.bulk_update builds a CASE per row and column in Python, which took half a
-    worker's time for a batch of 200; unnest() passes each row's own values as arrays instead.
+    worker's time for a batch of 200; unnest() passes each row's own values as arrays instead. SQLite
+    (`make run`'s embedded database) has no unnest(): one UPDATE a row there.
     """
+    if connection.vendor != "postgresql":
+        _write_delivered_portably(kept, now)
+        return
     meta = Message._meta
     column = {name: connection.ops.quote_name(meta.get_field(name).column) for name in _DELIVERED_COLUMNS}
     encoder = meta.get_field("payload_out").encoder
@@ -453,6 +457,24 @@ def _write_delivered(kept: list[tuple[Delivery, DeliveryResult]], now: datetime)
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [Status.DELIVERED, now, ids, keys, payloads, versions])
+
+
+def _write_delivered_portably(kept: list[tuple[Delivery, DeliveryResult]], now: datetime) -> None:
+    for delivery, result in kept:
+        message = delivery.message
+        Message.objects.filter(pk=message.pk).update(
+            status=Status.DELIVERED,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            last_error_class="",
+            last_error="",
+            attempts=F("attempts") + 1,
+            delivered_at=now,
+            force_overwrite=False,
+            payload_out=message.payload_out,
+            mapping_version=message.mapping_version,
+            target_record_key=result.target_key[:255],
+        )
 
 
 _DELIVERED_COLUMNS = (
