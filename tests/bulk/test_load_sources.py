@@ -98,3 +98,36 @@ def test_a_dataverse_load_pages_with_maxpagesize_and_next_links(make_flow, datav
     assert cursor.startswith("https://")  # the server's @odata.nextLink, followed as is
     assert (run.state, run.read, run.written, run.pages) == (LoadRun.State.DONE, 5, 5, 3)
     assert {m.payload_in["accountnumber"] for m in Message.objects.filter(flow=flow)} == {f"A{n}" for n in range(5)}
+
+
+def test_an_ax_document_loaded_and_then_polled_has_one_source_key(make_system, make_flow, live_server):
+    """AIF names a document by its key field alone (getChangedKeys, EntityKeyList); the load's row key carries
+    dataAreaId too. Both are stored in AX's normal form, so one record is one key (and one RecordLink)."""
+    from integrations.polling.poll import flow_poll
+    from sandbox.ax2012 import ports
+
+    ax = make_system(
+        kind=System.Kind.AX2012,
+        base_url=f"{live_server.url}/sandbox/ax2012/MicrosoftDynamicsAXAif60",
+        auth_type=System.AuthType.BASIC,
+        client_id="icbridge",
+        secret="sandbox",
+    )
+    get_connector(ax).deliver(
+        DeliveryRequest(
+            entity="CustomerService",
+            operation="create",
+            company="DK01",
+            key={"VATNum": "V-ONE"},
+            payload={"Name": "Loaded then polled", "CustGroup": "IC", "VATNum": "V-ONE"},
+            idempotency_key="c-one",
+        )  # fmt: skip
+    )
+    flow = make_flow(source=ax, trigger="poll", options={"ax_service": "CustomerService", "ax_company": "DK01"})
+    run_pages(load.load_start(flow=flow, key=["AccountNum"], page_size=50))
+    ports.set_document_filters("CustomerService", [{}])
+    flow_poll(flow=flow)
+
+    messages = Message.objects.filter(flow=flow, payload_in__Name="Loaded then polled")
+    assert messages.count() == 2  # the load's message and the poll's
+    assert {m.source_record_key for m in messages} == {messages[0].payload_in["AccountNum"]}

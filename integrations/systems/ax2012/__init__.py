@@ -2,4 +2,4 @@
 
 from integrations.systems.spec import SystemDescriptor
 
-DESCRIPTOR = SystemDescriptor(kind="ax2012", connector_class="Ax2012Connector", modules=("poll",))
+DESCRIPTOR = SystemDescriptor(kind="ax2012", connector_class="Ax2012Connector", modules=("poll", "keys"))
