@@ -52,10 +52,18 @@ class LoadSource:
 
 
 def load_source(*, flow: Flow, entity: str = "", key: tuple[str, ...] | list[str] = ()) -> LoadSource:
-    """What a load of this flow reads: the given entity and key fields, else the flow's poll options."""
+    """What a load of this flow reads: the given entity and key fields, else the flow's poll options, else
+    what the source tells of the flow's entity (a connector's `listing`: a Dataverse table's entity set and
+    primary id column, from its definition)."""
     poll = flow.opts.poll
-    entity = entity or (poll.entity if poll else "") or flow.opts.ax_service or flow.entity
+    named = entity or (poll.entity if poll else "") or flow.opts.ax_service
+    entity = named or flow.entity
     key = tuple(key) or (tuple(poll.key) if poll else ())
+    if not key and not named and hasattr(systems.connector_class(flow.source.kind), "listing"):
+        try:
+            entity, key = systems.get_connector(flow.source).listing(flow.entity)
+        except errors.ConnectorError as exc:
+            raise LoadError(f"flow {flow.slug}: {flow.source} cannot describe {flow.entity}: {exc}") from exc
     if not key:
         raise LoadError(f"flow {flow.slug}: the load needs the source key fields (options.poll.key, or key=)")
     if not hasattr(systems.connector_class(flow.source.kind), "read_page"):

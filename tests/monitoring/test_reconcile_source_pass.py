@@ -13,6 +13,7 @@ from monitoring.models import Discrepancy, ReconciliationSchedule
 from monitoring.services import reconciliation
 from sandbox.models import RecorderRecord
 
+pytest_plugins = ["tests.connectors.microsoft_support"]
 pytestmark = pytest.mark.django_db(transaction=True)
 ORDERS = "API_SALES_ORDER_SRV/A_SalesOrder"
 
@@ -155,3 +156,26 @@ def test_a_link_whose_last_message_deleted_the_record_is_not_counted_as_matched(
     run = reconciliation.reconciliation_run(flow=recorder_flow)
 
     assert (run.checked, run.matched, run.discrepancies_count, run.totals["deleted"]) == (1, 0, 0, 1)
+
+
+def test_a_dataverse_flow_is_listed_by_its_tables_definition(make_flow, dataverse_system, recorder_system):
+    """A Dataverse webhook flow names only its table's logical name; the table's definition gives its entity set
+    and primary id column ("Query table definitions using the Web API": EntitySetName, PrimaryIdAttribute), so
+    the source pass lists accounts with no key configured, in the form a webhook keys them (the bare id)."""
+    flow = make_flow(source=dataverse_system, target=recorder_system, entity="account")
+    get_connector(dataverse_system).deliver(
+        DeliveryRequest(
+            entity="accounts",
+            operation="upsert",
+            payload={"name": "Made in Sales"},
+            key={"accountnumber": "NEVER-1"},
+            idempotency_key="never-1",
+        )  # fmt: skip
+    )
+
+    run = reconciliation.reconciliation_run(flow=flow)
+
+    missing = run.discrepancies.get(kind="missing_from_hub")
+    assert run.totals["source_pass"]["checked"] is True
+    assert missing.source_values["record"]["accountnumber"] == "NEVER-1"
+    assert missing.source_key == missing.source_values["record"]["accountid"]

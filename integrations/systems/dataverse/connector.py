@@ -336,6 +336,11 @@ class DataverseConnector(MicrosoftConnector):
             self._tables[logical_name] = (entity_set, str(body.get("PrimaryIdAttribute") or f"{logical_name}id"))
         return self._tables[logical_name]
 
+    def listing(self, logical_name: str) -> tuple[str, tuple[str, ...]]:
+        """What an initial load or reconciliation lists of a table: its entity set, keyed by its primary id."""
+        entity_set, primary_id = self.table(logical_name)
+        return entity_set, (primary_id,)
+
     def fetch_event_record(self, *, entity: str, record_id: str) -> dict[str, Any] | None:
         """The row an event names (logical name + id), read from its entity set; None when it is gone."""
         entity_set, _ = self.table(entity)
