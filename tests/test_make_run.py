@@ -1,5 +1,6 @@
 """`make run` from a fresh clone, with no environment variables, serves the admin, carries the demo message,
-and moves the traffic `generate_traffic` makes through all three scenarios (SQLite, filesystem broker)."""
+moves the traffic `generate_traffic` makes through all three scenarios (SQLite, filesystem broker), and
+then reconciles clean (`manage.py reconcile` exits 0)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,18 @@ def test_make_run_serves_the_admin_and_delivers_the_demo_message(tmp_path):
             time.sleep(3)
         output = (tmp_path / "make-run.log").read_text()
         assert all(count >= 2 for count in counts.values()), f"{counts}:\n{output[-4000:]}"
+
+        # A fresh clone reconciles clean: every flow, its links and (where listable) its source.
+        reconcile = subprocess.run(
+            [str(clone / ".venv" / "bin" / "python"), "manage.py", "reconcile"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr[-4000:]
+        assert " 0 difference(s), 0 failed" in reconcile.stdout
     finally:
         if hub.poll() is None:
             os.killpg(hub.pid, signal.SIGTERM)
