@@ -22,7 +22,9 @@ from django.db.backends.postgresql.operations import DatabaseOperations
 
 from integrations.models import Flow, Message, System
 from integrations.protocols import governor
+from integrations.scenarios import traffic
 from integrations.systems import clear_cache
+from sandbox.finops.lines import reference_data_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -74,6 +76,27 @@ def _fresh_connectors() -> Iterator[None]:
     yield
     clear_cache()
     governor.backend().reset()
+
+
+# What the tests' F&O order, quotation and purchase lines name: the demo's items and units (as the demo installer
+# seeds them) and a few more. F&O refuses a line whose item is no released product of its company or whose unit
+# is not a unit of measure (sandbox.finops.lines).
+FINOPS_ITEMS = [*traffic.ITEMS, *((item, "Pcs", "1.00") for item in ("B0002", "C0001", "C0003", "D0001", "Z0009"))]
+FINOPS_UNITS = (*traffic.UNITS, "pallet", "Roll")
+FINOPS_COMPANIES = ("usmf", "dk01", "se01")
+
+
+def finops_items_seed(*, companies: tuple[str, ...] = FINOPS_COMPANIES) -> None:
+    """Release FINOPS_ITEMS and create FINOPS_UNITS in these F&O legal entities (again after an emulator reset)."""
+    reference_data_seed(companies=companies, items=FINOPS_ITEMS, units=FINOPS_UNITS)
+
+
+@pytest.fixture
+def finops_items(request: pytest.FixtureRequest, db: None) -> None:
+    """The F&O emulator knows the items and units the tests' lines name, in usmf, dk01 and se01."""
+    if "ms_sandbox" in request.fixturenames:
+        request.getfixturevalue("ms_sandbox")  # it resets the emulators: seed after it, not before
+    finops_items_seed()
 
 
 @pytest.fixture

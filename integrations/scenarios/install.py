@@ -173,6 +173,7 @@ def templates_install(
             _install_sandbox_apps(data["systems"], report=report)
             _install_ax_document_filters(data["systems"], data["flows"], report=report)
             _install_finops_change_tracking(data["systems"], data["flows"], report=report)
+            _install_finops_units(data, report=report)
             _install_subscriptions(data.get("subscriptions", []), report=report, update=update)
         if report.changed:
             audit_record(
@@ -321,6 +322,22 @@ def _install_finops_change_tracking(
         if data_project_get(project) is None:
             data_project(project, entities=[entity], incremental=True)
             report.created.append(f"sandbox F&O data project {project}")
+
+
+def _install_finops_units(data: dict[str, Any], *, report: InstallReport) -> None:
+    """Create the units the demo's order lines name in each F&O legal entity of the template (and the default one),
+    as an F&O administrator sets them up: F&O refuses a line whose unit is no unit of measure. The items are
+    released by the traffic generator, as F&O users release products (traffic.finops_items)."""
+    from integrations.scenarios.traffic import UNITS
+    from sandbox.finops.lines import reference_data_seed
+    from sandbox.finops.model import DEFAULT_COMPANY
+
+    finops_slugs = {spec["slug"] for spec in data["systems"] if spec["kind"] == "finops"}
+    companies = {DEFAULT_COMPANY} if finops_slugs else set()
+    for link in data.get("company_links", []):
+        companies |= {link[f"company_{side}"] for side in "ab" if link[f"system_{side}"] in finops_slugs}
+    if companies and reference_data_seed(companies=sorted(companies), items=[], units=UNITS):
+        report.created.append(f"sandbox F&O units {', '.join(UNITS)} in {', '.join(sorted(companies))}")
 
 
 def _install_subscriptions(specs: list[dict[str, Any]], *, report: InstallReport, update: bool) -> None:

@@ -34,6 +34,9 @@ ITEMS = [
     ("C0420", "kg", "3.35"),
     ("D1000", "m", "1.20"),
 ]
+# The F&O units the demo's lines name: the items' own, and what the templates' unit maps give (Pcs → ea in the
+# intercompany map, the Sales units in lower case, which F&O matches case-insensitively).
+UNITS = ("ea", "Pcs", "Box", "kg", "m")
 
 
 @dataclass
@@ -96,11 +99,20 @@ def intercompany_master_data(*, link: CompanyLink, report: TrafficReport) -> Non
         {"dataAreaId": link.company_b, "CustomerAccount": link.customer_in_b_for_a},
         {"OrganizationName": dk01, "CustomerGroupId": "IC", "SalesCurrencyCode": currency},
     )
+    finops_items(connector=get_connector(link.system_b), company=link.company_b, report=report)
+
+
+def finops_items(*, connector: Connector, company: str, report: TrafficReport) -> None:
+    """F&O users release the demo's items in the company: F&O refuses an order line naming an unreleased item."""
     for item, unit, price in ITEMS:
-        in_fo(
+        _seed(
+            connector,
+            report,
+            "F&O",
+            company,
             "ReleasedProductsV2",
             "item",
-            {"dataAreaId": link.company_b, "ItemNumber": item},
+            {"dataAreaId": company, "ItemNumber": item},
             {"ProductName": f"Demo item {item}", "SalesUnitSymbol": unit, "SalesPrice": float(price)},
         )
 
@@ -238,12 +250,15 @@ def sales_orders(*, count: int, template: str, seed: int | None = None) -> Traff
     report = TrafficReport()
     account_slug, order_slug = SALES_FLOWS[template]
     accounts = Flow.objects.select_related("source").filter(slug=account_slug).first()
-    orders = Flow.objects.select_related("source").filter(slug=order_slug).first()
+    orders = Flow.objects.select_related("source", "target", "company_link").filter(slug=order_slug).first()
     if accounts is None or orders is None:
         report.failed.append(f"template {template} is not installed (no flow {account_slug} / {order_slug})")
         return report
     rng = random.Random(seed)
     user = sales_user(accounts.source)
+    if orders.target.kind == System.Kind.FINOPS and (link := orders.company_link) is not None:
+        company = link.company_b if link.system_b_id == orders.target_id else link.company_a
+        finops_items(connector=get_connector(orders.target), company=company, report=report)
 
     def save(entity_set: str, key: dict[str, Any], values: dict[str, Any]) -> str:
         """The Sales user saves one record, found again by its number (key); returns its id."""

@@ -15,7 +15,9 @@ api/services                           custom services: groups, services, operat
 
 Lines are written through their own entity after their header (SalesOrderLines, SalesQuotationLines): a
 list or object in a request body is refused, as F&O data entities take no deep insert. A sales order line
-takes its site and warehouse from the header's defaults when it names none; with no site it is refused.
+takes its site and warehouse from the header's defaults when it names none; with no site it is refused. A line's
+item must be a released product of its company and its unit a unit of measure (UnitsOfMeasure), on every way
+in: OData create and update, $batch, package import (lines.py).
 
 Business events go to every enabled EmulatorSubscription(emulator="finops") whose event_type is blank or the
 BusinessEventId, as the real JSON envelope (BusinessEventId, ControlNumber, EventId, EventTime /Date(ms)/,
@@ -29,9 +31,9 @@ is set per entity at control/change-tracking/<entity>. dataAreaId is answered lo
 Errors use the F&O OData shape
 {"error": {"code": "", "message": "An error has occurred.", "innererror": {"message": …, "type": …}}}.
 
-Modules: model (the entities), store (their rows), entities (a data call), batch, services (custom services)
-and operations (what they do), events (business events out), config (settings, number sequences), auth
-(errors), throttling (priority-based, on resource use), urls (the views).
+Modules: model (the entities), store (their rows), entities (a data call), lines (the line rules), batch,
+services (custom services) and operations (what they do), events (business events out), config (settings,
+number sequences), auth (errors), throttling (priority-based, on resource use), urls (the views).
 """
 
 from __future__ import annotations

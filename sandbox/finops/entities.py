@@ -15,7 +15,8 @@ from sandbox.common.result import Result
 from sandbox.common.v4 import order_by
 from sandbox.finops.auth import error, write_failed
 from sandbox.finops.config import next_number
-from sandbox.finops.model import _ENTITY_PATH, ENTITIES, LINE_DEFAULTS, LINE_PARENTS, PAGE_SIZE, Entity
+from sandbox.finops.lines import line_check
+from sandbox.finops.model import _ENTITY_PATH, ENTITIES, LINE_PARENTS, PAGE_SIZE, Entity
 from sandbox.finops.store import (
     ABSENT_PROPERTIES,
     Call,
@@ -52,34 +53,14 @@ def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
     missing = [k for k in entity.keys if values.get(k) in (None, "")]
     if missing:
         return write_failed(entity, f"Field '{missing[0]}' must be filled in.")
-    if name in LINE_PARENTS:
-        header, parent_key = LINE_PARENTS[name]
-        parent = rows(header).filter(company=company, key=str(values[parent_key])).first()
-        if parent is None:
-            what = "Sales order" if header == "SalesOrderHeadersV2" else "Sales quotation"
-            return write_failed(entity, f"{what} {values[parent_key]} does not exist.")
-        if failure := _default_from_header(entity, LINE_DEFAULTS.get(name, ()), values, parent.data):
-            return failure
+    if failure := line_check(name, company, values, creating=True):
+        return failure
     if not numbered and rows(name).filter(company=company, key=record_key(entity, values)).exists():
         return write_failed(entity, "The record already exists.")
     record = write(name, entity, company, None, values)
     location = f"{call.root}/{name}({format_key({'dataAreaId': company, **{k: values[k] for k in entity.keys}})})"
     body_out = {"@odata.context": f"{call.root}/$metadata#{name}/$entity", **entity_json(record, None)}
     return Result.json(body_out, 201, ETag=etag(record), Location=location)
-
-
-def _default_from_header(
-    entity: Entity, defaults: tuple[tuple[str, str, str], ...], values: dict[str, Any], header: dict[str, Any]
-) -> Result | None:
-    """Fill the line's fields its header defaults (model.LINE_DEFAULTS); a mandatory dimension left empty refuses."""
-    for field, header_field, dimension in defaults:
-        if values.get(field) in (None, ""):
-            values[field] = header.get(header_field) or ""
-        if dimension and not values[field]:
-            return write_failed(
-                entity, f"Inventory dimension {dimension} is mandatory and must consequently be specified."
-            )
-    return None
 
 
 class _EntityFields(V4):
@@ -209,6 +190,9 @@ def dispatch(call: Call) -> Result:
             ]
             if changed_keys:
                 return write_failed(entity, f"Key field '{changed_keys[0]}' cannot be changed.")
+            # A changed item or unit is checked as on create (an update of other fields leaves them be).
+            if failure := line_check(name, company, body, creating=False):
+                return failure
             record = write(name, entity, company, record, body)
             return Result(204, {"OData-Version": "4.0", "ETag": etag(record)})
         if call.method == "DELETE":

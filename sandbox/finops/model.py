@@ -53,7 +53,11 @@ ENTITIES: dict[str, Entity] = {
     # Order holds (MCRHoldCodeTrans); placed and cleared through the services below, readable here.
     "SalesOrderHolds": Entity(("SalesOrderNumber", "HoldCode"), "MCRHoldCodeTransEntity"),
     "VendorInvoiceHeaders": Entity(("HeaderReference",), "VendorInvoiceHeaderEntity", ("InvoiceAccount",)),
+    # The "Units" data entity (UnitOfMeasureEntity). F&O shares units across legal entities; the emulator stores
+    # each under the company that wrote it and the line checks read every company's (sandbox.finops.lines).
+    "UnitsOfMeasure": Entity(("UnitSymbol",), "UnitOfMeasureEntity"),
 }
+UNITS_ENTITY = "UnitsOfMeasure"
 # Lines need their header first (no deep insert on F&O entities): header → line entity, parent key.
 LINE_PARENTS: dict[str, tuple[str, str]] = {
     "SalesOrderLines": ("SalesOrderHeadersV2", "SalesOrderNumber"),
@@ -69,6 +73,13 @@ LINE_DEFAULTS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("ShippingSiteId", "DefaultShippingSiteId", "Site"),
         ("ShippingWarehouseId", "DefaultShippingWarehouseId", ""),
     ),
+}
+# Line entity → its unit field: each line's ItemNumber must be a released product of its company and its unit a
+# unit of measure ("Sales order lines V2" SalesUnitSymbol; "Purchase order lines V2" PurchaseUnitSymbol).
+LINE_UNITS: dict[str, str] = {
+    "SalesOrderLines": "SalesUnitSymbol",
+    "SalesQuotationLines": "SalesUnitSymbol",
+    "PurchaseOrderLinesV2": "PurchaseUnitSymbol",
 }
 _ENTITY_PATH = re.compile(r"^(?P<set>\w+)(?:\((?P<key>.*)\))?$")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")

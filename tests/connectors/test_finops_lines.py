@@ -15,6 +15,7 @@ from integrations.systems.finops.connector import FinOpsConnector
 from sandbox.models import EmulatorRecord
 
 pytest_plugins = ["tests.connectors.microsoft_support"]
+pytestmark = pytest.mark.usefixtures("finops_items")  # the items the lines name are released products
 LINES = {"lines": {"field": "SalesOrderLines", "entity": "SalesOrderLines"}}
 
 

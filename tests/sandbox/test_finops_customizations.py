@@ -15,7 +15,9 @@ CLEAR = f"{SERVICES}/IcbOrderHoldServices/IcbOrderHoldService/clearHold"
 PLACE = f"{SERVICES}/IcbSandboxServices/IcbSalesOrderService/placeHold"
 
 
-def test_without_the_customization_there_is_no_clear_hold_service_and_no_hold_event(fo: MsClient, inbox: Inbox) -> None:
+def test_without_the_customization_there_is_no_clear_hold_service_and_no_hold_event(
+    fo: MsClient, inbox: Inbox, finops_items: None
+) -> None:
     """Business events developer documentation; Service endpoints: custom events and services are X++ a
     customer deploys; an environment without them lists no such service group and raises no such event."""
     EmulatorSubscription.objects.create(

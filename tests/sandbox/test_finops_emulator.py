@@ -113,7 +113,7 @@ def test_a_line_needs_its_order_and_errors_use_the_odata_shape(fo: MsClient) -> 
     assert error["innererror"]["type"].endswith("AxODataWriteException")
 
 
-def test_business_events_are_pushed_with_the_real_envelope(fo: MsClient, inbox: Inbox) -> None:
+def test_business_events_are_pushed_with_the_real_envelope(fo: MsClient, inbox: Inbox, finops_items: None) -> None:
     # given a subscription and an intercompany sales order
     EmulatorSubscription.objects.create(emulator="finops", url=inbox.url, headers={"X-Key": "k1"})
     sales_order(fo)
@@ -164,7 +164,7 @@ class _Slow(BaseHTTPRequestHandler):
         return
 
 
-def test_a_slow_subscriber_does_not_hold_the_request(fo: MsClient) -> None:
+def test_a_slow_subscriber_does_not_hold_the_request(fo: MsClient, finops_items: None) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -274,7 +274,7 @@ def test_lines_inside_a_header_are_refused_as_fo_takes_no_deep_insert(fo: MsClie
     assert not EmulatorRecord.objects.filter(emulator="finops", entity__startswith="SalesQuotation").exists()
 
 
-def test_a_hold_raises_its_event_and_clearing_it_is_idempotent(fo: MsClient, inbox: Inbox) -> None:
+def test_a_hold_raises_its_event_and_clearing_it_is_idempotent(fo: MsClient, inbox: Inbox, finops_items: None) -> None:
     EmulatorSubscription.objects.create(
         emulator="finops", event_type="SalesOrderHoldPlacedBusinessEvent", url=inbox.url
     )

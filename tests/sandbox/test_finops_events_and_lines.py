@@ -29,7 +29,9 @@ def header(fo: MsClient, number: str, **fields: str) -> None:
     assert response.status_code == 201, response.text
 
 
-def test_packing_slip_event_carries_the_contract_and_identifiers_but_no_lines(fo: MsClient, inbox: Inbox) -> None:
+def test_packing_slip_event_carries_the_contract_and_identifiers_but_no_lines(
+    fo: MsClient, inbox: Inbox, finops_items: None
+) -> None:
     """Business events overview: events are "lightweight and nimble", not "intended to carry large payloads".
 
     Business events developer documentation: the contract's data members are the event's own scalar fields.
@@ -86,7 +88,7 @@ def test_a_sales_order_line_without_a_site_is_refused(fo: MsClient) -> None:
     assert lines == []
 
 
-def test_a_sales_order_line_takes_its_site_and_warehouse_from_the_header(fo: MsClient) -> None:
+def test_a_sales_order_line_takes_its_site_and_warehouse_from_the_header(fo: MsClient, finops_items: None) -> None:
     """Sales order lines V2: a line is created after its header, whose defaults it takes when it names none."""
     header(fo, "SO-3", DefaultShippingSiteId="1", DefaultShippingWarehouseId="11")
 

@@ -114,7 +114,9 @@ def quote_line_id(quote_id: str, item: str) -> str:
     ).key
 
 
-def test_a_quote_goes_to_fo_header_first_then_its_lines_and_a_revision_updates_the_lines(start_worker, flows):
+def test_a_quote_goes_to_fo_header_first_then_its_lines_and_a_revision_updates_the_lines(
+    start_worker, flows, finops_items
+):
     start_worker()
     account_id = account(flows, "C-300002", "Fabrikam Malmö")
     quote = {

@@ -37,7 +37,7 @@ def fo_order(flow: Flow, company: str, number: str, items: list[str]) -> None:
     )
 
 
-def test_packing_slip_receipt_lines_are_the_orders_lines_read_after_the_event(live_server):
+def test_packing_slip_receipt_lines_are_the_orders_lines_read_after_the_event(live_server, finops_items):
     templates_install(name="intercompany", base_url=live_server.url)
     po_flow = Flow.objects.get(slug="ic-dk01-po-to-se01-so")
     fo_order(po_flow, "SE01", "DK01-PO7", ["A0001", "B0002"])

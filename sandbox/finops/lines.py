@@ -1,0 +1,157 @@
+"""The rules every line entity row obeys, whichever way it is written (OData create or update, $batch, a package
+import): its header exists, it takes the header's defaults, its item is a released product of the line's company
+and its unit is a unit of measure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.common.result import Result
+from sandbox.finops.auth import write_failed
+from sandbox.finops.model import ENTITIES, LINE_DEFAULTS, LINE_PARENTS, LINE_UNITS, UNITS_ENTITY, Entity
+from sandbox.finops.store import rows, write
+
+_HEADER_NAMES = {"SalesOrderHeadersV2": "Sales order", "SalesQuotationHeadersV2": "Sales quotation"}
+
+
+@dataclass
+class References:
+    """What the line checks read, loaded once (at the first line row) for the duration of one package import.
+
+    A miss falls back to a query, so a product or unit written earlier in the same import is found.
+    """
+
+    company: str
+    items: set[str] = field(default_factory=set)
+    units: set[str] = field(default_factory=set)  # lower case: F&O compares unit symbols case-insensitively
+    headers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    loaded: bool = False
+
+    def load(self) -> References:
+        if not self.loaded:
+            self.items = set(rows("ReleasedProductsV2").filter(company=self.company).values_list("key", flat=True))
+            self.units = {symbol.lower() for symbol in rows(UNITS_ENTITY).values_list("key", flat=True)}
+            self.loaded = True
+        return self
+
+
+def _item_exists(company: str, item: str, known: References | None) -> bool:
+    if known is not None and known.company == company and item in known.load().items:
+        return True
+    found = rows("ReleasedProductsV2").filter(company=company, key=item).exists()
+    if found and known is not None and known.company == company:
+        known.items.add(item)
+    return found
+
+
+def _unit_exists(unit: str, known: References | None) -> bool:
+    if known is not None and unit.lower() in known.load().units:
+        return True
+    # Units of measure are shared by every legal entity in F&O (UnitOfMeasure has no dataAreaId): any company's
+    # row counts. iexact: the unit symbol is compared case-insensitively, 'pcs' is the unit 'Pcs'.
+    found = rows(UNITS_ENTITY).filter(key__iexact=unit).exists()
+    if found and known is not None:
+        known.units.add(unit.lower())
+    return found
+
+
+def _header(name: str, company: str, number: str, known: References | None) -> dict[str, Any] | None:
+    header_entity = LINE_PARENTS[name][0]
+    if known is not None and (header_entity, number) in known.headers:
+        return known.headers[(header_entity, number)]
+    record = rows(header_entity).filter(company=company, key=number).first()
+    if record is None:
+        return None  # not remembered: the header may come later in the same import
+    if known is not None:
+        known.headers[(header_entity, number)] = record.data
+    return record.data
+
+
+def line_check(
+    name: str, company: str, values: dict[str, Any], *, creating: bool, known: References | None = None
+) -> Result | None:
+    """Refuse a line row F&O refuses, filling the fields its header defaults; None for a row that is not a line.
+
+    1. Creating: the header must exist (no line without its order), and the line takes the header's defaults
+       (model.LINE_DEFAULTS); a mandatory inventory dimension left empty refuses the row.
+    2. The item, when given, must be a released product of the line's company ("Sales order lines V2":
+       ITEMNUMBER is a foreign key to a product, which F&O validates against the released products).
+    3. The unit, when given, must be a unit of measure (the "Units" entity, UnitsOfMeasure).
+    Unknown values answer F&O's relation check text, "The value '…' in field '…' is not found in the relating
+    table '…'." (as for currencies, store._code_failure). An update checks only the fields it names.
+    """
+    entity = ENTITIES[name]
+    if creating and name in LINE_PARENTS:
+        header_name, parent_key = LINE_PARENTS[name]
+        header = _header(name, company, str(values.get(parent_key, "")), known)
+        if header is None:
+            return write_failed(entity, f"{_HEADER_NAMES[header_name]} {values.get(parent_key)} does not exist.")
+        if failure := _default_from_header(entity, LINE_DEFAULTS.get(name, ()), values, header):
+            return failure
+    unit_field = LINE_UNITS.get(name)
+    if unit_field is None:
+        return None
+    item = values.get("ItemNumber")
+    if item not in (None, "") and not _item_exists(company, str(item), known):
+        return _not_found(entity, item, "ItemNumber", "Released products")
+    unit = values.get(unit_field)
+    if unit not in (None, "") and not _unit_exists(str(unit), known):
+        return _not_found(entity, unit, unit_field, "Units")
+    return None
+
+
+def failure_text(failure: Result) -> str:
+    """What a refused row's error says, as GetExecutionErrors lists it: the infolog text, else the message."""
+    body = json.loads(failure.body)["error"]
+    return body.get("innererror", {}).get("message") or body["message"]
+
+
+def _not_found(entity: Entity, value: Any, field_name: str, table: str) -> Result:
+    return write_failed(
+        entity, f"The value '{value}' in field '{field_name}' is not found in the relating table '{table}'."
+    )
+
+
+def _default_from_header(
+    entity: Entity, defaults: tuple[tuple[str, str, str], ...], values: dict[str, Any], header: dict[str, Any]
+) -> Result | None:
+    """Fill the line's fields its header defaults (model.LINE_DEFAULTS); a mandatory dimension left empty refuses."""
+    for field_name, header_field, dimension in defaults:
+        if values.get(field_name) in (None, ""):
+            values[field_name] = header.get(header_field) or ""
+        if dimension and not values[field_name]:
+            return write_failed(
+                entity, f"Inventory dimension {dimension} is mandatory and must consequently be specified."
+            )
+    return None
+
+
+def reference_data_seed(
+    *, companies: Iterable[str], items: Iterable[tuple[str, str, Any]], units: Iterable[str]
+) -> int:
+    """Release these items (number, sales unit, price) in each company and create the units; returns rows written.
+
+    What an F&O administrator sets up before order lines can name them (Released products, Units). Re-runnable:
+    an item or unit already there is left as it is.
+    """
+    written = 0
+    products, unit_entity = ENTITIES["ReleasedProductsV2"], ENTITIES[UNITS_ENTITY]
+    items = list(items)
+    for company in {c.lower() for c in companies}:
+        present = set(rows("ReleasedProductsV2").filter(company=company).values_list("key", flat=True))
+        for number, unit, price in items:
+            if number not in present:
+                values = {"ItemNumber": number, "ProductName": f"Demo item {number}", "SalesUnitSymbol": unit,
+                          "PurchaseUnitSymbol": unit, "SalesPrice": float(price)}  # fmt: skip
+                write("ReleasedProductsV2", products, company, None, values)
+                written += 1
+        known = {symbol.lower() for symbol in rows(UNITS_ENTITY).filter(company=company).values_list("key", flat=True)}
+        for symbol in units:
+            if symbol.lower() not in known:
+                write(UNITS_ENTITY, unit_entity, company, None, {"UnitSymbol": symbol, "UnitDescription": symbol})
+                known.add(symbol.lower())
+                written += 1
+    return written
