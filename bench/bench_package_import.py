@@ -6,7 +6,8 @@ with `transport: package` each drained batch is one ImportFromPackage (GetAzureW
 ImportFromPackage, GetExecutionSummaryStatus, GetExecutionErrors); with `transport: odata` each batch
 is an OData $batch of one change set per record. The OData path is slower, so it can be run on a
 smaller N (--odata-records) and its rate printed beside the package's, said so. Results:
-bench/results/package_import[_<N>].json. The load loop and its figures are bench_initial_load's.
+bench/results/package_import[_<N>].json. The load loop and its figures are bench_initial_load's. The
+database and Redis are BENCH_DATABASE_URL / BENCH_REDIS_URL (bench/common.py: dropped and migrated first).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
@@ -38,11 +38,12 @@ from django.utils import timezone
 from integrations import errors
 from integrations.models import Flow, Message, RecordLink
 from integrations.pipeline import dispatch, prepare
+from integrations.pipeline.batch_outcomes import finish_delivered_many
 from integrations.pipeline.delivery import (  # noqa: F401 - the stage's API
+    RENEW_SLACK_SECONDS,
     Delivery,
     delivery_budget,
     describe,
-    finish_delivered_many,
     lease_seconds,
 )
 from integrations.pipeline.pause import NOT_HELD
@@ -248,13 +249,21 @@ def _prepared(claimed: list[Delivery]) -> list[Delivery]:
     """
     pending = list(claimed)
     ready: list[Delivery] = []
+    slack = RENEW_SLACK_SECONDS
     while pending:
-        if pending[0].is_short():
+        if pending[0].is_short(slack):
+            started = time.monotonic()
             pending = _renewed(pending)
+            # The renewed deadlines count from before the UPDATE: one that outlasts the slack (1,000 rows on a
+            # loaded box: about a second) left the batch short again at once, so every message renewed the
+            # whole batch once more. Wait for the next renewal at least twice as long as this one took (at most
+            # half the budget, so a batch still prepares with its claims' deadlines ahead).
+            took = time.monotonic() - started
+            slack = min(max(RENEW_SLACK_SECONDS, 2 * took), delivery_budget(claimed[0].message.flow) / 2)
             if not pending:
                 break
         delivery = pending.pop(0)
-        if delivery.prepare():
+        if delivery.prepare(renew=False):  # renewed above for the batch, not with an UPDATE per message
             ready.append(delivery)
     return ready
 
@@ -267,9 +276,15 @@ def _renewed(deliveries: list[Delivery]) -> list[Delivery]:
     flow = short[0].message.flow
     clock = time.monotonic()
     lease = timezone.now() + timedelta(seconds=lease_seconds(flow))
-    fence = Q()
+    # One term per lease, not per claim: a batch's companions share the lease of their claim_many (and of each
+    # renewal), so this stays a few ANDs of pk IN (…); an OR of a term per row made a batch of 1,000 renew
+    # with 1,000-term UPDATEs, slower than the slack, so every prepared message renewed the batch again.
+    by_lease: dict[datetime, list[int]] = {}
     for delivery in short:
-        fence |= Q(pk=delivery.message.pk, lease_expires_at=delivery.lease)
+        by_lease.setdefault(delivery.lease, []).append(delivery.message.pk)
+    fence = Q()
+    for held_lease, ids in by_lease.items():
+        fence |= Q(pk__in=ids, lease_expires_at=held_lease)
     renewed = Message.objects.filter(fence, status=Status.DELIVERING).update(lease_expires_at=lease)
     if renewed == len(short):
         kept = short

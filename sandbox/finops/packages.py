@@ -36,11 +36,14 @@ import json
 import uuid
 from typing import Any
 
+from django.db import transaction
+
 from integrations.protocols import dmf
 from sandbox.common.result import Result
 from sandbox.finops.auth import error
+from sandbox.finops.lines import References, failure_text, line_check
 from sandbox.finops.model import EMULATOR, ENTITIES
-from sandbox.finops.store import Call, record_key, rows, validate, write
+from sandbox.finops.store import Call, record_key, rows, validate
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import next_change_seq
 
@@ -143,23 +146,65 @@ def _import(package: bytes, company: str) -> tuple[int, list[dict[str, Any]]]:
     """Write every row of the package's entities into the company; the rows F&O would refuse are errors."""
     _, entities = dmf.package_read(package)
     written, errors = 0, []
+    known = References(company)  # released products and units, read once for the import's line rows
     for name, records in entities.items():
         entity = ENTITIES.get(name)
         if entity is None:
             errors.append({"Entity": name, "Row": 0, "Message": f"Entity '{name}' does not exist."})
             continue
+        pending: dict[str, dict[str, Any]] = {}  # record key → the values to write
         for n, values in enumerate(records, start=1):
             values = {k: v for k, v in values.items() if v != "" and k != "dataAreaId"}
             if failure := validate(entity, values, creating=True):
-                errors.append({"Entity": name, "Row": n, "Message": json.loads(failure.body)["error"]["message"]})
+                errors.append({"Entity": name, "Row": n, "Message": failure_text(failure)})
                 continue
             if any(not values.get(k) for k in entity.keys):
                 errors.append({"Entity": name, "Row": n, "Message": f"Key field(s) {', '.join(entity.keys)} missing."})
                 continue
-            existing = rows(name).filter(company=company, key=record_key(entity, values)).first()
-            write(name, entity, company, existing, values)
+            # The same line rules as an OData create (header, header defaults, item and unit).
+            if failure := line_check(name, company, values, creating=True, known=known):
+                errors.append({"Entity": name, "Row": n, "Message": failure_text(failure)})
+                continue
+            key = record_key(entity, values)
+            pending[key] = {**pending.get(key, {}), **values}  # a key given twice: the later row updates the earlier
             written += 1
+        # Written before the next entity's rows are checked: a line's header may come earlier in the package.
+        _write_rows(name, company, pending)
     return written, errors
+
+
+def _write_rows(name: str, company: str, pending: dict[str, dict[str, Any]]) -> None:
+    """Write the entity's valid rows as store.write() writes each, with one read of their keys and one upsert.
+
+    An existing row takes the values over its own, a row deleted before is created again (F&O keeps no
+    tombstone), and each row gets its own change sequence and RecVersion, so change tracking exports it.
+    """
+    if not pending:
+        return
+    with transaction.atomic():
+        found = {
+            record.key: record
+            for record in EmulatorRecord.objects.filter(
+                emulator=EMULATOR, entity=name, company=company, key__in=list(pending)
+            )
+            .order_by("key")
+            .select_for_update()  # in key order, as the upsert writes: two imports lock shared keys in one order
+        }
+        upserts = []
+        for key, values in sorted(pending.items()):
+            values = {k: v for k, v in values.items() if not k.startswith("@")}
+            old = found.get(key)
+            data = {**(old.data if old is not None and not old.deleted else {}), **values, "dataAreaId": company}
+            seq = next_change_seq()
+            upserts.append(EmulatorRecord(emulator=EMULATOR, entity=name, company=company, key=key, data=data,
+                                          version=seq % 2_000_000_000, change_seq=seq, deleted=False))  # fmt: skip
+        EmulatorRecord.objects.bulk_create(
+            upserts,
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["emulator", "entity", "company", "key"],
+            update_fields=["data", "version", "change_seq", "deleted", "modified_at"],
+        )
 
 
 def _status(written: int, errors: list[dict[str, Any]]) -> str:

@@ -6,6 +6,8 @@ import io
 import zipfile
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from lxml import etree
 
 from integrations import errors
@@ -15,7 +17,9 @@ from integrations.protocols import dmf
 from integrations.protocols.transport import DeliveryRequest
 from integrations.systems import get_connector
 from sandbox import finops
+from sandbox.finops import packages as sandbox_packages
 from sandbox.finops.store import rows
+from sandbox.models import EmulatorRecord
 from tests.bulk.conftest import seed_customers
 from tests.bulk.test_initial_load import run_pages
 
@@ -143,3 +147,87 @@ def test_a_package_flow_delivers_a_batch_as_one_import_and_refuses_only_the_bad_
     assert isinstance(results[1], errors.RejectedError)
     assert "row 2" in results[1].message
     assert set(rows("CustomersV3").filter(company="se01").values_list("key", flat=True)) == {"P1", "P3"}
+
+
+def test_an_import_updates_existing_rows_recreates_deleted_ones_and_change_tracking_exports_what_it_wrote(
+    finops_system: System,
+):
+    seed_customers(3)  # C00000..C00002 in se01, group 10
+    connector = get_connector(finops_system)
+    connector.request(
+        "DELETE", f"{connector.data}/CustomersV3(dataAreaId='se01',CustomerAccount='C00002')?cross-company=true"
+    )
+    existing = f"{connector.data}/CustomersV3(dataAreaId='se01',CustomerAccount='C00000')?cross-company=true"
+    connector.request("PATCH", existing, json={"SalesCurrencyCode": "EUR"})
+    finops.change_tracking("CustomersV3")
+    finops.data_project("CustomerChanges", entities=["CustomersV3"], incremental=True)
+    finops.data_project("CustomerImport", entities=["CustomersV3"], direction="import")
+    packages = connector.packages
+    first = packages.export_rows(project="CustomerChanges", company="SE01")["CustomersV3"]
+    assert sorted(r["CustomerAccount"] for r in first) == ["C00000", "C00001"]  # the first export: every row
+    before = rows("CustomersV3").get(company="se01", key="C00000")
+    package = dmf.package_build(
+        definition_group="CustomerImport",
+        entities={
+            "CustomersV3": [
+                # existing: its currency, which the row does not name, is kept
+                {"CustomerAccount": "C00000", "OrganizationName": "Renamed", "CustomerGroupId": "10"},
+                {"CustomerAccount": "N1", "OrganizationName": "New 1", "CustomerGroupId": "20"},
+                {"CustomerAccount": "N2", "OrganizationName": "No group"},  # refused: CustomerGroupId required
+                {"CustomerAccount": "C00002", "OrganizationName": "Back", "CustomerGroupId": "30"},  # deleted before
+                {"CustomerAccount": "N1", "OrganizationName": "New 1 again", "CustomerGroupId": "20"},  # later wins
+                {
+                    "CustomerAccount": "N3",
+                    "OrganizationName": "Euro",
+                    "CustomerGroupId": "10",
+                    "SalesCurrencyCode": "Euro",
+                },  # refused: a currency by name  # fmt: skip
+            ]
+        },
+    )
+
+    execution_id = packages.import_package(package=package, project="CustomerImport", company="SE01")
+
+    assert packages.wait(execution_id) == "PartiallySucceeded"
+    refused = packages.execution_errors(execution_id)
+    assert [(e["Entity"], e["Row"]) for e in refused] == [("CustomersV3", 3), ("CustomersV3", 6)]
+    assert "CustomerGroupId" in refused[0]["Message"]
+    assert "Euro" in refused[1]["Message"]
+    execution = EmulatorRecord.objects.get(emulator="finops", entity="$dmf_execution", key=execution_id)
+    assert execution.data["written"] == 4  # rows 1, 2, 4 and 5 (two of them the same key)
+    stored = {r.key: r for r in rows("CustomersV3").filter(company="se01")}
+    assert set(stored) == {"C00000", "C00001", "C00002", "N1"}
+    assert stored["C00000"].data == {**before.data, "OrganizationName": "Renamed"}
+    assert before.data["SalesCurrencyCode"] == "EUR"
+    assert stored["C00000"].version != before.version
+    assert stored["C00000"].change_seq > before.change_seq
+    assert stored["C00002"].data == {"CustomerAccount": "C00002", "OrganizationName": "Back",
+                                     "CustomerGroupId": "30", "dataAreaId": "se01"}  # fmt: skip
+    assert stored["N1"].data["OrganizationName"] == "New 1 again"
+    # Change tracking sends what the import wrote, and only that, with the next incremental export.
+    changed = packages.export_rows(project="CustomerChanges", company="SE01")["CustomersV3"]
+    assert {r["CustomerAccount"]: r["OrganizationName"] for r in changed} == {
+        "C00000": "Renamed", "C00002": "Back", "N1": "New 1 again"}  # fmt: skip
+    # The same package again collapses on its keys: nothing new, the same rows refused.
+    again = packages.import_package(package=package, project="CustomerImport", company="SE01")
+    assert packages.wait(again) == "PartiallySucceeded"
+    assert rows("CustomersV3").filter(company="se01").count() == 4
+
+
+def test_an_import_reads_and_writes_an_entity_with_a_fixed_number_of_queries(finops_system: System):
+    seed_customers(5)
+
+    def queries_for(count: int) -> int:
+        package = dmf.package_build(
+            definition_group="CustomerImport",
+            entities={"CustomersV3": [{"CustomerAccount": f"C{n:05d}", "OrganizationName": f"Imported {n}",
+                                       "CustomerGroupId": "10"} for n in range(count)]},
+        )  # fmt: skip
+        with CaptureQueriesContext(connection) as queries:
+            written, errors_ = sandbox_packages._import(package, "se01")
+        assert (written, errors_) == (count, [])
+        return len(queries.captured_queries)
+
+    # Half of the first package's rows exist; every row of the second is new or imported before.
+    assert queries_for(10) == queries_for(60)
+    assert rows("CustomersV3").filter(company="se01", data__OrganizationName__startswith="Imported").count() == 60

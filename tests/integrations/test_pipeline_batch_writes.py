@@ -8,7 +8,8 @@ from django.test.utils import CaptureQueriesContext
 
 from integrations.models import Attempt, Message, RecordLink
 from integrations.pipeline import deliver
-from integrations.pipeline.delivery import Delivery, finish_delivered_many
+from integrations.pipeline.batch_outcomes import finish_delivered_many
+from integrations.pipeline.delivery import Delivery
 from integrations.protocols.transport import DeliveryResult
 from integrations.scenarios import echo
 from tests.integrations.test_pipeline import ingest, process
