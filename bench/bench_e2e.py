@@ -34,13 +34,24 @@ from common import (
 )
 
 SECRET = "bench-webhook-secret"  # noqa: S105 - a throw-away key of the benchmark's own database
-ITEMS = [f"IC-{n:04d}" for n in range(1, 200)]
 
 
-def purchase_order(n: int, prefix: str) -> dict:
+def released_items(connector: object, company: str) -> list[str]:
+    """Release the demo's items in the target company, as its F&O users do; the emulated F&O refuses a line
+    naming an unreleased item. The item numbers."""
+    from integrations.scenarios import traffic
+
+    report = traffic.TrafficReport()
+    traffic.finops_items(connector=connector, company=company, report=report)
+    if report.failed:
+        raise SystemExit(f"cannot release the items: {report.failed}")
+    return [number for number, _unit, _price in traffic.ITEMS]
+
+
+def purchase_order(n: int, prefix: str, items: list[str]) -> dict:
     lines = [
         {
-            "ItemId": random.choice(ITEMS),
+            "ItemId": random.choice(items),
             "PurchQty": random.randint(1, 40),
             "PurchUnit": "Pcs",
             "PurchPrice": round(random.uniform(5, 500), 2),
@@ -68,13 +79,16 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=16, help="concurrent webhook senders")
     parser.add_argument("--steady-rate", type=float, default=30.0, help="orders/s of the steady phase")
     parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="orders per $batch to F&O (0: the template's System.batch_size)"
+    )
     args = parser.parse_args()
 
     fresh_django()
     import requests
     from django.db import connection
 
-    from integrations.models import Flow, InboundEndpoint, Message, RecordLink
+    from integrations.models import Flow, InboundEndpoint, Message, RecordLink, System
     from integrations.pipeline.prepare import mapping_context
     from integrations.protocols.transport import DeliveryRequest
     from integrations.scenarios.install import templates_install
@@ -94,6 +108,9 @@ def main() -> None:
             subscription.save(update_fields=["url"])
         flow = Flow.objects.select_related("target", "source", "company_link").get(slug="ic-dk01-po-to-se01-so")
         Flow.objects.filter(pk=flow.pk).update(trigger=Flow.Trigger.WEBHOOK)
+        if args.batch_size:  # a $batch the emulator answers within the System's timeout on a loaded box
+            System.objects.filter(pk=flow.target_id).update(batch_size=args.batch_size)
+            flow.target.refresh_from_db()
         InboundEndpoint.objects.update_or_create(
             flow=flow,
             defaults={
@@ -109,10 +126,11 @@ def main() -> None:
         # 1. The emulated F&O's own throughput: the same orders, mapped, written directly.
         connector = get_connector(flow.target)
         context = mapping_context(flow)
+        items = released_items(connector, context["target_company"])
         from integrations import mapping
 
         direct_orders = [
-            mapping.apply(spec=flow.mapping_spec, payload=purchase_order(n, "D"), context=context)
+            mapping.apply(spec=flow.mapping_spec, payload=purchase_order(n, "D", items), context=context)
             for n in range(args.direct)
         ]
 
@@ -148,7 +166,7 @@ def main() -> None:
         def send(n: int) -> None:
             session = getattr(local, "session", None) or requests.Session()
             local.session = session
-            body = purchase_order(n, "PO")
+            body = purchase_order(n, "PO", items)
             t0 = time.perf_counter()
             answer = session.post(url, json=body, headers={"X-Icbridge-Key": SECRET}, timeout=60)
             post_ms.append((time.perf_counter() - t0) * 1000)
@@ -215,6 +233,7 @@ def main() -> None:
         "lines_per_order": 5,
         "workers": args.workers,
         "concurrency_per_worker": args.concurrency,
+        "batch_size": flow.target.batch_size,
         "senders": args.senders,
         "orders_per_s": round(rate, 1),
         "seconds_for_10000": round(10_000 / rate, 1) if rate else None,
@@ -241,7 +260,10 @@ def main() -> None:
         "not_delivered": statuses,
     }
     write_result("e2e", result)
-    print(f"e2e: {args.orders} intercompany orders x 5 lines, {args.workers} workers x {args.concurrency}")
+    print(
+        f"e2e: {args.orders} intercompany orders x 5 lines, {args.workers} workers x {args.concurrency}, "
+        f"batches of {flow.target.batch_size}"
+    )
     print_table([
         ("orders/s (POST → delivered)", f"{rate:.1f}"),
         ("10,000 orders take", f"{10_000 / rate:.0f} s" if rate else "-"),

@@ -13,6 +13,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -45,12 +46,32 @@ def sync() -> None:
     if not _tables:
         return
     names = list(_tables)
-    stamps = dict(ValueMap.objects.filter(name__in=names).values_list("name", "updated_at"))
+    stamps = _stamps(names)
     with _lock:
         for name in names:
             cached = _tables.get(name)
             if cached is not None and stamps.get(name) != cached[0]:
                 del _tables[name]
+
+
+# The stamps' SQL per number of names, compiled once per process: on PostgreSQL, building the query
+# cost three times the CPU of running it, once for every message mapped.
+_stamps_sql: dict[int, str] = {}
+
+
+def _stamps(names: list[str]) -> dict[str, datetime]:
+    sql = _stamps_sql.get(len(names)) if connection.vendor == "postgresql" else None
+    if sql is None:
+        query = ValueMap.objects.filter(name__in=names).values_list("name", "updated_at")
+        # Elsewhere the driver's datetimes need the ORM's converters; an IN the ORM wrote otherwise
+        # (fewer parameters than names) is run as it is, and not kept.
+        compiled, params = query.query.sql_with_params()
+        if connection.vendor != "postgresql" or list(params) != names:
+            return dict(query)
+        sql = _stamps_sql[len(names)] = compiled
+    with connection.cursor() as cursor:
+        cursor.execute(sql, names)
+        return dict(cursor.fetchall())
 
 
 def existing(names: set[str]) -> set[str]:

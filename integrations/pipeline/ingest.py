@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from integrations.models import Flow, Message
@@ -36,23 +37,25 @@ def message_ingest(
         raise ValueError("idempotency_key is required")
     now = timezone.now()
     key = key_fit(idempotency_key)
-    with transaction.atomic():
-        try:
-            # Insert first: a new event is the common case, so no SELECT before it.
-            with transaction.atomic():
-                message = Message.objects.create(
-                    flow=flow,
-                    idempotency_key=key,
-                    payload_in=payload,
-                    source_record_key=canonical_key(flow.source.kind, source_record_key)[:255],
-                    source_version=source_version,
-                    correlation_id=correlation_id or uuid.uuid4().hex,
-                    headers=headers or {},
-                    replay_of=replay_of,
-                    next_attempt_at=now,
-                    queued_at=now,
-                )
-        except IntegrityError:
-            return Message.objects.get(flow=flow, idempotency_key=key), False
-        transaction.on_commit(partial(dispatch.message_queue, message_id=message.pk, flow=flow))
+    # On its own the INSERT is its own transaction (autocommit: one round trip, where BEGIN, SAVEPOINT,
+    # RELEASE and COMMIT made five), and a duplicate key leaves nothing to roll back. Inside a caller's
+    # transaction (an event routed to two flows) a savepoint keeps a duplicate from aborting the caller's.
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            message = Message.objects.create(
+                flow=flow,
+                idempotency_key=key,
+                payload_in=payload,
+                source_record_key=canonical_key(flow.source.kind, source_record_key)[:255],
+                source_version=source_version,
+                correlation_id=correlation_id or uuid.uuid4().hex,
+                headers=headers or {},
+                replay_of=replay_of,
+                next_attempt_at=now,
+                queued_at=now,
+            )
+    except IntegrityError:
+        return Message.objects.get(flow=flow, idempotency_key=key), False
+    # After the caller's commit; with none, at once (the row is committed): never for a rolled-back row.
+    transaction.on_commit(partial(dispatch.message_queue, message_id=message.pk, flow=flow))
     return message, True

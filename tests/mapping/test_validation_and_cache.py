@@ -165,3 +165,34 @@ def test_saving_an_entry_moves_its_maps_stamp(make_value_map):
     ValueMapEntry.objects.create(value_map=value_map, source_value="kg", target_value="KGM")
 
     assert ValueMap.objects.get(pk=value_map.pk).updated_at > before
+
+
+def test_of_two_cached_maps_only_the_one_changed_elsewhere_is_read_again(make_value_map, django_assert_num_queries):
+    from django.utils import timezone
+
+    uom, country = make_value_map("uom", {"pcs": "PC"}), make_value_map("country", {"DK": "DNK"})
+    spec = {"fields": {"U": {"path": "u", "lookup": "uom"}, "C": {"path": "c", "lookup": "country"}}}
+    valuemaps.clear()
+    assert mapping.apply(spec=spec, payload={"u": "pcs", "c": "DK"}, context={}) == {"U": "PC", "C": "DNK"}
+
+    # What another worker's save leaves in the database; this process hears no signal of it.
+    ValueMapEntry.objects.filter(value_map=country, source_value="DK").update(target_value="DEN")
+    ValueMap.objects.filter(pk=country.pk).update(updated_at=timezone.now())
+
+    # The stamps of both (one query), then only the changed map and its entries.
+    with django_assert_num_queries(3):
+        assert mapping.apply(spec=spec, payload={"u": "pcs", "c": "DK"}, context={}) == {"U": "PC", "C": "DEN"}
+    assert uom.name in valuemaps._tables
+
+
+def test_a_cached_map_deleted_elsewhere_fails_the_next_payload(make_value_map):
+    value_map = make_value_map("uom", {"pcs": "PC"})
+    spec = {"fields": {"U": {"path": "u", "lookup": "uom"}}}
+    assert mapping.apply(spec=spec, payload={"u": "pcs"}, context={}) == {"U": "PC"}
+
+    # What another process's delete leaves in the database; this process hears no signal of it.
+    ValueMapEntry.objects.filter(value_map=value_map)._raw_delete(using="default")
+    ValueMap.objects.filter(pk=value_map.pk)._raw_delete(using="default")
+
+    with pytest.raises(MappingError, match="value map 'uom' does not exist"):
+        mapping.apply(spec=spec, payload={"u": "pcs"}, context={})
