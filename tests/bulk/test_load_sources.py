@@ -53,14 +53,18 @@ def test_an_s4_load_follows_the_gateways_skiptoken_pages(make_system, make_flow,
     assert Message.objects.filter(flow=flow).values("source_record_key").distinct().count() == 7
 
 
-def test_an_ax_load_reads_every_document_of_the_company(make_system, make_flow, live_server):
-    ax = make_system(
+@pytest.fixture
+def ax(make_system, live_server) -> System:
+    return make_system(
         kind=System.Kind.AX2012,
         base_url=f"{live_server.url}/sandbox/ax2012/MicrosoftDynamicsAXAif60",
         auth_type=System.AuthType.BASIC,
         client_id="icbridge",
         secret="sandbox",
     )
+
+
+def test_an_ax_load_reads_every_document_of_the_company(ax, make_flow):
     connector = get_connector(ax)
     before = len(connector.read_page("CustomerService", "", {"company": "DK01", "page_size": 1000})[0])
     for n in range(5):
@@ -100,19 +104,12 @@ def test_a_dataverse_load_pages_with_maxpagesize_and_next_links(make_flow, datav
     assert {m.payload_in["accountnumber"] for m in Message.objects.filter(flow=flow)} == {f"A{n}" for n in range(5)}
 
 
-def test_an_ax_document_loaded_and_then_polled_has_one_source_key(make_system, make_flow, live_server):
+def test_an_ax_document_loaded_and_then_polled_has_one_source_key(ax, make_flow):
     """AIF names a document by its key field alone (getChangedKeys, EntityKeyList); the load's row key carries
     dataAreaId too. Both are stored in AX's normal form, so one record is one key (and one RecordLink)."""
     from integrations.polling.poll import flow_poll
     from sandbox.ax2012 import ports
 
-    ax = make_system(
-        kind=System.Kind.AX2012,
-        base_url=f"{live_server.url}/sandbox/ax2012/MicrosoftDynamicsAXAif60",
-        auth_type=System.AuthType.BASIC,
-        client_id="icbridge",
-        secret="sandbox",
-    )
     get_connector(ax).deliver(
         DeliveryRequest(
             entity="CustomerService",
@@ -121,7 +118,7 @@ def test_an_ax_document_loaded_and_then_polled_has_one_source_key(make_system, m
             key={"VATNum": "V-ONE"},
             payload={"Name": "Loaded then polled", "CustGroup": "IC", "VATNum": "V-ONE"},
             idempotency_key="c-one",
-        )  # fmt: skip
+        )
     )
     flow = make_flow(source=ax, trigger="poll", options={"ax_service": "CustomerService", "ax_company": "DK01"})
     run_pages(load.load_start(flow=flow, key=["AccountNum"], page_size=50))
