@@ -231,3 +231,38 @@ def test_an_import_reads_and_writes_an_entity_with_a_fixed_number_of_queries(fin
     # Half of the first package's rows exist; every row of the second is new or imported before.
     assert queries_for(10) == queries_for(60)
     assert rows("CustomersV3").filter(company="se01", data__OrganizationName__startswith="Imported").count() == 60
+
+
+def test_a_long_running_execution_is_polled_less_often_and_never_past_the_deliverys_deadline(
+    finops_system: System, monkeypatch
+):
+    """F&O runs an import or export as a batch job ("Data management package REST API":
+    GetExecutionSummaryStatus answers NotRun/Executing until it ends), so the connector polls its status:
+    the pause doubles up to 15 s, and inside a delivery the wait ends before the delivery's deadline."""
+    from types import SimpleNamespace
+
+    from integrations.systems.finops import packages as hub_packages
+
+    pauses: list[float] = []
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    # The module's clock and its view of the delivery's deadline, not the process's.
+    monkeypatch.setattr(hub_packages, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep))
+    monkeypatch.setattr(hub_packages, "deadline", SimpleNamespace(remaining=lambda: None))
+    answers = iter(["NotRun", "Executing", "Executing", "Executing", "Executing", "Executing", "Succeeded"])
+    monkeypatch.setattr(hub_packages.DataPackages, "status", lambda self, execution_id: next(answers))
+    packages = hub_packages.DataPackages(get_connector(finops_system))
+
+    assert packages.wait("exec-1") == "Succeeded"
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
+
+    clock[0], pauses[:] = 0.0, []
+    monkeypatch.setattr(hub_packages, "deadline", SimpleNamespace(remaining=lambda: 10.0 - clock[0]))
+    monkeypatch.setattr(hub_packages.DataPackages, "status", lambda self, execution_id: "Executing")
+    with pytest.raises(errors.TransientError, match="still Executing"):
+        packages.wait("exec-2")
+    assert sum(pauses) <= 10.0 - hub_packages.STATUS_CALL_SECONDS

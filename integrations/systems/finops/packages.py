@@ -17,12 +17,13 @@ from typing import Any
 import requests
 
 from integrations import errors
-from integrations.protocols import dmf
+from integrations.protocols import deadline, dmf
 from integrations.protocols.transport import DeliveryResult
 from integrations.systems.finops.keys import format_key
 
 ACTIONS = "DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities"
 DONE = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "Canceled"})
+STATUS_CALL_SECONDS = 1.0  # kept for the last status call when a wait ends by the delivery's deadline
 JSON = {"Accept": "application/json", "Content-Type": "application/json"}
 
 
@@ -55,16 +56,29 @@ class DataPackages:
     def status(self, execution_id: str) -> str:
         return str(self._action("GetExecutionSummaryStatus", {"executionId": execution_id}))
 
-    def wait(self, execution_id: str, *, timeout: float = 300, interval: float = 1.0) -> str:
-        """The execution's final status; F&O runs it as a batch job, so it is polled (bounded)."""
-        deadline = time.monotonic() + timeout
+    def wait(self, execution_id: str, *, timeout: float = 300, interval: float = 1.0, most: float = 15.0) -> str:
+        """The execution's final status; F&O runs it as a batch job, so it is polled (bounded).
+
+        The pause doubles from `interval` up to `most`: a job that runs for minutes is asked every 15 s,
+        not every second. Within a delivery the wait ends by the delivery's deadline too (protocols.deadline),
+        so a long job fails the batch as transient before its lease runs out, and it is retried.
+        """
+        started = time.monotonic()
         while True:
             status = self.status(execution_id)
             if status in DONE:
                 return status
-            if time.monotonic() > deadline:
-                raise errors.TransientError(f"{self.name}: execution {execution_id} still {status} after {timeout} s")
-            time.sleep(interval)
+            left = timeout - (time.monotonic() - started)
+            budget = deadline.remaining()
+            if budget is not None:
+                left = min(left, budget - STATUS_CALL_SECONDS)
+            if left <= 0:
+                waited = time.monotonic() - started
+                raise errors.TransientError(
+                    f"{self.name}: execution {execution_id} still {status} after {waited:.0f} s"
+                )
+            time.sleep(min(interval, left))
+            interval = min(most, interval * 2)
 
     def exported_url(self, execution_id: str) -> str:
         return str(self._action("GetExportedPackageUrl", {"executionId": execution_id}))
