@@ -14,7 +14,11 @@ from sandbox.finops.auth import write_failed
 from sandbox.finops.model import ENTITIES, LINE_DEFAULTS, LINE_PARENTS, LINE_UNITS, UNITS_ENTITY, Entity
 from sandbox.finops.store import rows, write
 
-_HEADER_NAMES = {"SalesOrderHeadersV2": "Sales order", "SalesQuotationHeadersV2": "Sales quotation"}
+_HEADER_NAMES = {
+    "SalesOrderHeadersV2": "Sales order",
+    "SalesQuotationHeadersV2": "Sales quotation",
+    "PurchaseOrderHeadersV2": "Purchase order",
+}
 
 
 @dataclass

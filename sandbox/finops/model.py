@@ -62,6 +62,7 @@ UNITS_ENTITY = "UnitsOfMeasure"
 LINE_PARENTS: dict[str, tuple[str, str]] = {
     "SalesOrderLines": ("SalesOrderHeadersV2", "SalesOrderNumber"),
     "SalesQuotationLines": ("SalesQuotationHeadersV2", "SalesQuotationNumber"),
+    "PurchaseOrderLinesV2": ("PurchaseOrderHeadersV2", "PurchaseOrderNumber"),
 }
 # A sales order line takes its site and warehouse from its order header when it names none (SalesLine is
 # initialised from SalesTable), and Site is a mandatory inventory dimension: with neither, F&O refuses the

@@ -79,6 +79,8 @@ def test_a_line_naming_an_unknown_unit_is_refused_on_sales_quotation_and_purchas
     quotation = post(fo, "SalesQuotationHeadersV2", {"SalesQuotationNumber": "SQ-1",
                                                      "RequestingCustomerAccountNumber": "C-1"})  # fmt: skip
     assert quotation.status_code == 201, quotation.text
+    header = post(fo, "PurchaseOrderHeadersV2", {"PurchaseOrderNumber": "PO-1", "OrderVendorAccountNumber": "V-1"})
+    assert header.status_code == 201, header.text
 
     sales = post(fo, "SalesOrderLines", {"SalesOrderNumber": "SO-1", "ItemNumber": "A0001", "SalesUnitSymbol": "crate"})
     quote = post(fo, "SalesQuotationLines", {"SalesQuotationNumber": "SQ-1", "ItemNumber": "A0001",
@@ -191,3 +193,13 @@ def test_a_package_line_without_a_site_or_its_header_is_an_execution_error(fo: M
     assert "Inventory dimension Site is mandatory and must consequently be specified." in messages[1]
     assert "Sales order SO-NONE does not exist." in messages[2]
     assert lines_of("SalesOrderLines") == []
+
+
+def test_a_purchase_order_line_needs_its_header(fo: MsClient, items) -> None:
+    """Purchase order lines V2: a line belongs to a purchase order created first (no deep insert)."""
+    orphan = post(fo, "PurchaseOrderLinesV2", {"PurchaseOrderNumber": "PO-404", "LineNumber": 1,
+                                               "ItemNumber": "A0001", "PurchaseUnitSymbol": "Pcs"})  # fmt: skip
+
+    assert orphan.status_code == 400
+    assert "Purchase order PO-404 does not exist." in infolog(orphan)
+    assert lines_of("PurchaseOrderLinesV2") == []
