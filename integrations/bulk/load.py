@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -59,11 +60,12 @@ def load_source(*, flow: Flow, entity: str = "", key: tuple[str, ...] | list[str
     named = entity or (poll.entity if poll else "") or flow.opts.ax_service
     entity = named or flow.entity
     key = tuple(key) or (tuple(poll.key) if poll else ())
-    if not key and not named and hasattr(systems.connector_class(flow.source.kind), "listing"):
+    if not named and hasattr(systems.connector_class(flow.source.kind), "listing"):
         try:
-            entity, key = systems.get_connector(flow.source).listing(flow.entity)
+            entity, listed_key = systems.get_connector(flow.source).listing(flow.entity)
         except errors.ConnectorError as exc:
             raise LoadError(f"flow {flow.slug}: {flow.source} cannot describe {flow.entity}: {exc}") from exc
+        key = key or listed_key
     if not key:
         raise LoadError(f"flow {flow.slug}: the load needs the source key fields (options.poll.key, or key=)")
     if not hasattr(systems.connector_class(flow.source.kind), "read_page"):
@@ -272,6 +274,16 @@ def _load_one_page(run_id: int) -> tuple[LoadRun | None, bool]:
     return run, bool(next_cursor)
 
 
+def message_payload_shaper(flow: Flow) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """How a row listed at the flow's source is stored as its message: as the source's events carry it where
+    the connector says (`loaded_record`: a Dataverse row as a webhook's Update, so the flow's mapping of
+    `attributes.*` reads it), else the row itself (F&O, S/4 and AX rows are what their polls store)."""
+    loaded = getattr(systems.get_connector(flow.source), "loaded_record", None)
+    if loaded is None:
+        return lambda record_key, row: row
+    return partial(loaded, flow.entity)
+
+
 def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any]]) -> tuple[int, int, str]:
     """Store a page's records as messages with one INSERT, and queue their delivery after commit.
 
@@ -285,6 +297,7 @@ def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any
     now = timezone.now()
     fresh: dict[str, Message] = {}
     failed, error = 0, ""
+    shape = message_payload_shaper(run.flow)
     for row in rows:
         try:
             record_key, version = record_identity(entity=run.entity, key=key, row=row, kind=run.flow.source.kind)
@@ -297,7 +310,7 @@ def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any
             Message(
                 flow=run.flow,
                 idempotency_key=idempotency_key,
-                payload_in=row,
+                payload_in=shape(record_key, row),
                 source_record_key=record_key[:255],
                 correlation_id=uuid.uuid4().hex,
                 headers={"load_run": run.pk, "entity": run.entity},

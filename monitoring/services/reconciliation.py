@@ -40,7 +40,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from integrations import errors, mapping
-from integrations.bulk.load import LoadError, load_source, record_identity
+from integrations.bulk.load import LoadError, load_source, message_payload_shaper, record_identity
 from integrations.models import Flow, Message, RecordLink
 from integrations.pipeline.ingest import message_ingest
 from integrations.pipeline.prepare import content_hash, mapping_context
@@ -366,15 +366,17 @@ def _source_pass(flow: Flow, schedule: ReconciliationSchedule) -> tuple[dict[str
     rows: dict[str, dict[str, Any]] = {}
     listed = skipped = 0
     cursor = ""
+    shape = message_payload_shaper(flow)  # each record as its message would carry it, filtered and repaired so
     while True:
         page, cursor = connector.read_page(source.entity, cursor, filters)
         for row in page:
             listed += 1
             record_key, version = record_identity(entity=source.entity, key=source.key, row=row, kind=kind)
-            if filter_reason(message=Message(flow=flow, payload_in=row)):
+            payload = shape(record_key, row)
+            if filter_reason(message=Message(flow=flow, payload_in=payload)):
                 skipped += 1
                 continue
-            rows[record_key] = {"row": row, "version": version}
+            rows[record_key] = {"row": payload, "version": version}
         if not cursor or listed >= schedule.max_records:
             break
     # Stored keys read in the normal form too: a link written before keys were normalised still counts.

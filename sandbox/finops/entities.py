@@ -53,7 +53,7 @@ def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
     missing = [k for k in entity.keys if values.get(k) in (None, "")]
     if missing:
         return write_failed(entity, f"Field '{missing[0]}' must be filled in.")
-    if failure := line_check(name, company, values, creating=True):
+    if failure := line_check(name, company, values):
         return failure
     if not numbered and rows(name).filter(company=company, key=record_key(entity, values)).exists():
         return write_failed(entity, "The record already exists.")
@@ -190,8 +190,8 @@ def dispatch(call: Call) -> Result:
             ]
             if changed_keys:
                 return write_failed(entity, f"Key field '{changed_keys[0]}' cannot be changed.")
-            # A changed item or unit is checked as on create (an update of other fields leaves them be).
-            if failure := line_check(name, company, body, creating=False):
+            # A line is checked as the update leaves it: a changed item or unit as on create, required ones kept.
+            if failure := line_check(name, company, body, current=record.data):
                 return failure
             record = write(name, entity, company, record, body)
             return Result(204, {"OData-Version": "4.0", "ETag": etag(record)})

@@ -75,27 +75,45 @@ def _header(name: str, company: str, number: str, known: References | None) -> d
 
 
 def line_check(
-    name: str, company: str, values: dict[str, Any], *, creating: bool, known: References | None = None
+    name: str,
+    company: str,
+    values: dict[str, Any],
+    *,
+    current: dict[str, Any] | None = None,
+    known: References | None = None,
 ) -> Result | None:
-    """Refuse a line row F&O refuses, filling the fields its header defaults; None for a row that is not a line.
+    """Refuse a line row F&O refuses; None for a row that is not a line, or one F&O takes.
 
-    1. Creating: the header must exist (no line without its order), and the line takes the header's defaults
+    `current` is the stored line an update changes (None: the row creates one).
+    1. A new line's header must exist (no line without its order), and it takes the header's defaults
        (model.LINE_DEFAULTS); a mandatory inventory dimension left empty refuses the row.
-    2. The item, when given, must be a released product of the line's company ("Sales order lines V2":
-       ITEMNUMBER is a foreign key to a product, which F&O validates against the released products).
-    3. The unit, when given, must be a unit of measure (the "Units" entity, UnitsOfMeasure).
+    2. An update is checked as the line it leaves: its required fields and mandatory dimension still filled,
+       its header (if it names another) existing; fields it does not name keep their values, defaults included.
+    3. The item must be a released product of the line's company ("Sales order lines V2": ITEMNUMBER is a
+       foreign key to a product, which F&O validates against the released products), the unit a unit of
+       measure (the "Units" entity, UnitsOfMeasure); each is checked where the row names it.
     Unknown values answer F&O's relation check text, "The value '…' in field '…' is not found in the relating
-    table '…'." (as for currencies, store._code_failure). An update checks only the fields it names.
+    table '…'." (as for currencies, store._code_failure).
     """
     entity = ENTITIES[name]
-    if creating and name in LINE_PARENTS:
+    unit_field = LINE_UNITS.get(name)
+    if name not in LINE_PARENTS and unit_field is None:
+        return None
+    if name in LINE_PARENTS and (current is None or LINE_PARENTS[name][1] in values):
         header_name, parent_key = LINE_PARENTS[name]
         header = _header(name, company, str(values.get(parent_key, "")), known)
         if header is None:
             return write_failed(entity, f"{_HEADER_NAMES[header_name]} {values.get(parent_key)} does not exist.")
-        if failure := _default_from_header(entity, LINE_DEFAULTS.get(name, ()), values, header):
+        if current is None and (failure := _default_from_header(entity, LINE_DEFAULTS.get(name, ()), values, header)):
             return failure
-    unit_field = LINE_UNITS.get(name)
+    if current is not None:
+        after = {**current, **values}
+        for field_name in (*entity.required, *([unit_field] if unit_field in values else [])):
+            if after.get(field_name) in (None, ""):
+                return write_failed(entity, f"Field '{field_name}' must be filled in.")
+        for field_name, _, dimension in LINE_DEFAULTS.get(name, ()):
+            if dimension and after.get(field_name) in (None, ""):
+                return _dimension_missing(entity, dimension)
     if unit_field is None:
         return None
     item = values.get("ItemNumber")
@@ -119,6 +137,10 @@ def _not_found(entity: Entity, value: Any, field_name: str, table: str) -> Resul
     )
 
 
+def _dimension_missing(entity: Entity, dimension: str) -> Result:
+    return write_failed(entity, f"Inventory dimension {dimension} is mandatory and must consequently be specified.")
+
+
 def _default_from_header(
     entity: Entity, defaults: tuple[tuple[str, str, str], ...], values: dict[str, Any], header: dict[str, Any]
 ) -> Result | None:
@@ -127,9 +149,7 @@ def _default_from_header(
         if values.get(field_name) in (None, ""):
             values[field_name] = header.get(header_field) or ""
         if dimension and not values[field_name]:
-            return write_failed(
-                entity, f"Inventory dimension {dimension} is mandatory and must consequently be specified."
-            )
+            return _dimension_missing(entity, dimension)
     return None
 
 

@@ -42,8 +42,8 @@ from integrations.protocols import dmf
 from sandbox.common.result import Result
 from sandbox.finops.auth import error
 from sandbox.finops.lines import References, failure_text, line_check
-from sandbox.finops.model import EMULATOR, ENTITIES
-from sandbox.finops.store import Call, record_key, rows, validate
+from sandbox.finops.model import EMULATOR, ENTITIES, LINE_PARENTS, LINE_UNITS, Entity
+from sandbox.finops.store import QUANTITIES, Call, record_key, rows, validate
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import next_change_seq
 
@@ -153,24 +153,47 @@ def _import(package: bytes, company: str) -> tuple[int, list[dict[str, Any]]]:
             errors.append({"Entity": name, "Row": 0, "Message": f"Entity '{name}' does not exist."})
             continue
         pending: dict[str, dict[str, Any]] = {}  # record key → the values to write
-        for n, values in enumerate(records, start=1):
-            values = {k: v for k, v in values.items() if v != "" and k != "dataAreaId"}
+        rows_in = [_typed({k: v for k, v in values.items() if v != "" and k != "dataAreaId"}) for values in records]
+        stored = _stored_lines(name, company, entity, rows_in)
+        for n, values in enumerate(rows_in, start=1):
             if failure := validate(entity, values, creating=True):
                 errors.append({"Entity": name, "Row": n, "Message": failure_text(failure)})
                 continue
             if any(not values.get(k) for k in entity.keys):
                 errors.append({"Entity": name, "Row": n, "Message": f"Key field(s) {', '.join(entity.keys)} missing."})
                 continue
-            # The same line rules as an OData create (header, header defaults, item and unit).
-            if failure := line_check(name, company, values, creating=True, known=known):
+            key = record_key(entity, values)
+            # The line rules of OData: a new line as a create (header, its defaults, item and unit), a row of an
+            # existing line as an update of it (its other fields kept, not re-defaulted from the header).
+            current = {**stored.get(key, {}), **pending[key]} if key in pending else stored.get(key)
+            if failure := line_check(name, company, values, current=current, known=known):
                 errors.append({"Entity": name, "Row": n, "Message": failure_text(failure)})
                 continue
-            key = record_key(entity, values)
             pending[key] = {**pending.get(key, {}), **values}  # a key given twice: the later row updates the earlier
             written += 1
         # Written before the next entity's rows are checked: a line's header may come earlier in the package.
         _write_rows(name, company, pending)
     return written, errors
+
+
+def _stored_lines(name: str, company: str, entity: Entity, rows_in: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The stored lines the package's rows name (one query), so a row of an existing line is its update."""
+    if name not in LINE_PARENTS and name not in LINE_UNITS:
+        return {}
+    keys = {record_key(entity, values) for values in rows_in if all(values.get(k) for k in entity.keys)}
+    return {r.key: r.data for r in rows(name).filter(company=company, key__in=keys)}
+
+
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """A package row's quantities as numbers: a data file carries text, which F&O converts by the field's type."""
+    for name in QUANTITIES:
+        value = values.get(name)
+        if isinstance(value, str):
+            try:
+                values[name] = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                pass  # left as text: validate() refuses it with the field's name
+    return values
 
 
 def _write_rows(name: str, company: str, pending: dict[str, dict[str, Any]]) -> None:

@@ -88,6 +88,9 @@ def unknown_property(entity: Entity, name: str) -> Result:
     )
 
 
+QUANTITIES = ("OrderedSalesQuantity", "OrderedPurchaseQuantity", "RequestedSalesQuantity")
+
+
 def validate(entity: Entity, body: Any, *, creating: bool) -> Result | None:
     if not isinstance(body, dict):
         return error(400, "The request body must be a JSON object.")
@@ -115,7 +118,7 @@ def validate(entity: Entity, body: Any, *, creating: bool) -> Result | None:
                 return write_failed(entity, f"Field '{name}' must be filled in.")
     if failure := _code_failure(entity, body):
         return failure
-    for name in ("OrderedSalesQuantity", "OrderedPurchaseQuantity", "RequestedSalesQuantity"):
+    for name in QUANTITIES:
         value = body.get(name)
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             return write_failed(entity, f"{name} must be a positive number, got {value!r}.")

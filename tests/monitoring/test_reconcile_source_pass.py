@@ -176,6 +176,11 @@ def test_a_dataverse_flow_is_listed_by_its_tables_definition(make_flow, datavers
     run = reconciliation.reconciliation_run(flow=flow)
 
     missing = run.discrepancies.get(kind="missing_from_hub")
+    record = missing.source_values["record"]  # as a webhook's Update carries it: the flows map attributes.*
     assert run.totals["source_pass"]["checked"] is True
-    assert missing.source_values["record"]["accountnumber"] == "NEVER-1"
-    assert missing.source_key == missing.source_values["record"]["accountid"]
+    assert (record["event"], record["entity"], record["attributes"]["accountnumber"]) == (
+        "Update",
+        "account",
+        "NEVER-1",
+    )
+    assert missing.source_key == record["id"] == record["attributes"]["accountid"]

@@ -203,3 +203,49 @@ def test_a_purchase_order_line_needs_its_header(fo: MsClient, items) -> None:
     assert orphan.status_code == 400
     assert "Purchase order PO-404 does not exist." in infolog(orphan)
     assert lines_of("PurchaseOrderLinesV2") == []
+
+
+def test_an_update_cannot_leave_a_line_without_its_item_site_or_order(fo: MsClient, items) -> None:
+    """Sales order lines V2: ItemNumber is required and Site a mandatory dimension on the line an update
+    leaves, and the order it names must exist; an update is checked as the line it makes, not as a patch."""
+    sales_order(fo, "SO-1", DefaultShippingSiteId="1")
+    created = post(fo, "SalesOrderLines", {"SalesOrderNumber": "SO-1", "ItemNumber": "A0001", "SalesUnitSymbol": "ea"})
+    url = f"{DATA}/SalesOrderLines(dataAreaId='se01',InventoryLotId='{created.json()['InventoryLotId']}')"
+
+    answers = {
+        name: fo.call("PATCH", f"{url}?cross-company=true", json=patch)
+        for name, patch in {
+            "no item": {"ItemNumber": ""},
+            "null item": {"ItemNumber": None},
+            "no unit": {"SalesUnitSymbol": ""},
+            "no site": {"ShippingSiteId": ""},
+            "no order": {"SalesOrderNumber": "SO-NONE"},
+        }.items()
+    }
+
+    assert {name: answer.status_code for name, answer in answers.items()} == dict.fromkeys(answers, 400)
+    assert "Field 'ItemNumber' must be filled in." in infolog(answers["null item"])
+    assert "Field 'SalesUnitSymbol' must be filled in." in infolog(answers["no unit"])
+    assert "Inventory dimension Site is mandatory" in infolog(answers["no site"])
+    assert "Sales order SO-NONE does not exist." in infolog(answers["no order"])
+    [stored] = lines_of("SalesOrderLines")
+    assert (stored["ItemNumber"], stored["SalesUnitSymbol"], stored["ShippingSiteId"]) == ("A0001", "ea", "1")
+
+
+def test_a_package_row_of_an_existing_line_updates_it_and_keeps_its_own_site(fo: MsClient, items) -> None:
+    """Data entities and packages: an imported row of an existing record updates it; the line keeps the site and
+    warehouse it has (not the header's defaults again), and the data file's text quantities are numbers."""
+    sales_order(fo, "SO-W", DefaultShippingSiteId="1")
+    created = post(fo, "SalesOrderLines", {"SalesOrderNumber": "SO-W", "ItemNumber": "A0001", "ShippingSiteId": "2",
+                                           "ShippingWarehouseId": "W2"})  # fmt: skip
+    lot = created.json()["InventoryLotId"]
+
+    status, found = package_import(fo, {"SalesOrderLines": [
+        {"InventoryLotId": lot, "SalesOrderNumber": "SO-W", "ItemNumber": "A0001", "LineDescription": "Re-imported",
+         "OrderedSalesQuantity": "2"},
+    ]})  # fmt: skip
+
+    assert (status, found) == ("Succeeded", [])
+    [stored] = lines_of("SalesOrderLines")
+    assert (stored["ShippingSiteId"], stored["ShippingWarehouseId"]) == ("2", "W2")
+    assert (stored["LineDescription"], stored["OrderedSalesQuantity"]) == ("Re-imported", 2)

@@ -324,3 +324,27 @@ def test_fo_products_reach_sales_incrementally(start_worker, flows):
         == 59.0
     )
     assert EmulatorRecord.objects.filter(emulator="dataverse", entity="products").count() == 2
+
+
+def test_an_initial_load_of_the_accounts_flow_makes_every_existing_account_an_fo_customer(start_worker, flows):
+    """Accounts that exist before go-live (no webhook fired for them) are loaded with nothing configured: the
+    table's definition names the entity set and key, and each row is stored as a webhook's Update would be,
+    so the shipped mapping (attributes.*) carries it to F&O."""
+    from integrations.bulk import load
+    from tests.bulk.test_initial_load import run_pages
+
+    EmulatorSubscription.objects.update(enabled=False)
+    for n in range(3):
+        sales_account(flows, f"C-2000{n}", f"Before go-live {n}", address1_city="Aarhus")
+    EmulatorSubscription.objects.update(enabled=True)
+    assert not Message.objects.filter(flow__slug=ACCOUNTS).exists()
+    start_worker()
+
+    run = run_pages(load.load_start(flow=flows[ACCOUNTS]))
+    wait_until(lambda: delivered(ACCOUNTS, 3))
+
+    assert (run.entity, run.written, run.failed) == ("accounts", 3, 0)
+    assert [fo_customer(f"C-2000{n}").data["OrganizationName"] for n in range(3)] == [
+        f"Before go-live {n}" for n in range(3)
+    ]
+    assert not Message.objects.filter(flow__slug=ACCOUNTS).exclude(status=Status.DELIVERED).exists()

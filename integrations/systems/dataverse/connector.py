@@ -49,6 +49,14 @@ def primary_id(entity_set: str) -> str:
     return f"{singular}id"
 
 
+def update_event(logical_name: str, record_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A table row as the message a webhook's Update makes of it (the flows' mappings read `attributes.*`):
+    what the change-tracking poll, an initial load and a reconciliation repair store for a row they read."""
+    attributes = {key: value for key, value in row.items() if not key.startswith("@odata")}
+    etag = row.get("@odata.etag", "")
+    return {"event": "Update", "entity": logical_name, "id": record_id, "attributes": attributes, "etag": etag}
+
+
 def is_deleted(record: dict[str, Any]) -> bool:
     """True for a change-tracking entry that says the row was deleted ($deletedEntity)."""
     return record.get("reason") == "deleted" or "$deletedEntity" in str(record.get("@odata.context", ""))
@@ -340,6 +348,8 @@ class DataverseConnector(MicrosoftConnector):
         """What an initial load or reconciliation lists of a table: its entity set, keyed by its primary id."""
         entity_set, primary_id = self.table(logical_name)
         return entity_set, (primary_id,)
+
+    loaded_record = staticmethod(update_event)  # a listed row, as the message its flows' mappings read
 
     def fetch_event_record(self, *, entity: str, record_id: str) -> dict[str, Any] | None:
         """The row an event names (logical name + id), read from its entity set; None when it is gone."""

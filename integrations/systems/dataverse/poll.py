@@ -20,7 +20,7 @@ from typing import Any
 from integrations.models import AxPollCursor, Flow
 from integrations.protocols.polling import PollBatch, PolledRecord
 from integrations.systems import get_connector
-from integrations.systems.dataverse.connector import DataverseConnector, is_deleted, primary_id
+from integrations.systems.dataverse.connector import DataverseConnector, is_deleted, primary_id, update_event
 from integrations.systems.dataverse.keys import canonical_key
 
 
@@ -36,13 +36,12 @@ def _record(flow: Flow, entity_set: str, row: dict[str, Any]) -> PolledRecord:
             headers={"change_tracking": True},
         )
     record_id = canonical_key(str(row.get(primary_id(entity_set), "")))
-    attributes = {key: value for key, value in row.items() if not key.startswith("@odata")}
     version = row.get("versionnumber")
     version = int(version) if isinstance(version, int | str) and str(version).isdecimal() else None
-    etag = row.get("@odata.etag", "")
+    stamp = version if version is not None else row.get("@odata.etag", "")
     return PolledRecord(
-        payload={"event": "Update", "entity": logical, "id": record_id, "attributes": attributes, "etag": etag},
-        idempotency_key=f"{logical}:{record_id}:Update:v{version if version is not None else etag}",
+        payload=update_event(logical, record_id, row),
+        idempotency_key=f"{logical}:{record_id}:Update:v{stamp}",
         source_record_key=record_id,
         source_version=version,
         headers={"change_tracking": True},
