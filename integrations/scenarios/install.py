@@ -325,19 +325,16 @@ def _install_finops_change_tracking(
 
 
 def _install_finops_units(data: dict[str, Any], *, report: InstallReport) -> None:
-    """Create the units the demo's order lines name in each F&O legal entity of the template (and the default one),
-    as an F&O administrator sets them up: F&O refuses a line whose unit is no unit of measure. The items are
+    """Create the units the demo's order lines name, once for every F&O legal entity (units are shared), as an
+    F&O administrator sets them up: F&O refuses a line whose unit is no unit of measure. The items are
     released by the traffic generator, as F&O users release products (traffic.finops_items)."""
     from integrations.scenarios.traffic import UNITS
     from sandbox.finops.lines import reference_data_seed
-    from sandbox.finops.model import DEFAULT_COMPANY
 
-    finops_slugs = {spec["slug"] for spec in data["systems"] if spec["kind"] == "finops"}
-    companies = {DEFAULT_COMPANY} if finops_slugs else set()
-    for link in data.get("company_links", []):
-        companies |= {link[f"company_{side}"] for side in "ab" if link[f"system_{side}"] in finops_slugs}
-    if companies and reference_data_seed(companies=sorted(companies), items=[], units=UNITS):
-        report.created.append(f"sandbox F&O units {', '.join(UNITS)} in {', '.join(sorted(companies))}")
+    if any(spec["kind"] == "finops" for spec in data["systems"]) and reference_data_seed(
+        companies=[], items=[], units=UNITS
+    ):
+        report.created.append(f"sandbox F&O units {', '.join(UNITS)}")
 
 
 def _install_subscriptions(specs: list[dict[str, Any]], *, report: InstallReport, update: bool) -> None:

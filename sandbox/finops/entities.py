@@ -40,7 +40,7 @@ def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
     if failure := validate(entity, body, creating=True):
         return failure
     # Without cross-company=true F&O writes into the caller's default company whatever dataAreaId says.
-    company = (
+    company = entity.company_of(
         str(body.get("dataAreaId") or call.default_company).lower() if call.cross_company else call.default_company
     )
     values = dict(body)
@@ -58,7 +58,8 @@ def _create(call: Call, name: str, entity: Entity, body: Any) -> Result:
     if not numbered and rows(name).filter(company=company, key=record_key(entity, values)).exists():
         return write_failed(entity, "The record already exists.")
     record = write(name, entity, company, None, values)
-    location = f"{call.root}/{name}({format_key({'dataAreaId': company, **{k: values[k] for k in entity.keys}})})"
+    own = {} if entity.shared else {"dataAreaId": company}
+    location = f"{call.root}/{name}({format_key({**own, **{k: values[k] for k in entity.keys}})})"
     body_out = {"@odata.context": f"{call.root}/$metadata#{name}/$entity", **entity_json(record, None)}
     return Result.json(body_out, 201, ETag=etag(record), Location=location)
 
@@ -92,7 +93,7 @@ def read_list(call: Call, name: str) -> Result:
         if absent := _absent_in(call.query.get(option, "")):
             return unknown_property(ENTITIES[name], absent)
     queryset = rows(name)
-    if not call.cross_company:
+    if not call.cross_company and not ENTITIES[name].shared:
         queryset = queryset.filter(company=call.default_company)
     skip = call.query.get("$skip", "0")
     top = call.query.get("$top")

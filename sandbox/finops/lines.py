@@ -54,8 +54,8 @@ def _item_exists(company: str, item: str, known: References | None) -> bool:
 def _unit_exists(unit: str, known: References | None) -> bool:
     if known is not None and unit.lower() in known.load().units:
         return True
-    # Units of measure are shared by every legal entity in F&O (UnitOfMeasure has no dataAreaId): any company's
-    # row counts. iexact: the unit symbol is compared case-insensitively, 'pcs' is the unit 'Pcs'.
+    # Units of measure are shared by every legal entity (UnitOfMeasure has no dataAreaId: model.ENTITIES).
+    # iexact: the unit symbol is compared case-insensitively, 'pcs' is the unit 'Pcs'.
     found = rows(UNITS_ENTITY).filter(key__iexact=unit).exists()
     if found and known is not None:
         known.units.add(unit.lower())
@@ -172,10 +172,10 @@ def reference_data_seed(
                           "PurchaseUnitSymbol": unit, "SalesPrice": float(price)}  # fmt: skip
                 write("ReleasedProductsV2", products, company, None, values)
                 written += 1
-        known = {symbol.lower() for symbol in rows(UNITS_ENTITY).filter(company=company).values_list("key", flat=True)}
-        for symbol in units:
-            if symbol.lower() not in known:
-                write(UNITS_ENTITY, unit_entity, company, None, {"UnitSymbol": symbol, "UnitDescription": symbol})
-                known.add(symbol.lower())
-                written += 1
+    known = {symbol.lower() for symbol in rows(UNITS_ENTITY).values_list("key", flat=True)}
+    for symbol in units:  # once: units are shared by every legal entity
+        if symbol.lower() not in known:
+            write(UNITS_ENTITY, unit_entity, "", None, {"UnitSymbol": symbol, "UnitDescription": symbol})
+            known.add(symbol.lower())
+            written += 1
     return written

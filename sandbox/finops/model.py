@@ -16,6 +16,12 @@ class Entity:
     table: str  # the AOT entity, named in write errors
     required: tuple[str, ...] = ()
     generated: str = ""  # a key F&O numbers itself when a POST leaves it out
+    # Shared by every legal entity (its table saves no data per company): no dataAreaId in its key or rows.
+    shared: bool = False
+
+    def company_of(self, company: str) -> str:
+        """The company a row of this entity is kept under: "" for a shared entity."""
+        return "" if self.shared else company
 
 
 ENTITIES: dict[str, Entity] = {
@@ -55,7 +61,9 @@ ENTITIES: dict[str, Entity] = {
     "VendorInvoiceHeaders": Entity(("HeaderReference",), "VendorInvoiceHeaderEntity", ("InvoiceAccount",)),
     # The "Units" data entity (UnitOfMeasureEntity). F&O shares units across legal entities; the emulator stores
     # each under the company that wrote it and the line checks read every company's (sandbox.finops.lines).
-    "UnitsOfMeasure": Entity(("UnitSymbol",), "UnitOfMeasureEntity"),
+    # Units are shared: UnitOfMeasureEntity is keyed by UnitSymbol alone and its rows carry no dataAreaId
+    # (a captured GET data/UnitsOfMeasure(UnitSymbol='ea'), public D365FO notes "Works with Units").
+    "UnitsOfMeasure": Entity(("UnitSymbol",), "UnitOfMeasureEntity", shared=True),
 }
 UNITS_ENTITY = "UnitsOfMeasure"
 # Lines need their header first (no deep insert on F&O entities): header → line entity, parent key.

@@ -134,7 +134,8 @@ def _export(project: dict[str, Any], company: str, name: str) -> bytes:
         if project.get("incremental") and change_tracking_enabled(entity):
             records, states[entity] = _changed_rows(name, entity, company)
         else:
-            records = list(rows(entity).filter(company=company).order_by("key"))
+            kept_under = ENTITIES[entity].company_of(company) if entity in ENTITIES else company
+            records = list(rows(entity).filter(company=kept_under).order_by("key"))
         entities[entity] = [r.data for r in records]
     package = dmf.package_build(definition_group=name, entities=entities, description=f"Export of {name}")
     for entity, state in states.items():
@@ -155,6 +156,7 @@ def _import(package: bytes, company: str) -> tuple[int, list[dict[str, Any]]]:
         pending: dict[str, dict[str, Any]] = {}  # record key → the values to write
         rows_in = [_typed({k: v for k, v in values.items() if v != "" and k != "dataAreaId"}) for values in records]
         stored = _stored_lines(name, company, entity, rows_in)
+        target = entity.company_of(company)  # a shared entity's rows (units) are no company's
         for n, values in enumerate(rows_in, start=1):
             if failure := validate(entity, values, creating=True):
                 errors.append({"Entity": name, "Row": n, "Message": failure_text(failure)})
@@ -172,7 +174,7 @@ def _import(package: bytes, company: str) -> tuple[int, list[dict[str, Any]]]:
             pending[key] = {**pending.get(key, {}), **values}  # a key given twice: the later row updates the earlier
             written += 1
         # Written before the next entity's rows are checked: a line's header may come earlier in the package.
-        _write_rows(name, company, pending)
+        _write_rows(name, target, pending)
     return written, errors
 
 
@@ -217,7 +219,8 @@ def _write_rows(name: str, company: str, pending: dict[str, dict[str, Any]]) -> 
         for key, values in sorted(pending.items()):
             values = {k: v for k, v in values.items() if not k.startswith("@")}
             old = found.get(key)
-            data = {**(old.data if old is not None and not old.deleted else {}), **values, "dataAreaId": company}
+            own = {"dataAreaId": company} if company else {}  # "": a shared entity's row (store.write)
+            data = {**(old.data if old is not None and not old.deleted else {}), **values, **own}
             seq = next_change_seq()
             upserts.append(EmulatorRecord(emulator=EMULATOR, entity=name, company=company, key=key, data=data,
                                           version=seq % 2_000_000_000, change_seq=seq, deleted=False))  # fmt: skip

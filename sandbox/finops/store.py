@@ -60,12 +60,14 @@ def rows(name: str):
 def key_of(call: Call, entity_name: str, entity: Entity, raw: str) -> tuple[str, str] | Result:
     """(company, record key) from dataAreaId='x',K='v'; a key outside the default company needs cross-company."""
     key = parse_key(raw)
-    expected = {"dataAreaId", *entity.keys}
+    expected = set(entity.keys) if entity.shared else {"dataAreaId", *entity.keys}
     if not isinstance(key, dict) or set(key) != expected:
         return error(
             400,
             f"The key of {entity_name} is ({', '.join(sorted(expected))}); got ({raw}).",
         )
+    if entity.shared:
+        return "", record_key(entity, key)
     company = str(key["dataAreaId"]).lower()
     if company != call.default_company and not call.cross_company:
         return not_found()
@@ -95,7 +97,8 @@ def validate(entity: Entity, body: Any, *, creating: bool) -> Result | None:
     if not isinstance(body, dict):
         return error(400, "The request body must be a JSON object.")
     for name in body:
-        if (not name.startswith("@") and not _FIELD.match(name)) or name in ABSENT_PROPERTIES:
+        absent = name in ABSENT_PROPERTIES or (entity.shared and name == "dataAreaId")
+        if (not name.startswith("@") and not _FIELD.match(name)) or absent:
             return error(
                 400,
                 f"The property '{name}' does not exist on type '{type_name(entity)}'. Make sure to only use "
@@ -150,8 +153,9 @@ def write(
     seq = next_change_seq()
     version = seq % 2_000_000_000  # RecVersion is an int32 in F&O
     values = {k: v for k, v in values.items() if not k.startswith("@")}
+    own = {} if entity.shared else {"dataAreaId": company}
     if record is None:
-        data = {**values, "dataAreaId": company}
+        data = {**values, **own}
         # A key deleted before may be created again (F&O keeps no tombstone): the emulator's row is reused.
         record, _ = EmulatorRecord.objects.update_or_create(
             emulator=EMULATOR,
@@ -161,7 +165,7 @@ def write(
             defaults={"data": data, "version": version, "change_seq": seq, "deleted": False},
         )
         return record
-    record.data = {**record.data, **values, "dataAreaId": company}
+    record.data = {**record.data, **values, **own}
     record.version = version
     record.change_seq = seq
     record.save(update_fields=["data", "version", "change_seq", "modified_at"])

@@ -249,3 +249,22 @@ def test_a_package_row_of_an_existing_line_updates_it_and_keeps_its_own_site(fo:
     [stored] = lines_of("SalesOrderLines")
     assert (stored["ShippingSiteId"], stored["ShippingWarehouseId"]) == ("2", "W2")
     assert (stored["LineDescription"], stored["OrderedSalesQuantity"]) == ("Re-imported", 2)
+
+
+def test_units_of_measure_are_shared_by_every_legal_entity(fo: MsClient, items) -> None:
+    """Units (UnitOfMeasureEntity): the unit table saves no data per company, so the entity has no dataAreaId:
+    a unit is addressed by its symbol alone, listed in every company, and a dataAreaId is no property of it."""
+    by_symbol = fo.call("GET", f"{DATA}/UnitsOfMeasure(UnitSymbol='ea')")
+    with_company = fo.call("GET", f"{DATA}/UnitsOfMeasure(dataAreaId='se01',UnitSymbol='ea')")
+    listed = fo.call("GET", f"{DATA}/UnitsOfMeasure")  # the caller's default company, no cross-company
+    created = fo.call("POST", f"{DATA}/UnitsOfMeasure", json={"UnitSymbol": "crate", "UnitDescription": "Crate"})
+    refused = fo.call("POST", f"{DATA}/UnitsOfMeasure", json={"dataAreaId": "se01", "UnitSymbol": "tray"})
+
+    assert by_symbol.status_code == 200, by_symbol.text
+    assert "dataAreaId" not in by_symbol.json()
+    assert with_company.status_code == 400
+    assert sorted(u["UnitSymbol"] for u in listed.json()["value"]) == ["Pcs", "ea"]  # once each, not per company
+    assert created.status_code == 201, created.text
+    assert created.headers["Location"].endswith("/UnitsOfMeasure(UnitSymbol='crate')")
+    assert refused.status_code == 400
+    assert "The property 'dataAreaId' does not exist" in refused.json()["error"]["message"]
