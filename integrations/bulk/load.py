@@ -275,13 +275,40 @@ def _load_one_page(run_id: int) -> tuple[LoadRun | None, bool]:
 
 
 def message_payload_shaper(flow: Flow) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
-    """How a row listed at the flow's source is stored as its message: as the source's events carry it where
-    the connector says (`loaded_record`: a Dataverse row as a webhook's Update, so the flow's mapping of
-    `attributes.*` reads it), else the row itself (F&O, S/4 and AX rows are what their polls store)."""
+    """How a row listed at the flow's source is stored as its message, so the flow's mapping reads it as live
+    traffic: as the source's events carry it where the connector says (`loaded_record`: a Dataverse row as a
+    webhook's Update, the flow's mapping reads `attributes.*`); for a flow of key-only events (an S/4 event
+    whose first fetch rule reads the document by the event's `data.*`) as the event naming the row, so the
+    fetch reads the document as it does for a live event; else the row itself (F&O and AX polls store rows)."""
     loaded = getattr(systems.get_connector(flow.source), "loaded_record", None)
-    if loaded is None:
-        return lambda record_key, row: row
-    return partial(loaded, flow.entity)
+    if loaded is not None:
+        return partial(loaded, flow.entity)
+    naming = _event_naming(flow)
+    if naming:
+        return lambda record_key, row: _event_of(naming, row)
+    return lambda record_key, row: row
+
+
+def _event_naming(flow: Flow) -> dict[str, str]:
+    """An event flow's first fetch rule's key (document field → event path) when it reads one document by the
+    event's own fields: the event carries only the key (no `fetched.` path, no `many` or `first` search)."""
+    rules = flow.opts.fetch
+    if flow.trigger != Flow.Trigger.BUSINESS_EVENT or not rules or rules[0].many or rules[0].first:
+        return {}  # a poll flow's messages are the rows its poll reads
+    paths = dict(rules[0].key)
+    return paths if paths and all(not path.startswith("fetched.") for path in paths.values()) else {}
+
+
+def _event_of(naming: dict[str, str], row: dict[str, Any]) -> dict[str, Any]:
+    """{"data": {"BusinessPartner": "1"}} for the rule {BusinessPartner: data.BusinessPartner} and its row."""
+    event: dict[str, Any] = {"loaded": True}
+    for field_name, path in naming.items():
+        *parents, leaf = path.split(".")
+        node = event
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = row.get(field_name)
+    return event
 
 
 def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any]]) -> tuple[int, int, str]:

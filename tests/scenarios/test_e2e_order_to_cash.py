@@ -264,3 +264,39 @@ def test_redelivered_sales_webhook_and_s4_event_create_no_second_record_anywhere
     )
     assert orders_in_s4.count() == 1
     assert EmulatorRecord.objects.filter(emulator="dataverse", entity="invoices").count() == 1
+
+
+def test_an_initial_load_of_the_business_partner_flow_brings_existing_partners_to_d365(start_worker, hub):
+    """S/4 events carry only the key and the flow fetches the partner (options.fetch): a load lists the
+    partners and stores each as the event naming it, so the fetch and the mapping run as for a live event."""
+    from integrations.bulk import load
+    from tests.bulk.test_initial_load import run_pages
+
+    flows = {flow.slug: flow for flow in Flow.objects.select_related("source", "target")}
+    EmulatorSubscription.objects.update(enabled=False)  # partners that exist before go-live: no event
+    for number, name in (("1000881", "Litware"), ("1000882", "Tailspin")):
+        get_connector(flows[BP_BACK].source).deliver(
+            DeliveryRequest(
+                entity="API_BUSINESS_PARTNER/A_BusinessPartner",
+                operation="create",
+                key={},
+                payload={"BusinessPartner": number, "BusinessPartnerCategory": "2", "OrganizationBPName1": name},
+                idempotency_key=str(uuid.uuid4()),
+            )  # fmt: skip
+        )
+    EmulatorSubscription.objects.update(enabled=True)
+    start_worker()
+
+    run = run_pages(
+        load.load_start(flow=flows[BP_BACK], entity="API_BUSINESS_PARTNER/A_BusinessPartner", key=["BusinessPartner"])
+    )
+    wait_until(lambda: done(BP_BACK, count=2))
+
+    assert (run.written, run.failed) == (2, 0)
+    names = {
+        record.data["accountnumber"]: record.data["name"]
+        for record in EmulatorRecord.objects.filter(emulator="dataverse", entity="accounts")
+    }
+    assert (names["1000881"], names["1000882"]) == ("Litware", "Tailspin")
+    loaded = Message.objects.filter(flow__slug=BP_BACK).first()
+    assert loaded.payload_in["data"] == {"BusinessPartner": loaded.source_record_key}
