@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our own static files: no CDN
     "django_celery_beat",
+    "axes",  # failed-login lockout per (username, address): docs/security.md
     "integrations",
     "monitoring",
     "sandbox",
@@ -132,6 +134,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "icbridge.urls"
@@ -163,6 +167,12 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", _read("DATABASE_CONN_MAX_AGE", env.int, 60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# django-axes first: it refuses a locked-out (username, address) before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -376,6 +386,30 @@ ICBRIDGE_INGRESS_THROTTLE_RATE = _read("ICBRIDGE_INGRESS_THROTTLE_RATE", env.str
 ICBRIDGE_OPERATOR_THROTTLE_RATE = _read("ICBRIDGE_OPERATOR_THROTTLE_RATE", env.str, "20/s")
 # Failed webhook authentications allowed per client address; past it the address hears 429.
 ICBRIDGE_AUTH_FAILURE_RATE = _read("ICBRIDGE_AUTH_FAILURE_RATE", env.str, "20/min")
+# Failed password logins (the admin login form; the operator API takes tokens or that session, no
+# password) per (username, client address): after the limit, that pair is refused for the cool-off,
+# counted from its last failure; a success resets the count (django-axes, docs/security.md).
+ICBRIDGE_LOGIN_FAILURE_LIMIT = int(
+    _positive("ICBRIDGE_LOGIN_FAILURE_LIMIT", _read("ICBRIDGE_LOGIN_FAILURE_LIMIT", env.int, 10))
+)
+ICBRIDGE_LOGIN_COOLOFF_MINUTES = _positive(
+    "ICBRIDGE_LOGIN_COOLOFF_MINUTES", _read("ICBRIDGE_LOGIN_COOLOFF_MINUTES", env.float, 15.0)
+)
+AXES_FAILURE_LIMIT = ICBRIDGE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ICBRIDGE_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts while locked out are refused without being counted, so the lock ends by itself a cool-off
+# after the failure that set it (and Retry-After says when), however often the form is sent meanwhile.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# The client address as the throttles see it (REMOTE_ADDR, or X-Forwarded-For only through
+# ICBRIDGE_NUM_PROXIES trusted proxies); django-ipware is not installed, so axes' AXES_IPWARE_* are unused.
+AXES_CLIENT_IP_CALLABLE = "integrations.api.auth.client_address"
+AXES_LOCKOUT_CALLABLE = "integrations.api.auth.login_lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Masked in axes' log lines and in the request data it stores per attempt (the password always is):
+# a password typed into the username field is not logged. The attempt rows (admin, Axes) name both.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
 # Synchronous calls to an ERP made for a user (/api/sync/…): per-user rate and the longest wait allowed.
 ICBRIDGE_SYNC_THROTTLE_RATE = _read("ICBRIDGE_SYNC_THROTTLE_RATE", env.str, "30/min")
 ICBRIDGE_SYNC_MAX_TIMEOUT_SECONDS = _positive(
