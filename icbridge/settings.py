@@ -405,7 +405,7 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # The client address as the throttles see it (REMOTE_ADDR, or X-Forwarded-For only through
 # ICBRIDGE_NUM_PROXIES trusted proxies); django-ipware is not installed, so axes' AXES_IPWARE_* are unused.
 AXES_CLIENT_IP_CALLABLE = "integrations.api.auth.client_address"
-AXES_LOCKOUT_CALLABLE = "integrations.api.auth.login_lockout_response"
+AXES_LOCKOUT_CALLABLE = "integrations.api.logins.login_lockout_response"
 AXES_HTTP_RESPONSE_CODE = 429
 # Masked in axes' log lines and in the request data it stores per attempt (the password always is):
 # a password typed into the username field is not logged. The attempt rows (admin, Axes) name both.
