@@ -67,6 +67,19 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
         cursor.execute("SET synchronous_commit = off")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> None:
+    """Passwords made and checked in the test process are hashed with MD5: the production hasher (PBKDF2,
+    a million iterations) costs a quarter of a second a login or user, hundreds of times a run. No test
+    process hands a password hash to another process (workers and gunicorn take keys and tokens)."""
+    from django.conf import settings
+    from django.contrib.auth import hashers
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    hashers.get_hashers.cache_clear()
+    hashers.get_hashers_by_algorithm.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_connectors() -> Iterator[None]:
     # Connectors are cached per System pk; pks are reused between tests. Governor state (a Retry-After
