@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from integrations.models import Attempt, Message
+from integrations.models import Attempt, Flow, Message
 from integrations.pipeline import dispatch
 from integrations.pipeline.pause import MESSAGE_NOT_HELD
 from integrations.retry import RetryPolicy
@@ -33,7 +33,9 @@ def messages_sweep(*, batch: int | None = None) -> dict[str, int]:
 
     1. Claims past their lease (a killed worker) go back to retrying, with an interrupted attempt,
        which counts like any other attempt: past the flow's max_attempts the message is dead, so a
-       message that kills its worker every time does not come back for ever.
+       message that kills its worker every time does not come back for ever. The lost worker may
+       have held its flow's drain task too (unacknowledged, the broker returns it only after its
+       visibility timeout), so a drained flow with a released claim gets a new drain now.
     2. Deliverable messages that are due and not queued recently are queued again.
     3. A full batch queues another sweep, so a large backlog drains without a long task.
     """
@@ -42,10 +44,11 @@ def messages_sweep(*, batch: int | None = None) -> dict[str, int]:
     # Reads the message_leased partial index.
     stuck = list(
         Message.objects.filter(status=Status.DELIVERING, lease_expires_at__lt=now).values_list(
-            "pk", "lease_expires_at", "attempts", "flow__retry_policy"
+            "pk", "lease_expires_at", "attempts", "flow__retry_policy", "flow_id"
         )[:batch]
     )
-    for pk, lease, attempts, retry_policy in stuck:
+    lost_flows: set[int] = set()
+    for pk, lease, attempts, retry_policy, flow_id in stuck:
         number = attempts + 1
         try:
             policy = RetryPolicy.from_data(retry_policy or {})
@@ -81,6 +84,10 @@ def messages_sweep(*, batch: int | None = None) -> dict[str, int]:
                     error_text="Lease expired: the worker was lost or hung."
                     + (" Attempts exhausted." if exhausted else ""),
                 )
+                lost_flows.add(flow_id)
+    for flow in Flow.objects.select_related("target").filter(pk__in=lost_flows, enabled=True):
+        if dispatch.drains(flow):
+            dispatch.queue_drain_task(flow_id=flow.pk)
     requeue_before = now - timedelta(seconds=settings.ICBRIDGE_REQUEUE_AFTER_SECONDS)
     due = list(
         Message.objects.filter(status__in=Message.DELIVERABLE, next_attempt_at__lte=now, flow__enabled=True)

@@ -246,6 +246,23 @@ def test_sweeper_releases_a_claim_past_its_lease(recorder_flow):
     assert process(message).status == Status.DELIVERED
 
 
+def test_a_released_claim_of_a_drained_flow_queues_a_new_drain(recorder_flow, monkeypatch):
+    """The lost worker's drain task is unacknowledged for an hour: the rest of the flow must not wait for it."""
+    recorder_flow.target.batch_size = 4
+    recorder_flow.target.save()
+    waiting = [ingest(recorder_flow, f"SO-W{n}") for n in range(6)]  # queued_at set: the sweeper leaves them
+    pipeline.Delivery.claim(waiting[0])
+    Message.objects.filter(pk=waiting[0].pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    drains: list[int] = []
+    monkeypatch.setattr(sweep.dispatch, "queue_drain_task", lambda *, flow_id: drains.append(flow_id) or True)
+
+    assert sweep.messages_sweep()["released"] == 1
+    assert drains == [recorder_flow.pk]
+
+    pipeline.flow_drain(flow_id=recorder_flow.pk)  # what the queued drain does
+    assert set(Message.objects.exclude(pk=waiting[0].pk).values_list("status", flat=True)) == {Status.DELIVERED}
+
+
 def test_sweeper_requeues_a_message_whose_task_was_lost(recorder_flow, settings):
     settings.ICBRIDGE_REQUEUE_AFTER_SECONDS = 60
     message = ingest(recorder_flow)
