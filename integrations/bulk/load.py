@@ -54,12 +54,19 @@ class LoadSource:
 
 def load_source(*, flow: Flow, entity: str = "", key: tuple[str, ...] | list[str] = ()) -> LoadSource:
     """What a load of this flow reads: the given entity and key fields, else the flow's poll options, else
-    what the source tells of the flow's entity (a connector's `listing`: a Dataverse table's entity set and
-    primary id column, from its definition)."""
+    for a flow of key-only events the document its first fetch rule reads (an S/4 BusinessPartner event →
+    A_BusinessPartner keyed by BusinessPartner), else what the source tells of the flow's entity (a
+    connector's `listing`: a Dataverse table's entity set and primary id column, from its definition)."""
     poll = flow.opts.poll
-    named = entity or (poll.entity if poll else "") or flow.opts.ax_service
+    naming = _event_naming(flow)
+    named = (
+        entity
+        or (poll.entity if poll else "")
+        or flow.opts.ax_service
+        or (flow.opts.fetch[0].entity if naming else "")
+    )
     entity = named or flow.entity
-    key = tuple(key) or (tuple(poll.key) if poll else ())
+    key = tuple(key) or (tuple(poll.key) if poll else ()) or tuple(naming)
     if not named and hasattr(systems.connector_class(flow.source.kind), "listing"):
         try:
             entity, listed_key = systems.get_connector(flow.source).listing(flow.entity)
