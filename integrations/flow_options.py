@@ -311,6 +311,19 @@ class PollSpec:
 
 
 @dataclass(frozen=True)
+class ListingSpec:
+    """options.listing: where the records a flow's events announce are listed, for its loads and reconciliation.
+
+    For events that carry the document's own fields (F&O business events): each row is stored as the
+    event that would have announced it, one event field from one row field.
+    """
+
+    entity: str = option(Text(non_empty=True), default="", required=True, doc="the entity holding the records")
+    key: tuple[str, ...] = option(PATHS, default=(), required=True, doc="its key fields besides dataAreaId")
+    event: Mapping[str, str] = option(FieldPaths(), default={}, required=True, doc="event field: row field")
+
+
+@dataclass(frozen=True)
 class DeepLinkSpec:
     """options.deep_link: overrides of the F&O System's deep-link settings for this flow."""
 
@@ -383,6 +396,7 @@ class FlowOptions:
         Texts(choices=WEBHOOK_MESSAGES, non_empty=True, single=False), doc="Dataverse messages registered"
     )
     poll: PollSpec | None = option(Record(PollSpec), doc="F&O entity a poll flow reads")
+    listing: ListingSpec | None = option(Record(ListingSpec), doc="where an event flow's records are listed")
     ax_service: str = option(Text(), default="", doc="AIF document service an AX poll flow reads")
     ax_company: str = option(Text(), default="", doc="AX company an AX poll flow reads")
     lines: LinesSpec | None = option(Record(LinesSpec), doc="lines written through their own F&O entity")

@@ -30,9 +30,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations import errors, systems
-from integrations.models import Flow, LoadRun, Message
+from integrations.models import Flow, InboundEndpoint, LoadRun, Message
 from integrations.pipeline import dispatch
-from integrations.protocols.events import key_fit
+from integrations.protocols.events import EventError, key_fit, pointer_key
 from integrations.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -56,22 +56,29 @@ def load_source(*, flow: Flow, entity: str = "", key: tuple[str, ...] | list[str
     """What a load of this flow reads: the given entity and key fields, else the flow's poll options, else
     for a flow of key-only events the document its first fetch rule reads (an S/4 BusinessPartner event →
     A_BusinessPartner keyed by BusinessPartner), else what the source tells of the flow's entity (a
-    connector's `listing`: a Dataverse table's entity set and primary id column, from its definition)."""
-    poll = flow.opts.poll
+    connector's `listing`: a Dataverse table's entity set and primary id column, from its definition; an
+    AX document service's key field)."""
+    poll, listing = flow.opts.poll, flow.opts.listing
     naming = _event_naming(flow)
     named = (
         entity
         or (poll.entity if poll else "")
+        or (listing.entity if listing else "")
         or flow.opts.ax_service
         or (flow.opts.fetch[0].entity if naming else "")
     )
     entity = named or flow.entity
-    key = tuple(key) or (tuple(poll.key) if poll else ()) or tuple(naming)
-    if not named and hasattr(systems.connector_class(flow.source.kind), "listing"):
+    key = (
+        tuple(key)
+        or (tuple(poll.key) if poll else ())
+        or (tuple(listing.key) if listing else ())
+        or tuple(name for name, _ in naming)
+    )
+    if (not named or not key) and hasattr(systems.connector_class(flow.source.kind), "listing"):
         try:
-            entity, listed_key = systems.get_connector(flow.source).listing(flow.entity)
+            entity, listed_key = systems.get_connector(flow.source).listing(entity)
         except errors.ConnectorError as exc:
-            raise LoadError(f"flow {flow.slug}: {flow.source} cannot describe {flow.entity}: {exc}") from exc
+            raise LoadError(f"flow {flow.slug}: {flow.source} cannot describe {entity}: {exc}") from exc
         key = key or listed_key
     if not key:
         raise LoadError(f"flow {flow.slug}: the load needs the source key fields (options.poll.key, or key=)")
@@ -287,29 +294,60 @@ def message_payload_shaper(flow: Flow) -> Callable[[str, dict[str, Any]], dict[s
     webhook's Update, the flow's mapping reads `attributes.*`); for a flow of key-only events (an S/4 event
     whose first fetch rule reads the document by the event's `data.*`) as the event naming the row, so the
     fetch reads the document as it does for a live event; else the row itself (F&O and AX polls store rows)."""
-    loaded = getattr(systems.get_connector(flow.source), "loaded_record", None)
+    connector = systems.get_connector(flow.source)
+    loaded = getattr(connector, "loaded_record", None)
     if loaded is not None:
         return partial(loaded, flow.entity)
+    listing = flow.opts.listing
+    if listing:  # as the event that would have announced the row (F&O: finops.inbound.listed_event)
+        listed = getattr(connector, "listed_event", None)
+        pairs = [(field_name, path) for path, field_name in listing.event.items()]
+        return lambda record_key, row: listed(listing.event, row) if listed else _event_of(pairs, row)
     naming = _event_naming(flow)
     if naming:
         return lambda record_key, row: _event_of(naming, row)
     return lambda record_key, row: row
 
 
-def _event_naming(flow: Flow) -> dict[str, str]:
+def listed_reader(*, flow: Flow, entity: str, key: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[str, str, Any]]:
+    """Each row a load or reconciliation lists, as (its record key, its version, its message's payload).
+
+    The key is record_identity's, except for a flow whose rows are stored as the events announcing them
+    (options.listing.event): those are keyed as the flow's events are, by its endpoint's record-key pointer,
+    so a listed F&O invoice and its SalesOrderInvoicedBusinessEvent are one record.
+    """
+    shape, kind = message_payload_shaper(flow), flow.source.kind
+    listing = flow.opts.listing
+    endpoint = InboundEndpoint.objects.filter(flow=flow).first() if listing else None
+    pointer = endpoint if endpoint is not None and endpoint.record_key_pointer else None
+
+    def read(row: dict[str, Any]) -> tuple[str, str, Any]:
+        record_key, version = record_identity(entity=entity, key=key, row=row, kind=kind)
+        payload = shape(record_key, row)
+        if pointer is not None:
+            try:
+                record_key = systems.canonical_key(kind, pointer_key(payload, pointer))
+            except EventError as exc:
+                raise LoadError(f"{entity} record as its event: {exc}") from exc
+        return record_key, version, payload
+
+    return read
+
+
+def _event_naming(flow: Flow) -> list[tuple[str, str]]:
     """An event flow's first fetch rule's key (document field → event path) when it reads one document by the
     event's own fields: the event carries only the key (no `fetched.` path, no `many` or `first` search)."""
     rules = flow.opts.fetch
     if flow.trigger != Flow.Trigger.BUSINESS_EVENT or not rules or rules[0].many or rules[0].first:
-        return {}  # a poll flow's messages are the rows its poll reads
-    paths = dict(rules[0].key)
-    return paths if paths and all(not path.startswith("fetched.") for path in paths.values()) else {}
+        return []  # a poll flow's messages are the rows its poll reads
+    paths = list(rules[0].key.items())
+    return paths if paths and all(not path.startswith("fetched.") for _, path in paths) else []
 
 
-def _event_of(naming: dict[str, str], row: dict[str, Any]) -> dict[str, Any]:
-    """{"data": {"BusinessPartner": "1"}} for the rule {BusinessPartner: data.BusinessPartner} and its row."""
+def _event_of(naming: list[tuple[str, str]], row: dict[str, Any]) -> dict[str, Any]:
+    """{"data": {"BusinessPartner": "1"}} for the pair (BusinessPartner, data.BusinessPartner) and its row."""
     event: dict[str, Any] = {"loaded": True}
-    for field_name, path in naming.items():
+    for field_name, path in naming:
         *parents, leaf = path.split(".")
         node = event
         for part in parents:
@@ -331,10 +369,10 @@ def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any
     now = timezone.now()
     fresh: dict[str, Message] = {}
     failed, error = 0, ""
-    shape = message_payload_shaper(run.flow)
+    read = listed_reader(flow=run.flow, entity=run.entity, key=key)
     for row in rows:
         try:
-            record_key, version = record_identity(entity=run.entity, key=key, row=row, kind=run.flow.source.kind)
+            record_key, version, payload = read(row)
         except LoadError as exc:
             failed, error = failed + 1, str(exc)
             continue
@@ -344,7 +382,7 @@ def _ingest_page(*, run: LoadRun, key: tuple[str, ...], rows: list[dict[str, Any
             Message(
                 flow=run.flow,
                 idempotency_key=idempotency_key,
-                payload_in=shape(record_key, row),
+                payload_in=payload,
                 source_record_key=record_key[:255],
                 correlation_id=uuid.uuid4().hex,
                 headers={"load_run": run.pk, "entity": run.entity},

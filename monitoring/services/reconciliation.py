@@ -40,7 +40,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from integrations import errors, mapping
-from integrations.bulk.load import LoadError, load_source, message_payload_shaper, record_identity
+from integrations.bulk.load import LoadError, listed_reader, load_source
 from integrations.models import Flow, Message, RecordLink
 from integrations.pipeline.ingest import message_ingest
 from integrations.pipeline.prepare import content_hash, mapping_context
@@ -361,18 +361,20 @@ def _source_pass(flow: Flow, schedule: ReconciliationSchedule) -> tuple[dict[str
         return {"checked": False, "reason": f"the source cannot be listed: {exc}"}, []
     poll = flow.opts.poll
     company = flow.opts.ax_company or (poll.company if poll else "")
+    if not company and flow.company_link and (poll or flow.opts.listing or flow.opts.ax_service):
+        # What the poller reads, or the legal entity whose events the flow takes: the link's source company.
+        company = flow.company_link.context_for(flow.source)["source_company"]
     filters: dict[str, Any] = {"key": list(source.key), **({"company": company} if company else {})}
     connector, kind = get_connector(flow.source), flow.source.kind
     rows: dict[str, dict[str, Any]] = {}
     listed = skipped = 0
     cursor = ""
-    shape = message_payload_shaper(flow)  # each record as its message would carry it, filtered and repaired so
+    read = listed_reader(flow=flow, entity=source.entity, key=source.key)  # each record as its message carries it
     while True:
         page, cursor = connector.read_page(source.entity, cursor, filters)
         for row in page:
             listed += 1
-            record_key, version = record_identity(entity=source.entity, key=source.key, row=row, kind=kind)
-            payload = shape(record_key, row)
+            record_key, version, payload = read(row)
             if filter_reason(message=Message(flow=flow, payload_in=payload)):
                 skipped += 1
                 continue

@@ -189,3 +189,59 @@ def test_mirror_fo_purchase_order_becomes_an_ax_sales_order_for_se01(start_worke
     assert sales_order["fields"]["PurchOrderFormNum"] == "PO-SE-0042"
     assert sales_order["lines"][0]["ItemId"] == "A0001"
     assert sales_order["lines"][0]["SalesUnit"] == "Pcs"
+
+
+def test_an_invoice_whose_event_never_came_is_found_by_reconciliation_and_repaired(start_worker, link):
+    """Business events are not guaranteed to arrive (an endpoint down past F&O's retries): the invoice flow
+    lists SalesInvoiceHeadersV2 (options.listing), keyed as its events are, and repairs with the row read
+    as the SalesOrderInvoicedBusinessEvent that would have announced it, so the chain continues."""
+    from monitoring.services import reconciliation
+    from sandbox.models import EmulatorSubscription
+
+    start_worker()
+    [po] = traffic.intercompany_orders(count=1, link=link, seed=11).created
+    poll_orders()
+    wait_until(lambda: delivered(PO_FLOW))
+    sales_order = f"DK01-{po}"
+    EmulatorSubscription.objects.filter(emulator="finops").update(enabled=False)
+    invoice = fo_service(link, "postInvoice", sales_order)["DocumentNumber"]
+    EmulatorSubscription.objects.filter(emulator="finops").update(enabled=True)
+    flow = Flow.objects.select_related("source", "target", "company_link").get(slug=INVOICE_FLOW)
+
+    run = reconciliation.reconciliation_run(flow=flow)
+    missing = run.discrepancies.get()
+    assert run.totals["source_pass"]["entity"] == "SalesInvoiceHeadersV2"
+    assert (missing.kind, missing.source_key) == ("missing_from_hub", invoice)  # the event's key: InvoiceNumber
+    event = missing.source_values["record"]
+    assert (event["LegalEntity"], event["SalesOrderNumber"], event["CustomerAccount"]) == (
+        "SE01",
+        sales_order,
+        "IC-DK01",
+    )
+
+    assert reconciliation.discrepancies_repair(discrepancies=run.discrepancies.all(), actor=None) == 1
+    wait_until(lambda: delivered(INVOICE_FLOW))
+
+    vendor_invoice = ax_document("VendVendInvoice", RecordLink.objects.get(flow__slug=INVOICE_FLOW).target_key)
+    assert (vendor_invoice["fields"]["Num"], vendor_invoice["fields"]["PurchId"]) == (invoice, po)
+    again = reconciliation.reconciliation_run(flow=flow)
+    assert (again.checked, again.matched, again.discrepancies_count) == (1, 1, 0)
+    assert again.totals["source_pass"]["missing_from_hub"] == 0
+
+
+def test_an_ax_purchase_order_not_yet_polled_is_found_by_the_source_pass_in_the_polls_key_form(link):
+    """The AX flow names only its AIF service: the service's document key (PurchId) keys the listing (find
+    with AifDocumentPaging), in the form getChangedKeys names it, so once polled the order is no longer missing."""
+    from monitoring.services import reconciliation
+
+    [po] = traffic.intercompany_orders(count=1, link=link, seed=13).created
+    flow = Flow.objects.select_related("source", "target", "company_link").get(slug=PO_FLOW)
+
+    run = reconciliation.reconciliation_run(flow=flow)
+    assert run.totals["source_pass"]["entity"] == "PurchaseOrderService"
+    assert list(run.discrepancies.values_list("kind", "source_key")) == [("missing_from_hub", po)]
+
+    poll_orders()
+    again = reconciliation.reconciliation_run(flow=flow)
+    assert again.totals["source_pass"]["missing_from_hub"] == 0
+    assert Message.objects.get(flow=flow).source_record_key == po

@@ -288,7 +288,7 @@ def test_an_initial_load_of_the_business_partner_flow_brings_existing_partners_t
     start_worker()
 
     run = run_pages(
-        load.load_start(flow=flows[BP_BACK], entity="API_BUSINESS_PARTNER/A_BusinessPartner", key=["BusinessPartner"])
+        load.load_start(flow=flows[BP_BACK])  # the entity and key are those its fetch rule reads
     )
     wait_until(lambda: done(BP_BACK, count=2))
 
@@ -300,3 +300,36 @@ def test_an_initial_load_of_the_business_partner_flow_brings_existing_partners_t
     assert (names["1000881"], names["1000882"]) == ("Litware", "Tailspin")
     loaded = Message.objects.filter(flow__slug=BP_BACK).first()
     assert loaded.payload_in["data"] == {"BusinessPartner": loaded.source_record_key}
+
+
+def test_a_partner_s4_never_announced_is_found_by_reconciliation_and_repaired(start_worker, hub):
+    """The shipped flow names no entity to list: its first fetch rule reads A_BusinessPartner by the event's
+    data.BusinessPartner, so reconciliation's source pass lists that entity, keyed as the events key it."""
+    from monitoring.services import reconciliation
+
+    flow = Flow.objects.select_related("source", "target").get(slug=BP_BACK)
+    EmulatorSubscription.objects.update(enabled=False)  # an event lost on its way: the hub never heard of it
+    get_connector(flow.source).deliver(
+        DeliveryRequest(
+            entity="API_BUSINESS_PARTNER/A_BusinessPartner",
+            operation="create",
+            key={},
+            payload={"BusinessPartner": "1000991", "BusinessPartnerCategory": "2", "OrganizationBPName1": "Proseware"},
+            idempotency_key=str(uuid.uuid4()),
+        )  # fmt: skip
+    )
+    EmulatorSubscription.objects.update(enabled=True)
+
+    run = reconciliation.reconciliation_run(flow=flow)
+    missing = run.discrepancies.get()
+    assert run.totals["source_pass"]["entity"] == "API_BUSINESS_PARTNER/A_BusinessPartner"
+    assert (missing.kind, missing.source_key) == ("missing_from_hub", "1000991")
+
+    start_worker()
+    assert reconciliation.discrepancies_repair(discrepancies=run.discrepancies.all(), actor=None) == 1
+    wait_until(lambda: done(BP_BACK))
+
+    account = EmulatorRecord.objects.get(emulator="dataverse", entity="accounts", data__accountnumber="1000991")
+    assert account.data["name"] == "Proseware"
+    again = reconciliation.reconciliation_run(flow=flow)
+    assert (again.checked, again.matched, again.discrepancies_count) == (1, 1, 0)

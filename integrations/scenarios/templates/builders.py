@@ -104,6 +104,23 @@ INVOICE_COPIES = {
 }
 
 
+# F&O's posted invoices, each read as the SalesOrderInvoicedBusinessEvent that announced it (options.listing):
+# what a load or reconciliation of an invoice flow lists, so an invoice whose event never came is found.
+FINOPS_INVOICES = {
+    "entity": "SalesInvoiceHeadersV2",
+    "key": ["InvoiceNumber"],
+    "event": {
+        "InvoiceNumber": "InvoiceNumber",
+        "SalesOrderNumber": "SalesOrderNumber",
+        "LegalEntity": "dataAreaId",
+        "CustomerAccount": "InvoiceCustomerAccountNumber",
+        "InvoiceDate": "InvoiceDate",
+        "InvoiceAmount": "TotalInvoiceAmount",
+        "CurrencyCode": "CurrencyCode",
+    },
+}
+
+
 def invoice_copy(fields: dict[str, Any]) -> dict[str, Any]:
     """A mapping to a Dataverse invoice that copies another system's: icb_readonly marks it read-only."""
     return {"fields": {**fields, "icb_readonly": {"const": True}}, "omit_nulls": True}

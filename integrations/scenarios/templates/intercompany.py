@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.scenarios.templates.builders import business_event, fetch, finops_mapping, flow, polled, write
+from integrations.scenarios.templates.builders import (
+    FINOPS_INVOICES,
+    business_event,
+    fetch,
+    finops_mapping,
+    flow,
+    polled,
+    write,
+)
 from integrations.scenarios.templates.systems import AX2012, FINOPS
 
 LINK = "DK01@AX-SE01@F&O"
@@ -151,7 +159,7 @@ def order_step(
 ) -> dict[str, Any]:
     """A later step of an order's chain: F&O SE01 posts a document for one of DK01's orders, AX DK01 gets its own.
 
-    more: further options of the step (fetch).
+    more: further options of the step (fetch, listing).
     """
     # SE01 ships to and invoices other customers too: only documents of DK01's orders continue the chain.
     options = {"echo_of": NO_ECHO, "only_when": {"CustomerAccount": "IC-DK01"}, **more}
@@ -234,6 +242,7 @@ TEMPLATE = {
                 "IC: F&O SE01 customer invoice posted → AX DK01 pending vendor invoice",
                 business_event(FINOPS, "invoice", "SalesOrderInvoicedBusinessEvent", record_key="/InvoiceNumber"),
                 ax_create("VendVendInvoiceService", "Num", INVOICE_TO_VENDOR_INVOICE),
+                listing=FINOPS_INVOICES,
             ),
         ),
         flow(

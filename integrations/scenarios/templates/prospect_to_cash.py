@@ -10,6 +10,7 @@ Dataverse webhook events reach the mappings as {"event", "entity", "id", "attrib
 from __future__ import annotations
 
 from integrations.scenarios.templates.builders import (
+    FINOPS_INVOICES,
     INVOICE_COPIES,
     RETRY,
     SANDBOX_UOMS,
@@ -398,6 +399,7 @@ TEMPLATE = {
                 "event_types": ["SalesOrderInvoicedBusinessEvent"],
                 # Intercompany invoices go to DK01's books (the intercompany template), not to Sales.
                 "only_when": {"CustomerAccount": {"not": ["IC-DK01"]}},
+                "listing": FINOPS_INVOICES,
             },
             "inbound": {"auth_type": "none", "record_key_pointer": "/InvoiceNumber"},
         },

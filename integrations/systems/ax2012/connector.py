@@ -174,6 +174,9 @@ class Ax2012Connector(Connector):
         port = self.system.settings.get("ax_ports", {}).get(service, service)
         return f"{self.base_url}/{port}/xppservice.svc"
 
+    def listing(self, service: str) -> tuple[str, tuple[str, ...]]:
+        return service, (self.key_field(service),)  # what a load lists: find, keyed by the document's key field
+
     def key_field(self, service: str) -> str:
         key = {**KEY_FIELDS, **self.system.settings.get("ax_key_fields", {})}.get(service)
         if not key:

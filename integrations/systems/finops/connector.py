@@ -25,6 +25,7 @@ from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
 from integrations.protocols.odata import keys
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.finops import records
+from integrations.systems.finops.inbound import listed_event
 from integrations.systems.finops.keys import canonical_key, company_filter, format_key
 from integrations.systems.finops.lines import HeaderLinesMixin
 from integrations.systems.finops.packages import DataPackages, package_deliver, package_page
@@ -111,6 +112,7 @@ class FinOpsConnector(HeaderLinesMixin, MicrosoftConnector):
         self.data = f"{self.base_url}/data"
 
     classify = staticmethod(classify)
+    listed_event = staticmethod(listed_event)  # a listed row as its business event (options.listing)
 
     # --- writes -----------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from integrations.models import InboundEndpoint
@@ -58,6 +59,20 @@ def finops_event(body: Any, *, endpoint: InboundEndpoint | None = None) -> Inbou
             "minor_version": event.get("MinorVersion"),
         },
     )
+
+
+def listed_event(fields: Mapping[str, str], row: dict[str, Any]) -> dict[str, Any]:
+    """A data entity row as the business event that would have announced it (options.listing.event:
+    event field → row field), for a load or a reconciliation repair of an event flow.
+
+    F&O names the legal entity of an event in upper case (BusinessEventLegalEntity: "SE01"), where
+    entity rows hold dataAreaId in lower case; so does every event field taken from dataAreaId.
+    """
+    company = str(row.get("dataAreaId") or "").upper()
+    event: dict[str, Any] = {"loaded": True, "BusinessEventLegalEntity": company}
+    for name, field in fields.items():
+        event[name] = company if field == "dataAreaId" else row.get(field)
+    return event
 
 
 FORMAT = InboundFormat(
