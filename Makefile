@@ -33,7 +33,7 @@ run: $(VENV)/.runtime
 
 ## test: the whole suite against PostgreSQL and Redis (real workers, live sandbox)
 test: $(VENV)/.dev
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} $(BIN)/pytest
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} $(BIN)/pytest --durations=30
 
 ## test-faults: only the fault tests
 test-faults: $(VENV)/.dev

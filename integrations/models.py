@@ -200,6 +200,9 @@ class Flow(PausableModel):
             raise ValidationError({"options": problems})
         if problem := schedule_problem(trigger=self.trigger, has_schedule=self.schedule_id is not None):
             raise ValidationError({"schedule": problem})
+        if (self.options or {}).get("listing") and self.trigger != self.Trigger.BUSINESS_EVENT:
+            # A poll flow lists what its poll reads (options.poll), a webhook flow its table.
+            raise ValidationError({"options": ["options.listing: only a business_event flow names its listing"]})
 
 
 class MappingVersion(models.Model):

@@ -87,6 +87,20 @@ def load_source(*, flow: Flow, entity: str = "", key: tuple[str, ...] | list[str
     return LoadSource(entity=entity, key=key)
 
 
+def read_company(flow: Flow) -> str:
+    """The company a load or reconciliation's source pass reads ("" for every company): options.ax_company or
+    the poll's company, else, for a source read as the flow's live traffic reads it, one company at a time
+    (an AX service, an F&O poll, an event flow's listing), the company link's source company."""
+    poll = flow.opts.poll
+    company = flow.opts.ax_company or (poll.company if poll else "")
+    one_company = poll or flow.opts.listing or getattr(systems.connector_class(flow.source.kind), "one_company", False)
+    return company or (_linked_company(flow) if one_company else "")
+
+
+def _linked_company(flow: Flow) -> str:
+    return flow.company_link.context_for(flow.source)["source_company"] if flow.company_link else ""
+
+
 def _filters(since: dt.datetime | str | None, company: str, page_size: int | None) -> dict[str, Any]:
     filters: dict[str, Any] = {}
     if since:
@@ -129,14 +143,12 @@ def load_start(
     source = load_source(flow=flow, entity=entity, key=key)
     if since and (refused := getattr(systems.connector_class(flow.source.kind), "load_since_refused", "")):
         raise LoadError(f"flow {flow.slug}: since: {refused}")
-    company = company or flow.opts.ax_company  # an AX service is read one company at a time
+    company = company or read_company(flow)
     filters = {**_filters(since, company, page_size), "key": list(source.key)}
     if flow.opts.transport == "package":  # F&O: read an export of the data project, not the OData entity
-        # An export is of one legal entity: the given company, else the poll's, else the company link's.
-        poll_company = flow.opts.poll.company if flow.opts.poll else ""
-        linked = flow.company_link.context_for(flow.source)["source_company"] if flow.company_link else ""
+        # An export is of one legal entity: the given company, else the flow's, else the company link's.
         filters.update(transport="package", project=flow.opts.package_project)
-        filters.setdefault("company", poll_company or linked)
+        filters.setdefault("company", _linked_company(flow))
     try:
         expected = load_preview(flow=flow, since=since, company=company, entity=source.entity)
     except errors.ConnectorError:
@@ -318,7 +330,13 @@ def listed_reader(*, flow: Flow, entity: str, key: tuple[str, ...]) -> Callable[
     """
     shape, kind = message_payload_shaper(flow), flow.source.kind
     listing = flow.opts.listing
-    endpoint = InboundEndpoint.objects.filter(flow=flow).first() if listing else None
+    # The endpoint its events come through: the flow's own, else its source system's.
+    endpoint = None
+    if listing:
+        endpoint = (
+            InboundEndpoint.objects.filter(flow=flow).first()
+            or InboundEndpoint.objects.filter(system_id=flow.source_id).first()
+        )
     pointer = endpoint if endpoint is not None and endpoint.record_key_pointer else None
 
     def read(row: dict[str, Any]) -> tuple[str, str, Any]:
@@ -335,11 +353,15 @@ def listed_reader(*, flow: Flow, entity: str, key: tuple[str, ...]) -> Callable[
 
 
 def _event_naming(flow: Flow) -> list[tuple[str, str]]:
-    """An event flow's first fetch rule's key (document field → event path) when it reads one document by the
-    event's own fields: the event carries only the key (no `fetched.` path, no `many` or `first` search)."""
+    """An event flow's first fetch rule's key (document field → event path) when it reads the one document
+    the event announces: a source whose events carry only the key (S/4: `key_only_events`), and a rule
+    keyed by the event's own fields (no `fetched.` path, no `many` or `first` search). An F&O event carries
+    the document's fields; its fetch rules read other documents (the lines): such a flow names its listing."""
     rules = flow.opts.fetch
     if flow.trigger != Flow.Trigger.BUSINESS_EVENT or not rules or rules[0].many or rules[0].first:
         return []  # a poll flow's messages are the rows its poll reads
+    if not getattr(systems.connector_class(flow.source.kind), "key_only_events", False):
+        return []
     paths = list(rules[0].key.items())
     return paths if paths and all(not path.startswith("fetched.") for _, path in paths) else []
 

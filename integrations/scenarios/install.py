@@ -289,7 +289,7 @@ def _install_ax_document_filters(
 ) -> None:
     """Give each AX port a polled flow reads a document filter: without one AIF's getChangedKeys answers no
     keys ("Configuring AIF for change tracking"), as an AX administrator sets it up on the inbound port."""
-    from integrations.systems.ax2012.poll import AX_SERVICES
+    from integrations.systems.ax2012.services import AX_SERVICES
     from sandbox.ax2012 import ports
 
     ax_slugs = {spec["slug"] for spec in systems if spec["kind"] == "ax2012"}

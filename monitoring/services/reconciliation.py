@@ -40,7 +40,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from integrations import errors, mapping
-from integrations.bulk.load import LoadError, listed_reader, load_source
+from integrations.bulk.load import LoadError, listed_reader, load_source, read_company
 from integrations.models import Flow, Message, RecordLink
 from integrations.pipeline.ingest import message_ingest
 from integrations.pipeline.prepare import content_hash, mapping_context
@@ -359,22 +359,23 @@ def _source_pass(flow: Flow, schedule: ReconciliationSchedule) -> tuple[dict[str
         )
     except LoadError as exc:
         return {"checked": False, "reason": f"the source cannot be listed: {exc}"}, []
-    poll = flow.opts.poll
-    company = flow.opts.ax_company or (poll.company if poll else "")
-    if not company and flow.company_link and (poll or flow.opts.listing or flow.opts.ax_service):
-        # What the poller reads, or the legal entity whose events the flow takes: the link's source company.
-        company = flow.company_link.context_for(flow.source)["source_company"]
+    company = read_company(flow)
     filters: dict[str, Any] = {"key": list(source.key), **({"company": company} if company else {})}
     connector, kind = get_connector(flow.source), flow.source.kind
     rows: dict[str, dict[str, Any]] = {}
-    listed = skipped = 0
+    listed = skipped = unkeyed = 0
+    unkeyed_error = ""
     cursor = ""
     read = listed_reader(flow=flow, entity=source.entity, key=source.key)  # each record as its message carries it
     while True:
         page, cursor = connector.read_page(source.entity, cursor, filters)
         for row in page:
             listed += 1
-            record_key, version, payload = read(row)
+            try:
+                record_key, version, payload = read(row)
+            except LoadError as exc:  # counted and named, as a load counts it failed; the rest is still checked
+                unkeyed, unkeyed_error = unkeyed + 1, str(exc)
+                continue
             if filter_reason(message=Message(flow=flow, payload_in=payload)):
                 skipped += 1
                 continue
@@ -401,6 +402,8 @@ def _source_pass(flow: Flow, schedule: ReconciliationSchedule) -> tuple[dict[str
         if record_key not in known
     ]
     summary = {"checked": True, "entity": source.entity, "listed": listed, "skipped_by_filter": skipped}
+    if unkeyed:
+        summary |= {"unkeyed": unkeyed, "unkeyed_error": unkeyed_error}
     return {**summary, "missing_from_hub": len(missing)}, missing
 
 

@@ -129,3 +129,33 @@ def test_an_ax_document_loaded_and_then_polled_has_one_source_key(ax, make_flow)
     messages = Message.objects.filter(flow=flow, payload_in__Name="Loaded then polled")
     assert messages.count() == 2  # the load's message and the poll's
     assert {m.source_record_key for m in messages} == {messages[0].payload_in["AccountNum"]}
+
+
+def test_an_ax_flow_naming_no_service_is_listed_by_its_entitys_service_and_key(ax, make_flow):
+    """The poller reads a flow of entity "customer" with CustomerService (options.ax_service unset): a load and
+    reconciliation list the same service, keyed by its document's key field."""
+    flow = make_flow(source=ax, entity="customer", trigger="poll")
+
+    assert load.load_source(flow=flow) == load.LoadSource(entity="CustomerService", key=("AccountNum",))
+
+
+def test_an_fo_event_flow_is_not_listed_by_the_document_its_fetch_rule_reads(make_flow, make_system):
+    """An F&O business event carries the document's own fields; a fetch rule reads another document (an order
+    an invoice names). Listing that one would report every order without such an event: the flow needs
+    options.listing, and without it the source cannot be listed."""
+    fo = make_system(kind=System.Kind.FINOPS)
+    rule = {"entity": "SalesOrderHeadersV2", "key": {"SalesOrderNumber": "SalesOrderNumber"}, "as": "order"}
+    flow = make_flow(source=fo, entity="invoice", trigger="business_event", options={"fetch": [rule]})
+
+    with pytest.raises(load.LoadError, match="source key fields"):
+        load.load_source(flow=flow)
+
+
+def test_a_listing_is_refused_on_a_flow_that_takes_no_business_events(make_flow):
+    from django.core.exceptions import ValidationError
+
+    listing = {"entity": "SalesInvoiceHeadersV2", "key": ["InvoiceNumber"], "event": {"InvoiceNumber": "InvoiceNumber"}}
+    flow = make_flow(trigger="webhook", options={"listing": listing})
+
+    with pytest.raises(ValidationError, match="only a business_event flow"):
+        flow.full_clean()

@@ -245,3 +245,20 @@ def test_an_ax_purchase_order_not_yet_polled_is_found_by_the_source_pass_in_the_
     again = reconciliation.reconciliation_run(flow=flow)
     assert again.totals["source_pass"]["missing_from_hub"] == 0
     assert Message.objects.get(flow=flow).source_record_key == po
+
+
+def test_initial_loads_of_the_ax_and_invoice_flows_read_the_company_links_companies(link):
+    """AIF runs each call in one company and F&O numbers invoices per legal entity: a load of these flows reads
+    the company link's source company (DK01, SE01), as their poll and events do, not every company."""
+    from integrations.bulk import load
+    from tests.bulk.test_initial_load import run_pages
+
+    [po] = traffic.intercompany_orders(count=1, link=link, seed=17).created
+    flows = {flow.slug: flow for flow in Flow.objects.select_related("source", "company_link")}
+
+    run = run_pages(load.load_start(flow=flows[PO_FLOW]))
+    invoices = load.load_start(flow=flows[INVOICE_FLOW])
+
+    assert (run.state, run.failed, run.filters["company"]) == ("done", 0, "DK01")
+    assert Message.objects.filter(flow=flows[PO_FLOW], source_record_key=po).exists()
+    assert invoices.filters["company"] == "SE01"

@@ -248,3 +248,26 @@ def test_fo_outage_while_clearing_a_hold_ends_with_the_hold_cleared_after_recove
     message = Message.objects.get(flow__slug=TASKS, status=Status.DELIVERED)
     assert "retry" in message.attempt_set.values_list("outcome", flat=True)
     assert chain_for(message.correlation_id).state == "complete"
+
+
+def test_a_hold_whose_event_never_came_is_found_by_reconciliation_and_becomes_its_task(start_worker, flows):
+    """The holds flow lists SalesOrderHolds (options.listing), each hold read as the hold-placed event that
+    would have announced it and keyed as those events are (by SalesOrderNumber): a lost event is found."""
+    from monitoring.services import reconciliation
+    from sandbox.models import EmulatorSubscription
+
+    EmulatorSubscription.objects.filter(emulator="finops").update(enabled=False)
+    fo_order_on_hold(flows, "SO-H-9")
+    EmulatorSubscription.objects.filter(emulator="finops").update(enabled=True)
+
+    run = reconciliation.reconciliation_run(flow=flows[HOLDS])
+    missing = run.discrepancies.get()
+    assert (missing.kind, missing.source_key) == ("missing_from_hub", "SO-H-9")
+
+    start_worker()
+    reconciliation.discrepancies_repair(discrepancies=run.discrepancies.all(), actor=None)
+    wait_until(lambda: delivered(HOLDS))
+
+    task = task_of("SO-H-9").data
+    assert (task["subject"], task["statecode"]) == ("Order SO-H-9 on hold: Credit check", 0)
+    assert reconciliation.reconciliation_run(flow=flows[HOLDS]).totals["source_pass"]["missing_from_hub"] == 0

@@ -418,7 +418,21 @@ TEMPLATE = {
             "master": "source",
             "conflict_policy": "master_wins",
             "retry_policy": RETRY,
-            "options": {"event_types": ["SalesOrderHoldPlacedBusinessEvent"]},
+            "options": {
+                "event_types": ["SalesOrderHoldPlacedBusinessEvent"],
+                # Holds are listed as the hold-placed events that would have announced them (options.listing).
+                "listing": {
+                    "entity": "SalesOrderHolds",
+                    "key": ["SalesOrderNumber", "HoldCode"],
+                    "event": {
+                        "SalesOrderNumber": "SalesOrderNumber",
+                        "LegalEntity": "dataAreaId",
+                        "HoldCode": "HoldCode",
+                        "HoldReason": "HoldReason",
+                        "EventTime": "PlacedDateTime",
+                    },
+                },
+            },
             "inbound": {"auth_type": "none", "record_key_pointer": "/SalesOrderNumber"},
         },
         {

@@ -39,6 +39,7 @@ from integrations.protocols.transport import (
     classify_status,
 )
 from integrations.systems.ax2012.auth import BearerAuth, session_auth
+from integrations.systems.ax2012.services import KEY_FIELDS, service_of
 
 if TYPE_CHECKING:
     from integrations.models import System
@@ -52,15 +53,6 @@ NS_PAGING = "http://schemas.microsoft.com/dynamics/2006/02/documents/DocumentPag
 MAX_PAGES = 10_000  # a paging context that never ends is a fault, not a loop
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b0c7e8e-2d1a-4f55-9a51-5f7f1d3c0a12")
 
-# The key field of AX's standard documents; System.settings "ax_key_fields" adds or overrides.
-KEY_FIELDS = {
-    "SalesOrderService": "SalesId",
-    "PurchaseOrderService": "PurchId",
-    "CustomerService": "AccountNum",
-    "VendorService": "AccountNum",
-    "ProductReceiptService": "PackingSlipId",
-    "VendVendInvoiceService": "Num",
-}
 _META_FIELDS = ("_DocumentHash", "RecId", "RecVersion")
 
 # Parsed WSDL/XSD documents, shared by every connector of the process (zeep keys it by URL).
@@ -147,6 +139,7 @@ def _plain(value: Any) -> Any:
 
 class Ax2012Connector(Connector):
     kind = "ax2012"
+    one_company = True  # every AIF call runs in one company (CallContext): a load or listing reads one
 
     def __init__(self, system: System) -> None:
         super().__init__(system)
@@ -174,8 +167,10 @@ class Ax2012Connector(Connector):
         port = self.system.settings.get("ax_ports", {}).get(service, service)
         return f"{self.base_url}/{port}/xppservice.svc"
 
-    def listing(self, service: str) -> tuple[str, tuple[str, ...]]:
-        return service, (self.key_field(service),)  # what a load lists: find, keyed by the document's key field
+    def listing(self, entity: str) -> tuple[str, tuple[str, ...]]:
+        """What a load lists of a flow's entity or service: its service (find), keyed by its document's key."""
+        service = service_of(entity)
+        return service, (self.key_field(service),)
 
     def key_field(self, service: str) -> str:
         key = {**KEY_FIELDS, **self.system.settings.get("ax_key_fields", {})}.get(service)

@@ -8,16 +8,8 @@ from integrations import errors
 from integrations.models import Flow
 from integrations.protocols.polling import PollBatch, PolledRecord
 from integrations.systems import get_connector
+from integrations.systems.ax2012.services import AX_SERVICES
 
-# Flow.entity → AIF document service, when the flow does not name one in options["ax_service"].
-AX_SERVICES = {
-    "salesorder": "SalesOrderService",
-    "purchaseorder": "PurchaseOrderService",
-    "customer": "CustomerService",
-    "vendor": "VendorService",
-    "productreceipt": "ProductReceiptService",
-    "vendorinvoice": "VendVendInvoiceService",
-}
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # "since ever", for a flow's first poll
 
 

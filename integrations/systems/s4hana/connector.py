@@ -76,6 +76,9 @@ def _plain(entity: dict[str, Any]) -> dict[str, Any]:
 
 class S4HanaConnector(HttpConnector):
     kind = "s4hana"
+    # S/4's business events name the object and carry no document (CloudEvents data: the key fields), so an
+    # event flow's first fetch rule reads the document the event announces (bulk.load lists that entity).
+    key_only_events = True
 
     def __init__(self, system: System) -> None:
         super().__init__(system)
