@@ -284,6 +284,8 @@ class FetchRule:
     # F&O keys every row by dataAreaId: its value is read from the event (BusinessEventLegalEntity).
     company: str = option(Text(), default="", doc="payload path of the company (F&O dataAreaId)")
     many: bool = option(Flag(), default=False, doc="every row whose fields match, as a list (an order's lines)")
+    # Dataverse: a line's catalogue product is a lookup; $expand reads its number with the line.
+    expand: str = option(Text(), default="", doc="OData $expand of the rows read (Dataverse, with many)")
 
 
 @dataclass(frozen=True)

@@ -303,9 +303,11 @@ def _load_one_page(run_id: int) -> tuple[LoadRun | None, bool]:
 def message_payload_shaper(flow: Flow) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
     """How a row listed at the flow's source is stored as its message, so the flow's mapping reads it as live
     traffic: as the source's events carry it where the connector says (`loaded_record`: a Dataverse row as a
-    webhook's Update, the flow's mapping reads `attributes.*`); for a flow of key-only events (an S/4 event
-    whose first fetch rule reads the document by the event's `data.*`) as the event naming the row, so the
-    fetch reads the document as it does for a live event; else the row itself (F&O and AX polls store rows)."""
+    webhook's Update, the flow's mapping reads `attributes.*`); for a flow naming its listing (options.listing,
+    F&O events carrying the document's fields) as the event that would have announced the row; for a flow of
+    key-only events (an S/4 event whose first fetch rule reads the document by the event's `data.*`) as the
+    event naming the row, so the fetch reads the document as it does for a live event; else the row itself
+    (F&O and AX polls store rows)."""
     connector = systems.get_connector(flow.source)
     loaded = getattr(connector, "loaded_record", None)
     if loaded is not None:

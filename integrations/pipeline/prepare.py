@@ -235,7 +235,10 @@ def _fetch_rows(connector: Any, rule: FetchRule, key: dict[str, Any], company: s
     """Every row a many-rule names; none found is an empty list (an order may have no lines yet)."""
     if not hasattr(connector, "fetch_rows"):
         raise MappingError(f"fetch {rule.as_}: {connector.kind} cannot read many rows (many)", field="fetch")
-    rows = connector.fetch_rows(entity=rule.entity, key=key, company=company)
+    if rule.expand and not getattr(connector, "expands", False):
+        raise MappingError(f"fetch {rule.as_}: {connector.kind} takes no expand", field="fetch")
+    more = {"expand": rule.expand} if rule.expand else {}
+    rows = connector.fetch_rows(entity=rule.entity, key=key, company=company, **more)
     return [{k: v for k, v in row.items() if k != "__metadata"} for row in rows]
 
 

@@ -245,6 +245,23 @@ CITIES = [
 NAMES = ["Contoso", "Fabrikam", "Northwind", "Litware", "Adventure Works", "Tailspin", "Wingtip", "Proseware"]
 
 
+def _catalogue(user: Connector) -> dict[str, str]:
+    """The Sales product catalogue: productid by productnumber (the products the P2C product flow brought)."""
+    try:
+        rows = user.query("products", select="productid,productnumber")
+        return {row["productnumber"]: row["productid"] for row in rows if row.get("productnumber")}
+    except errors.ConnectorError:
+        return {}
+
+
+def _product_of_line(item: str, catalogue: dict[str, str]) -> dict[str, Any]:
+    """A catalogue product where Sales has the item, as its users pick one; else a write-in product
+    (isproductoverridden), whose productdescription carries the item number."""
+    if item in catalogue:
+        return {"productid@odata.bind": f"/products({catalogue[item]})"}
+    return {"productdescription": item, "isproductoverridden": True}
+
+
 def sales_orders(*, count: int, template: str, seed: int | None = None) -> TrafficReport:
     """Create `count` Sales accounts and one order each in Dataverse; Dataverse's webhooks tell the hub."""
     report = TrafficReport()
@@ -266,6 +283,7 @@ def sales_orders(*, count: int, template: str, seed: int | None = None) -> Traff
             system=accounts.source, entity_set=entity_set, key=key, values={**key, **values}, user=user
         )
 
+    catalogue = _catalogue(user)
     for _ in range(count):
         number = rng.randint(100_000, 999_999)
         city, postcode, country = rng.choice(CITIES)
@@ -283,11 +301,9 @@ def sales_orders(*, count: int, template: str, seed: int | None = None) -> Traff
                     "emailaddress1": f"orders{number}@example.com",
                 },
             )
-            # Write-in products (isproductoverridden): productdescription carries the item number.
             lines = [
                 {
-                    "productdescription": item,
-                    "isproductoverridden": True,
+                    **_product_of_line(item, catalogue),
                     "quantity": rng.randint(1, 20),
                     "uomid@odata.bind": f"/uoms({SANDBOX_UOMS[unit.lower()]})",
                     "priceperunit": float(price),

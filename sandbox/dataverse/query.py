@@ -1,4 +1,5 @@
-"""Reading a table: $filter, $orderby, $top, server-driven paging ($skiptoken) and change tracking (delta links)."""
+"""Reading a table: $filter, $orderby, $top, $expand of lookups, server-driven paging ($skiptoken) and change
+tracking (delta links)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sandbox.common.result import Result
 from sandbox.common.v4 import order_by
 from sandbox.dataverse.auth import error
 from sandbox.dataverse.store import Call, context_url, entity_json, live
-from sandbox.dataverse.tables import EMULATOR, MAX_PAGE_SIZE, Table
+from sandbox.dataverse.tables import EMULATOR, LOOKUP_TARGETS, LOOKUPS, MAX_PAGE_SIZE, TABLES, Table
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import equal_rows, equality_groups, next_change_seq
 
@@ -61,9 +62,55 @@ def _delta_token(seq: int) -> str:
 # userQuery, parameter aliases) are refused too rather than silently ignored, which would return the
 # whole table. "Query data using the Web API"
 # https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-data-web-api
-LIST_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$skiptoken", "$deltatoken"})
+LIST_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$skiptoken", "$deltatoken", "$expand"})
 ROW_OPTIONS = frozenset({"$select"})
 NOT_EMULATED = frozenset({"$expand", "$apply", "$count", "$search", "fetchXml", "savedQuery", "userQuery"})
+# $expand of a simple lookup with a nested $select, as in "Join tables using the Web API" (GET
+# accounts?$select=name&$expand=primarycontactid($select=fullname) → "primarycontactid": {…}, or null):
+# https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/join-tables
+_EXPAND = re.compile(r"^(\w+)(?:\(\$select=(\w+(?:,\w+)*)\))?$")
+
+
+def expansions(set_name: str, text: str) -> list[tuple[str, str, str | None]] | Result:
+    """(navigation, its table's entity set, nested $select) per $expand item, or the 400 for one not taken."""
+    found = []
+    for item in _items(text):
+        match = _EXPAND.match(item)
+        name = match.group(1) if match else item
+        if not match or name not in LOOKUPS.get(set_name, ()) or name not in LOOKUP_TARGETS:
+            return error(
+                400,
+                "0x80060888",
+                f"The query parameter '$expand' ('{item}'): the icbridge sandbox expands a simple lookup of {set_name} "
+                f"({', '.join(n for n in LOOKUPS.get(set_name, ()) if n in LOOKUP_TARGETS) or 'none'}), "
+                "optionally with a nested $select; Dataverse takes more (docs/sandbox.md).",
+            )
+        found.append((name, LOOKUP_TARGETS[name], match.group(2)))
+    return found
+
+
+def _items(text: str) -> list[str]:
+    """$expand items split at the commas outside parentheses."""
+    items, depth, start = [], 0, 0
+    for at, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:at].strip())
+            start = at + 1
+    return [*items, text[start:].strip()]
+
+
+def expanded(
+    values: list[dict[str, Any]], records: list[EmulatorRecord], wanted: list[tuple[str, str, str | None]]
+) -> None:
+    """Each answered row's expanded lookups, in place: the related row (its $select) or null, whatever the
+    row's own $select; one query per lookup."""
+    for name, target, select in wanted:
+        ids = [str(record.data.get(f"_{name}_value") or "").lower() for record in records]
+        related = {r.key: r for r in live(target).filter(key__in=set(ids) - {""})}
+        for value, record_id in zip(values, ids, strict=True):
+            found = related.get(record_id)
+            value[name] = entity_json(TABLES[target], found, select) if found else None
 
 
 def unsupported_option(call: Call, allowed: frozenset[str]) -> Result | None:
@@ -85,6 +132,9 @@ def unsupported_option(call: Call, allowed: frozenset[str]) -> Result | None:
 def read_list(call: Call, table: Table, set_name: str) -> Result:
     if failure := unsupported_option(call, LIST_OPTIONS):
         return failure
+    wanted = expansions(set_name, call.query["$expand"]) if "$expand" in call.query else []
+    if isinstance(wanted, Result):
+        return wanted
     select = call.query.get("$select")
     tracking = "odata.track-changes" in call.prefer()
     delta = call.query.get("$deltatoken")
@@ -143,6 +193,7 @@ def read_list(call: Call, table: Table, set_name: str) -> Result:
             filter(None, [headers.get("Preference-Applied"), "odata.track-changes"])
         )
     body["value"] = [entity_json(table, r, select) for r in records]
+    expanded(body["value"], records, wanted)
     return Result.json(body, **headers)
 
 

@@ -19,7 +19,7 @@ from sandbox.common.result import Result
 from sandbox.common.v4 import select_fields
 from sandbox.dataverse.auth import error
 from sandbox.dataverse.context import Caller
-from sandbox.dataverse.tables import _ATTRIBUTE, EMULATOR, LOOKUPS, ORGANIZATION, Table, lookup_name
+from sandbox.dataverse.tables import _ATTRIBUTE, EMULATOR, LOOKUPS, ORGANIZATION, TABLES, Table, lookup_name
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import next_change_seq
 
@@ -211,7 +211,7 @@ def validate(table: Table, set_name: str, body: Any, *, creating: bool) -> Resul
     for name, value in body.items():
         if name.startswith("@"):
             continue
-        if failure := _lookup_failure(table, name, value, lookups):
+        if failure := _lookup_failure(table, name, value, lookups) or _unbound(name, value):
             return failure
         bare = name.removesuffix("@odata.bind")
         if not _ATTRIBUTE.match(bare) or not _declared(table, bare, lookups):
@@ -277,6 +277,22 @@ def _lookup_failure(table: Table, name: str, value: Any, lookups: tuple[str, ...
             "node, a 'StartObject' node, or a 'PrimitiveValue' node with null value was expected.",
         )
     return None
+
+
+_BOUND_ID = re.compile(r"^/?(\w+)\(\{?([0-9A-Fa-f-]{36})\}?\)$")
+
+
+def _unbound(name: str, value: Any) -> Result | None:
+    """A bind by id to a row of an emulated table that does not exist: 404, as Dataverse answers it."""
+    if not name.endswith("@odata.bind") or not isinstance(value, str):
+        return None
+    match = _BOUND_ID.match(value.strip())
+    if not match or match.group(1) not in TABLES:
+        return None
+    set_name, record_id = match.group(1), match.group(2).lower()
+    if live(set_name).filter(key=record_id).exists():
+        return None
+    return error(404, "0x80040217", f"{TABLES[set_name].logical_name} With Id = {record_id} Does Not Exist")
 
 
 def stored_values(body: dict[str, Any]) -> dict[str, Any]:

@@ -126,6 +126,16 @@ LOOKUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The table a simple lookup names, for the lookups a query may $expand (query.expansions).
+LOOKUP_TARGETS = {
+    "productid": "products",
+    "primarycontactid": "contacts",
+    "parentaccountid": "accounts",
+    "salesorderid": "salesorders",
+    "quoteid": "quotes",
+}
+
+
 def lookup_name(navigation: str) -> str:
     """The lookup column behind a single-valued navigation property.
 

@@ -128,3 +128,47 @@ def test_the_header_columns_the_hub_writes_are_declared(dv: MsClient) -> None:
 
     assert response.status_code == 204, response.text
     assert live("salesorders").get().data["icb_deliverydocument"] == "80000001"
+
+
+def test_a_catalogue_product_line_reads_its_product_number_with_expand(dv: MsClient) -> None:
+    """Join tables using the Web API: $expand of a single-valued navigation property with a nested $select
+    gives the related row under the navigation name, or null when the lookup is empty (a write-in line)."""
+    created = dv.call("POST", f"{API}/products", json={"name": "Office chair", "productnumber": "A0001"})
+    product_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    order_id = _order(dv, "SO-P1")
+    catalogue = {**_line(order_id, "", 3), "productid@odata.bind": f"/products({product_id})"}
+    del catalogue["productdescription"], catalogue["isproductoverridden"]
+    for line in (catalogue, _line(order_id, "Desk", 1)):
+        assert dv.call("POST", f"{API}/salesorderdetails", json=line).status_code == 204
+
+    read = dv.call(
+        "GET",
+        f"{API}/salesorderdetails",
+        params={
+            "$filter": f"_salesorderid_value eq {order_id}",
+            "$select": "quantity",
+            "$expand": "productid($select=productnumber)",
+        },
+    )
+
+    assert read.status_code == 200, read.text
+    products = {row["quantity"]: row["productid"] for row in read.json()["value"]}
+    assert products[1] is None
+    assert (products[3]["productid"], products[3]["productnumber"]) == (product_id, "A0001")
+    assert "name" not in products[3]
+
+
+def test_a_line_bound_to_a_product_that_does_not_exist_is_refused(dv: MsClient) -> None:
+    """Associate table rows on create: a bind naming no row is 404 "<table> With Id = <id> Does Not Exist"."""
+    order_id = _order(dv, "SO-P2")
+    missing = "0b7a3c1e-0000-4000-8000-00000000dead"
+
+    response = dv.call(
+        "POST",
+        f"{API}/salesorderdetails",
+        json={**_line(order_id, "", 1), "productid@odata.bind": f"/products({missing})"},
+    )
+
+    assert response.status_code == 404
+    assert response.json()["error"] == {"code": "0x80040217", "message": f"product With Id = {missing} Does Not Exist"}
+    assert live("salesorderdetails").exists() is False

@@ -18,7 +18,7 @@ API = "/sandbox/dataverse/api/data/v9.2"
         {"fetchXml": "<fetch><entity name='account'><attribute name='name'/></entity></fetch>"},
         {"$search": "Contoso"},
         {"$count": "true"},
-        {"$expand": "primarycontactid"},
+        {"$expand": "contact_customer_accounts"},  # collection-valued: the sandbox expands simple lookups only
         {"$bogus": "1"},
         {"name": "Contoso"},
     ],

@@ -348,3 +348,28 @@ def test_an_initial_load_of_the_accounts_flow_makes_every_existing_account_an_fo
         f"Before go-live {n}" for n in range(3)
     ]
     assert not Message.objects.filter(flow__slug=ACCOUNTS).exclude(status=Status.DELIVERED).exists()
+
+
+def test_a_sales_order_of_catalogue_products_reaches_fo_with_their_item_numbers(start_worker, flows):
+    """F&O's products reach the Sales catalogue; a Sales user's order lines name those products (productid,
+    not a write-in description), and the order flow reads each line's product number with $expand."""
+    start_worker()
+    report = traffic.TrafficReport()
+    traffic.finops_items(connector=get_connector(flows["p2c-orders-sales-to-fo"].target), company="SE01", report=report)
+    flow_poll(flow=flows["p2c-products-fo-to-sales"])
+    wait_until(lambda: delivered("p2c-products-fo-to-sales", len(traffic.ITEMS)))
+
+    orders = traffic.sales_orders(count=1, template="prospect_to_cash", seed=12)
+    wait_until(lambda: delivered("p2c-orders-sales-to-fo"), sweep=True)
+
+    assert (report.failed, orders.failed) == ([], [])
+    products = {
+        r.key: r.data["productnumber"] for r in EmulatorRecord.objects.filter(emulator="dataverse", entity="products")
+    }
+    details = EmulatorRecord.objects.filter(emulator="dataverse", entity="salesorderdetails")
+    assert details.exists()
+    assert all("productdescription" not in d.data for d in details)  # catalogue lines, no write-in
+    fo_lines = EmulatorRecord.objects.filter(emulator="finops", entity="SalesOrderLines")
+    assert sorted((products[d.data["_productid_value"]], d.data["quantity"]) for d in details) == sorted(
+        (line.data["ItemNumber"], line.data["OrderedSalesQuantity"]) for line in fo_lines
+    )

@@ -77,9 +77,17 @@ def dataverse_lines(entity: str, header_lookup: str) -> dict[str, Any]:
     """Read a Dataverse order's or quote's lines (its salesorderdetail / quotedetail rows) as fetched.lines.
 
     A webhook names only the header (its id); the lines are rows of their own whose lookup to the header
-    reads back as _<lookup>_value ("salesorderdetail EntityType", "quotedetail EntityType").
+    reads back as _<lookup>_value ("salesorderdetail EntityType", "quotedetail EntityType"). A line of a
+    catalogue product names it by its productid lookup: the product's number is read with the line
+    ($expand, "Join tables using the Web API"); a write-in line carries it as productdescription.
     """
-    return {**fetch(entity, {f"_{header_lookup}_value": "id"}, "lines"), "many": True}
+    rule = {**fetch(entity, {f"_{header_lookup}_value": "id"}, "lines"), "many": True}
+    return {**rule, "expand": "productid($select=productnumber)"}
+
+
+# A line's item number: its catalogue product's number (dataverse_lines expands it), else a write-in line's
+# productdescription (isproductoverridden).
+LINE_PRODUCT_NUMBER = {"expr": "coalesce(productid.productnumber, productdescription)", "required": True}
 
 
 # The sandbox's Dataverse unit (uom) rows: uomid by unit name. On a real environment an operator enters

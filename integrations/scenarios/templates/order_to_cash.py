@@ -14,6 +14,7 @@ from typing import Any
 
 from integrations.scenarios.templates.builders import (
     INVOICE_COPIES,
+    LINE_PRODUCT_NUMBER,
     RETRY,
     SANDBOX_UOMS,
     WEBHOOK,
@@ -86,13 +87,13 @@ ORDER_TO_S4 = {
         },
         "RequestedDeliveryDate": {"path": "attributes.requestdeliveryby", "type": "date", "format": "odata"},
         "TransactionCurrency": {"path": "attributes.transactioncurrencyid.Name", "default": "USD"},
-        # The order's salesorderdetail rows (options.fetch): write-in products whose productdescription
-        # carries the material number (isproductoverridden).
+        # The order's salesorderdetail rows (options.fetch): a catalogue product's number (expanded), or a
+        # write-in product's productdescription, is the material number.
         "to_Item": {
             "each": "fetched.lines",
             "fields": {
                 "SalesOrderItem": {"expr": "string(($index + 1) * 10)"},
-                "Material": {"path": "productdescription", "required": True},
+                "Material": LINE_PRODUCT_NUMBER,
                 "RequestedQuantity": {"path": "quantity", "type": "decimal", "required": True},
                 "RequestedQuantityUnit": {"path": "_uomid_value", "lookup": {"map": "o2c-uom-d365-to-s4"}},
                 # No NetAmount: S/4 prices the item itself (sap:creatable="false" in $metadata).

@@ -12,6 +12,7 @@ from __future__ import annotations
 from integrations.scenarios.templates.builders import (
     FINOPS_INVOICES,
     INVOICE_COPIES,
+    LINE_PRODUCT_NUMBER,
     RETRY,
     SANDBOX_UOMS,
     WEBHOOK,
@@ -134,13 +135,14 @@ PRODUCT_TO_SALES = {
 def sales_lines(quantity_field: str) -> dict:
     """The order's or quote's detail rows (fetched.lines, see dataverse_lines) as F&O lines.
 
-    The lines are write-in products: productdescription carries the item number (isproductoverridden).
+    A line names a catalogue product (productid, its number expanded) or is a write-in product whose
+    productdescription carries the item number (isproductoverridden).
     """
     return {
         "each": "fetched.lines",
         "fields": {
             "LineCreationSequenceNumber": {"expr": "$index + 1", "type": "integer"},
-            "ItemNumber": {"path": "productdescription", "required": True},
+            "ItemNumber": LINE_PRODUCT_NUMBER,
             quantity_field: {"path": "quantity", "type": "decimal", "as": "number", "required": True},
             "SalesUnitSymbol": {
                 "path": "_uomid_value",

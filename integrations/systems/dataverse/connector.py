@@ -376,19 +376,30 @@ class DataverseConnector(MicrosoftConnector):
             raise
         return response.json()
 
-    def fetch_rows(self, *, entity: str, key: dict[str, Any], company: str = "") -> list[dict[str, Any]]:
+    expands = True  # fetch_rows takes $expand: a line's product read with it ("Join tables using the Web API")
+
+    def fetch_rows(
+        self, *, entity: str, key: dict[str, Any], company: str = "", expand: str = ""
+    ) -> list[dict[str, Any]]:
         """Every row whose columns equal key: an order's lines, {"_salesorderid_value": <order id>}.
 
         GUIDs are bare literals in a Web API $filter ("Filter rows": _parentaccountid_value eq <guid>).
         """
         clauses = [f"{name} eq {_filter_literal(value)}" for name, value in key.items()]
-        return list(self.query(entity, filter=" and ".join(clauses)))
+        return list(self.query(entity, filter=" and ".join(clauses), expand=expand))
 
     def query(
-        self, entity: str, *, filter: str = "", select: str = "", top: int | None = None, page_size: int | None = None
+        self,
+        entity: str,
+        *,
+        filter: str = "",
+        select: str = "",
+        expand: str = "",
+        top: int | None = None,
+        page_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Rows of a table, following @odata.nextLink page by page."""
-        params = {k: v for k, v in (("$filter", filter), ("$select", select)) if v}
+        params = {k: v for k, v in (("$filter", filter), ("$select", select), ("$expand", expand)) if v}
         if top is not None:
             params["$top"] = str(top)
         headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={page_size or self.page_size}"}
