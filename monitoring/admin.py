@@ -118,9 +118,12 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
             return "—"
         if not found.get("checked"):
             return f"not checkable: {found.get('reason', '')}"
+        unkeyed = (
+            f", {found['unkeyed']} without their key ({found.get('unkeyed_error', '')})" if found.get("unkeyed") else ""
+        )
         return (
             f"{found.get('listed', 0)} listed in {found.get('entity', '')}, {found.get('skipped_by_filter', 0)} "
-            f"skipped by the flow's filter, {found.get('missing_from_hub', 0)} never reached the hub"
+            f"skipped by the flow's filter, {found.get('missing_from_hub', 0)} never reached the hub{unkeyed}"
         )
 
     @admin.display(description="business totals")

@@ -184,3 +184,35 @@ def test_a_dataverse_flow_is_listed_by_its_tables_definition(make_flow, datavers
         "NEVER-1",
     )
     assert missing.source_key == record["id"] == record["attributes"]["accountid"]
+
+
+def test_a_listed_record_without_its_key_is_counted_and_the_rest_still_checked(s4_flow, capsys):
+    schedule = ReconciliationSchedule.objects.get(flow=s4_flow)
+    schedule.source_key_field = "PurchaseOrderByCustomer"  # a key some orders lack
+    schedule.save()
+    create_at_source(s4_flow, 1)
+    get_connector(s4_flow.source).deliver(
+        DeliveryRequest(
+            entity=ORDERS,
+            operation="create",
+            payload={
+                "SalesOrderType": "OR",
+                "SalesOrganization": "1710",
+                "DistributionChannel": "10",
+                "OrganizationDivision": "00",
+                "SoldToParty": "17100001",
+            },
+            key={},
+            idempotency_key="so-no-reference",
+        )  # fmt: skip
+    )
+
+    with pytest.raises(SystemExit) as exited:
+        call_command("reconcile", "--flow", s4_flow.slug)
+
+    run = s4_flow.reconciliation_runs.first()
+    source_pass = run.totals["source_pass"]
+    assert exited.value.code == 1
+    assert (source_pass["listed"], source_pass["unkeyed"], run.missing_from_hub) == (2, 1, 1)
+    assert "without key field(s) PurchaseOrderByCustomer" in source_pass["unkeyed_error"]
+    assert f"{s4_flow.slug}: 1 source record(s) without their key" in capsys.readouterr().out

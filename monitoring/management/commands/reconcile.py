@@ -58,8 +58,12 @@ class Command(BaseCommand):
             source_pass = (run.totals or {}).get(SOURCE_PASS) or {}
             if source_pass and not source_pass.get("checked"):
                 self.stdout.write(f"{flow.slug}: source not checkable for missing records: {source_pass['reason']}")
+            if unkeyed := source_pass.get("unkeyed", 0):  # listed but not checkable: counted like unreadable
+                self.stdout.write(
+                    f"{flow.slug}: {unkeyed} source record(s) without their key: {source_pass['unkeyed_error']}"
+                )
             failed += run.status == ReconciliationRun.Status.FAILED
-            different += run.discrepancies_count + run.errors
+            different += run.discrepancies_count + run.errors + unkeyed
         self.stdout.write(f"{len(chosen)} flow(s): {different} difference(s), {failed} failed")
         if failed:
             raise SystemExit(2)
