@@ -201,6 +201,8 @@ def message_fetch(*, message: Message) -> dict[str, Any]:
                 path=shapeless[0],
             )
         company = _fetch_company(rule, seen)
+        if rule.expand and not rule.many:
+            raise MappingError(f"fetch {rule.as_}: expand reads with the rows of a many rule only", field="fetch")
         if rule.many:
             fetched[rule.as_] = _fetch_rows(connector, rule, key, company)
             continue

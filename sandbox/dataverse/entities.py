@@ -50,7 +50,8 @@ def create_row(call: Call, table: Table, set_name: str, body: dict[str, Any]) ->
             if failure := validate(TABLES[related_set], related_set, row, creating=True):
                 return failure, ""
     values = stored_values(body)
-    primary = str(values.pop(table.primary_id, "") or "") or None
+    # Dataverse keeps a GUID as a value, answered in lower case whatever case it was sent in.
+    primary = str(values.pop(table.primary_id, "") or "").strip("{}").lower() or None
     if primary and live(set_name).filter(key=primary).exists():
         return error(412, "0x80040237", "Cannot insert duplicate key."), ""
     if failure := duplicate_key(table, set_name, values):
@@ -159,6 +160,8 @@ def _related(call: Call, table: Table, set_name: str, raw_key: str, navigation: 
         return error(400, "0x80060888", str(exc))
     if failure or record is None:
         return failure or not_found(table, raw_key)
+    if failure := unsupported_option(call, ROW_OPTIONS):  # refused, never silently ignored
+        return failure
     related_set, column = target
     related_table = TABLES[related_set]
     select = call.query.get("$select")

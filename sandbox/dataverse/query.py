@@ -58,9 +58,9 @@ def _delta_token(seq: int) -> str:
 
 
 # What the emulator implements. Dataverse answers 400 to a query option it does not know; the options it
-# knows but the sandbox does not implement ($expand, $apply, $count, $search, fetchXml, savedQuery,
-# userQuery, parameter aliases) are refused too rather than silently ignored, which would return the
-# whole table. "Query data using the Web API"
+# knows but the sandbox does not implement ($apply, $count, $search, fetchXml, savedQuery, userQuery,
+# parameter aliases; $expand beyond a table read's simple lookups) are refused too rather than silently
+# ignored, which would return the whole table. "Query data using the Web API"
 # https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-data-web-api
 LIST_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$skiptoken", "$deltatoken", "$expand"})
 ROW_OPTIONS = frozenset({"$select"})

@@ -14,6 +14,8 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from integrations.protocols.odata import ODataError
+from integrations.protocols.odata.keys import parse_key
 from sandbox.common import v4
 from sandbox.common.result import Result
 from sandbox.common.v4 import select_fields
@@ -279,20 +281,39 @@ def _lookup_failure(table: Table, name: str, value: Any, lookups: tuple[str, ...
     return None
 
 
-_BOUND_ID = re.compile(r"^/?(\w+)\(\{?([0-9A-Fa-f-]{36})\}?\)$")
+_BOUND_ROW = re.compile(r"^(?:.*/)?(\w+)\((.+)\)$")  # /set(<id>) or /set(<alternate key>), relative or absolute
+_GUID = re.compile(r"^\{?([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\}?$")
+
+
+def _bound_row(value: Any) -> tuple[str, str, str | None] | None:
+    """(entity set, the bind's key text, the bound row's id or None when no row has it) for a bind to a table
+    the sandbox holds; None for any other bind (uoms, pricelevels, …), which is not checked."""
+    match = _BOUND_ROW.match(value.strip()) if isinstance(value, str) else None
+    if not match or match.group(1) not in TABLES:
+        return None
+    set_name, key_text = match.groups()
+    if guid := _GUID.match(key_text):
+        record_id = guid.group(1).lower()
+        return set_name, record_id, record_id if live(set_name).filter(key=record_id).exists() else None
+    try:
+        fields = parse_key(key_text)
+    except (ValueError, ODataError):
+        return None
+    if not isinstance(fields, dict):
+        return None
+    found = live(set_name).filter(**{f"data__{name}": field_value for name, field_value in fields.items()})
+    return set_name, key_text, found.values_list("key", flat=True).first()
 
 
 def _unbound(name: str, value: Any) -> Result | None:
-    """A bind by id to a row of an emulated table that does not exist: 404, as Dataverse answers it."""
-    if not name.endswith("@odata.bind") or not isinstance(value, str):
+    """A bind to a row of an emulated table that does not exist: 404, as Dataverse answers it."""
+    bound = _bound_row(value) if name.endswith("@odata.bind") else None
+    if bound is None or bound[2] is not None:
         return None
-    match = _BOUND_ID.match(value.strip())
-    if not match or match.group(1) not in TABLES:
-        return None
-    set_name, record_id = match.group(1), match.group(2).lower()
-    if live(set_name).filter(key=record_id).exists():
-        return None
-    return error(404, "0x80040217", f"{TABLES[set_name].logical_name} With Id = {record_id} Does Not Exist")
+    set_name, key_text, _ = bound
+    if _GUID.match(key_text):
+        return error(404, "0x80040217", f"{TABLES[set_name].logical_name} With Id = {key_text} Does Not Exist")
+    return not_found(TABLES[set_name], {"key": key_text})
 
 
 def stored_values(body: dict[str, Any]) -> dict[str, Any]:
@@ -302,8 +323,11 @@ def stored_values(body: dict[str, Any]) -> dict[str, Any]:
         if name.startswith("@"):
             continue
         if name.endswith("@odata.bind"):
+            # The bound row's id (a GUID in lower case, an alternate key resolved), as Dataverse stores a lookup.
+            bound = _bound_row(value)
             match = re.search(r"\(([^)]*)\)\s*$", str(value))
-            values[f"_{lookup_name(name.removesuffix('@odata.bind'))}_value"] = match.group(1) if match else value
+            stored = bound[2] if bound and bound[2] else (match.group(1) if match else value)
+            values[f"_{lookup_name(name.removesuffix('@odata.bind'))}_value"] = stored
         else:
             values[name] = value
     return values

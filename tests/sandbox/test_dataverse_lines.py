@@ -172,3 +172,37 @@ def test_a_line_bound_to_a_product_that_does_not_exist_is_refused(dv: MsClient) 
     assert response.status_code == 404
     assert response.json()["error"] == {"code": "0x80040217", "message": f"product With Id = {missing} Does Not Exist"}
     assert live("salesorderdetails").exists() is False
+
+
+def test_binds_name_rows_by_id_in_any_case_or_by_alternate_key_and_lookups_store_the_id(dv: MsClient) -> None:
+    """Associate table rows on create: "/<set>(<id>)" or an alternate key "/<set>(<column>='…')", relative or
+    absolute; Dataverse stores the row's GUID (lower case) and answers 404 for a row that does not exist."""
+    product_id = "5C3B2A10-0000-4000-8000-0000000000AB"
+    assert (
+        dv.call(
+            "POST", f"{API}/products", json={"productid": product_id, "name": "Lamp", "productnumber": "L-1"}
+        ).status_code
+        == 204
+    )
+    order_id = _order(dv, "SO-P3")
+    by_key = {**_line(order_id, "", 2), "productid@odata.bind": "/products(productnumber='L-1')"}
+    by_upper_id = {**_line(order_id, "", 3), "productid@odata.bind": f"/products({product_id})"}
+    by_key["salesorderid@odata.bind"] = "/salesorders(ordernumber='SO-P3')"
+    for line in (by_key, by_upper_id):
+        assert dv.call("POST", f"{API}/salesorderdetails", json=line).status_code == 204
+    missing = {**_line(order_id, "", 1), "productid@odata.bind": f"https://x/api/data/v9.2/products({UOM})"}
+
+    refused = dv.call("POST", f"{API}/salesorderdetails", json=missing)
+    read = dv.call(
+        "GET",
+        f"{API}/salesorderdetails",
+        params={"$filter": f"_salesorderid_value eq {order_id}", "$expand": "productid($select=productnumber)"},
+    )
+    related = dv.call("GET", f"{API}/salesorders({order_id})/order_details", params={"$expand": "productid"})
+
+    assert refused.status_code == 404
+    assert {(row["_productid_value"], row["productid"]["productnumber"]) for row in read.json()["value"]} == {
+        (product_id.lower(), "L-1")
+    }
+    assert len(read.json()["value"]) == 2
+    assert related.status_code == 400  # refused, never silently ignored

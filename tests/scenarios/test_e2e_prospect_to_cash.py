@@ -373,3 +373,27 @@ def test_a_sales_order_of_catalogue_products_reaches_fo_with_their_item_numbers(
     assert sorted((products[d.data["_productid_value"]], d.data["quantity"]) for d in details) == sorted(
         (line.data["ItemNumber"], line.data["OrderedSalesQuantity"]) for line in fo_lines
     )
+
+
+def test_an_initial_load_of_the_orders_flow_carries_orders_that_exist_before_go_live(start_worker, flows):
+    """A listed order names its account as _customerid_value; a webhook carries it as an EntityReference
+    (attributes.customerid), which the order flow's customer link reads: a loaded row is stored that way."""
+    from integrations.bulk import load
+    from tests.bulk.test_initial_load import run_pages
+
+    EmulatorSubscription.objects.update(enabled=False)
+    orders = traffic.sales_orders(count=2, template="prospect_to_cash", seed=21)
+    EmulatorSubscription.objects.update(enabled=True)
+    start_worker()
+
+    run_pages(load.load_start(flow=flows[ACCOUNTS]))
+    wait_until(lambda: delivered(ACCOUNTS, 2))
+    run = run_pages(load.load_start(flow=flows["p2c-orders-sales-to-fo"]))
+    wait_until(lambda: delivered("p2c-orders-sales-to-fo", 2), sweep=True)
+
+    assert (orders.failed, run.written, run.failed) == ([], 2, 0)
+    loaded = Message.objects.filter(flow__slug="p2c-orders-sales-to-fo").first()
+    assert loaded.payload_in["attributes"]["customerid"]["Id"]
+    assert "_customerid_value" not in loaded.payload_in["attributes"]
+    headers = EmulatorRecord.objects.filter(emulator="finops", entity="SalesOrderHeadersV2")
+    assert sorted(h.key for h in headers) == sorted(orders.created)

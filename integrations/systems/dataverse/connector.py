@@ -25,6 +25,7 @@ from integrations.protocols.microsoft import BatchPart, MicrosoftConnector
 from integrations.protocols.odata.keys import format_key, literal
 from integrations.protocols.transport import ConnectionReport, DeliveryRequest, DeliveryResult, classify_status
 from integrations.systems.dataverse import bulk
+from integrations.systems.dataverse.inbound import update_event
 from integrations.systems.dataverse.keys import canonical_key
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 API_PATH = "/api/data/v9.2"
 MAX_BATCH = 1000  # Dataverse refuses a $batch of more than 1,000 requests
 ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
+# Rows read to be stored as webhook messages: each lookup's table and name come as annotations (update_event).
+ANNOTATIONS = 'odata.include-annotations="*"'
 # Primary id columns that do not follow "<logical name>id".
 PRIMARY_IDS = {"tasks": "activityid", "emails": "activityid", "phonecalls": "activityid", "appointments": "activityid"}
 
@@ -47,14 +50,6 @@ def primary_id(entity_set: str) -> str:
         return PRIMARY_IDS[entity_set]
     singular = entity_set[:-3] + "y" if entity_set.endswith("ies") else entity_set.removesuffix("s")
     return f"{singular}id"
-
-
-def update_event(logical_name: str, record_id: str, row: dict[str, Any]) -> dict[str, Any]:
-    """A table row as the message a webhook's Update makes of it (the flows' mappings read `attributes.*`):
-    what the change-tracking poll, an initial load and a reconciliation repair store for a row they read."""
-    attributes = {key: value for key, value in row.items() if not key.startswith("@odata")}
-    etag = row.get("@odata.etag", "")
-    return {"event": "Update", "entity": logical_name, "id": record_id, "attributes": attributes, "etag": etag}
 
 
 def is_deleted(record: dict[str, Any]) -> bool:
@@ -414,7 +409,7 @@ class DataverseConnector(MicrosoftConnector):
         {"@odata.context": "…/$deletedEntity", "id": <guid>, "reason": "deleted"}; see is_deleted().
         https://learn.microsoft.com/power-apps/developer/data-platform/use-change-tracking-synchronize-data-external-systems
         """
-        headers = {**ODATA_HEADERS, "Prefer": f"odata.track-changes,odata.maxpagesize={self.page_size}"}
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.track-changes,odata.maxpagesize={self.page_size},{ANNOTATIONS}"}
         url: str | None = cursor or f"{self.api}/{entity}"
         params = {"$select": select} if select and not cursor else None
         records: list[dict[str, Any]] = []
@@ -442,7 +437,7 @@ class DataverseConnector(MicrosoftConnector):
         """
         filters = filters or {}
         size = min(5000, int(filters.get("page_size") or self.page_size))
-        headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={size}"}
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={size},{ANNOTATIONS}"}
         if cursor:
             response = self.request("GET", cursor, headers=headers)
         else:

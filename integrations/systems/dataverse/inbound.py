@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from integrations.protocols.events import (
@@ -219,3 +220,28 @@ FORMAT = InboundFormat(
     entity_field="PrimaryEntityName",
     entity_is_flow_entity=True,
 )
+
+
+_LOOKUP_VALUE = re.compile(r"^_(\w+)_value$")
+_LOGICAL_NAME, _FORMATTED = "@Microsoft.Dynamics.CRM.lookuplogicalname", "@OData.Community.Display.V1.FormattedValue"
+
+
+def update_event(logical_name: str, record_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A table row as the message a webhook's Update makes of it (the flows' mappings read `attributes.*`):
+    what the change-tracking poll, an initial load and a reconciliation repair store for a row they read.
+
+    A lookup reads back as `_<lookup>_value` (with its table and name as annotations, when asked for);
+    a webhook carries it as an EntityReference under the lookup's name, {"LogicalName", "Id", "Name"}, and
+    that is what the flows' links and mappings read (attributes.customerid): so it becomes one.
+    """
+    attributes: dict[str, Any] = {}
+    for key, value in row.items():
+        if key.startswith("@odata") or "@" in key:
+            continue
+        if match := _LOOKUP_VALUE.match(key):
+            reference = {"LogicalName": row.get(key + _LOGICAL_NAME), "Id": value, "Name": row.get(key + _FORMATTED)}
+            attributes[match.group(1)] = reference if value else None
+        else:
+            attributes[key] = value
+    etag = row.get("@odata.etag", "")
+    return {"event": "Update", "entity": logical_name, "id": record_id, "attributes": attributes, "etag": etag}

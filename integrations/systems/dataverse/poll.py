@@ -20,7 +20,8 @@ from typing import Any
 from integrations.models import AxPollCursor, Flow
 from integrations.protocols.polling import PollBatch, PolledRecord
 from integrations.systems import get_connector
-from integrations.systems.dataverse.connector import DataverseConnector, is_deleted, primary_id, update_event
+from integrations.systems.dataverse.connector import DataverseConnector, is_deleted, primary_id
+from integrations.systems.dataverse.inbound import update_event
 from integrations.systems.dataverse.keys import canonical_key
 
 
