@@ -285,14 +285,14 @@ def test_a_slow_target_never_gets_a_message_twice_from_the_sweeper(start_worker,
     start_worker("w1", concurrency=2, queues=DELIVERY_QUEUE, **tuning)
     start_worker("w2", concurrency=2, queues=DELIVERY_QUEUE, **tuning)
     sweeper = start_worker("sweeper", queues=SWEEP_QUEUE, beat=True, **tuning)
-    messages = [order(flow, n) for n in range(10)]
+    messages = [order(flow, n) for n in range(7)]  # 4 slots, one target slot: most wait longer than the old lease
 
-    wait_until(lambda: Message.objects.filter(status=Status.DELIVERED).count() == 10, timeout=200)
+    wait_until(lambda: Message.objects.filter(status=Status.DELIVERED).count() == 7, timeout=200)
 
     assert_each_written_once([m.source_record_key for m in messages])
     assert_each_message_written_once()
     assert_never_in_flight_twice()
-    assert RecordLink.objects.count() == 10
+    assert RecordLink.objects.count() == 7
     assert sweeper.log_path.read_text().count("integrations.tasks.sweep_messages") >= 5  # it did sweep, all along
 
 
@@ -465,16 +465,16 @@ def test_redis_down_at_ingest_answers_202_and_the_sweeper_delivers_once_it_is_ba
 
         answers = [
             client.post(f"/api/ingest/{flow.slug}", {"id": f"evt-{n}", "OrderNumber": f"SO-{n}"}, "application/json")
-            for n in range(10)
+            for n in range(4)  # each waits out the broker's connection timeout: a few show it
         ]
 
-        assert [a.status_code for a in answers] == [202] * 10, answers[0].content
-        assert Message.objects.count() == 10
-        assert Message.objects.filter(queued_at__isnull=True).count() == 10  # left to the sweeper, at once
+        assert [a.status_code for a in answers] == [202] * 4, answers[0].content
+        assert Message.objects.count() == 4
+        assert Message.objects.filter(queued_at__isnull=True).count() == 4  # left to the sweeper, at once
         redis_server.start()
         governor.backend().reset()
-        wait_until(lambda: Message.objects.filter(status=Status.DELIVERED).count() == 10, timeout=90, sweep=True)
-        assert_each_written_once([f"SO-{n}" for n in range(10)])
+        wait_until(lambda: Message.objects.filter(status=Status.DELIVERED).count() == 4, timeout=90, sweep=True)
+        assert_each_written_once([f"SO-{n}" for n in range(4)])
         assert_each_message_written_once()
         assert_never_in_flight_twice()
     finally:
