@@ -346,9 +346,10 @@ def _source_pass(flow: Flow, schedule: ReconciliationSchedule) -> tuple[dict[str
     """List the flow's source and return (the pass's summary, the records that never reached the hub).
 
     1. What to read is what an initial load reads (load_source: the schedule's entity and key field, else
-       options.poll); a source that cannot be listed is not checkable, with the reason.
-    2. Read page by page (read_page), key each record in the pipeline's form (record_identity) and drop
-       those the flow's filter skips (filter_reason on the record, as the pipeline would see it).
+       options.poll, options.listing, an S/4 flow's first fetch rule or the connector's listing), in the
+       company a load reads (read_company); a source that cannot be listed is not checkable, with the reason.
+    2. Read page by page (read_page), key and shape each record as its message would be (listed_reader)
+       and drop those the flow's filter skips (filter_reason on the record, as the pipeline would see it).
     3. A record is missing when neither a RecordLink nor a Message of the flow has its key.
     """
     try:
