@@ -27,6 +27,7 @@ from sandbox.dataverse.store import (
     live,
     not_found,
     stored_values,
+    unknown_selected,
     validate,
     write,
     written,
@@ -165,6 +166,8 @@ def _related(call: Call, table: Table, set_name: str, raw_key: str, navigation: 
     related_set, column = target
     related_table = TABLES[related_set]
     select = call.query.get("$select")
+    if failure := unknown_selected(related_table, related_set, select):
+        return failure
     rows = live(related_set).filter(**{f"data__{column}": record.key}).order_by("key")
     return Result.json(
         {
@@ -200,6 +203,8 @@ def dispatch(call: Call) -> Result:
     set_name, raw_key = match.group("set"), match.group("key")
     if match.group("navigation"):
         return _related(call, table, set_name, raw_key or "", match.group("navigation"))
+    if failure := unknown_selected(table, set_name, call.query.get("$select")):  # before any read or write
+        return failure
     try:
         key = parse_key(raw_key) if raw_key is not None else None
         body: Any = None

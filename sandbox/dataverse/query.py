@@ -14,7 +14,7 @@ from integrations.protocols.odata.filter import V4, parse_filter
 from sandbox.common.result import Result
 from sandbox.common.v4 import order_by
 from sandbox.dataverse.auth import error
-from sandbox.dataverse.store import Call, context_url, entity_json, live
+from sandbox.dataverse.store import Call, context_url, entity_json, live, unknown_selected
 from sandbox.dataverse.tables import EMULATOR, LOOKUP_TARGETS, LOOKUPS, MAX_PAGE_SIZE, TABLES, Table
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import equal_rows, equality_groups, next_change_seq
@@ -85,7 +85,10 @@ def expansions(set_name: str, text: str) -> list[tuple[str, str, str | None]] | 
                 f"({', '.join(n for n in LOOKUPS.get(set_name, ()) if n in LOOKUP_TARGETS) or 'none'}), "
                 "optionally with a nested $select; Dataverse takes more (docs/sandbox.md).",
             )
-        found.append((name, LOOKUP_TARGETS[name], match.group(2)))
+        target = LOOKUP_TARGETS[name]
+        if failure := unknown_selected(TABLES[target], target, match.group(2)):
+            return failure
+        found.append((name, target, match.group(2)))
     return found
 
 

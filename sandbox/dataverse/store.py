@@ -21,7 +21,16 @@ from sandbox.common.result import Result
 from sandbox.common.v4 import select_fields
 from sandbox.dataverse.auth import error
 from sandbox.dataverse.context import Caller
-from sandbox.dataverse.tables import _ATTRIBUTE, EMULATOR, LOOKUPS, ORGANIZATION, TABLES, Table, lookup_name
+from sandbox.dataverse.tables import (
+    _ATTRIBUTE,
+    EMULATOR,
+    LOOKUPS,
+    ORGANIZATION,
+    SYSTEM_COLUMNS,
+    TABLES,
+    Table,
+    lookup_name,
+)
 from sandbox.models import EmulatorRecord
 from sandbox.models.store import next_change_seq
 
@@ -246,6 +255,28 @@ def _declared(table: Table, name: str, lookups: tuple[str, ...]) -> bool:
     if table.columns is None:
         return True
     return name in table.columns or name == table.primary_id or lookup_name(name) in lookups
+
+
+def unknown_selected(table: Table, set_name: str, select: str | None) -> Result | None:
+    """The 400 for a $select naming a column that a table with declared columns lacks, None otherwise.
+
+    Dataverse refuses the query ("Could not find a property named …", as for a write) rather than answering
+    the column as null; a lookup is selected as _<lookup>_value. "Select columns" in "Query data using the
+    Web API": https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns
+    """
+    if not select or table.columns is None:
+        return None
+    lookups = LOOKUPS.get(set_name, ())
+    for name in filter(None, (part.strip() for part in select.split(","))):
+        lookup = name[1:-6] if name.startswith("_") and name.endswith("_value") else None
+        if name in table.columns or name in SYSTEM_COLUMNS or name == table.primary_id or lookup in lookups:
+            continue
+        return error(
+            400,
+            "0x80060888",
+            f"Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{table.logical_name}'.",
+        )
+    return None
 
 
 _BIND = re.compile(r"^(?:.*/)?\w+\((?:[0-9A-Fa-f-]{36}|\w+=.+)\)$")

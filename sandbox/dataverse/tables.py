@@ -74,13 +74,39 @@ _ORDER_COLUMNS = _SALES_HEADER_COLUMNS | {
     "icb_goodsmovementstatus",
 }
 _QUOTE_COLUMNS = _SALES_HEADER_COLUMNS | {"closedon", "effectivefrom", "effectiveto", "expireson", "quotenumber"}
+# Product columns ("product EntityType", Web API reference): the standard ones a catalogue sync writes.
+_PRODUCT_COLUMNS = frozenset(
+    {
+        "currentcost",
+        "description",
+        "name",
+        "price",
+        "productnumber",
+        "productstructure",
+        "producttypecode",
+        "quantitydecimal",
+        "standardcost",
+        "statecode",
+        "statuscode",
+        "stockvolume",
+        "stockweight",
+        "validfromdate",
+        "validtodate",
+        "vendorname",
+        "vendorpartnumber",
+    }
+)
+# Columns the platform sets on every row (read-only): a $select may name them on any table.
+SYSTEM_COLUMNS = frozenset({"createdon", "modifiedon", "versionnumber"})
 
 TABLES: dict[str, Table] = {
     "accounts": Table("account", "accountid", (("accountnumber",),), ("name",), {"name": 160, "accountnumber": 20}),
     "contacts": Table(
         "contact", "contactid", (("emailaddress1",), ("msdyn_contactpersonid",)), ("lastname",), {"lastname": 50}
     ),
-    "products": Table("product", "productid", (("productnumber",),), ("name",), {"name": 100, "productnumber": 100}),
+    "products": Table(
+        "product", "productid", (("productnumber",),), ("name",), {"name": 100, "productnumber": 100}, _PRODUCT_COLUMNS
+    ),
     "quotes": Table("quote", "quoteid", (("quotenumber",),), ("name",), {"name": 300}, _QUOTE_COLUMNS),
     "salesorders": Table("salesorder", "salesorderid", (("ordernumber",),), ("name",), {"name": 300}, _ORDER_COLUMNS),
     "invoices": Table("invoice", "invoiceid", (("invoicenumber",),), ("name",), {"name": 300}),

@@ -48,6 +48,12 @@ def test_key_normal_forms_are_the_forms_the_targets_answer_with():
     assert canonical_key("s4hana", "SalesOrder='1',SalesOrderItem='10'") == "SalesOrder='1',SalesOrderItem='10'"
     assert canonical_value("finops", "dataAreaId", "SE01") == "se01"
     assert canonical_value("finops", "CustomerAccount", "C-1") == "C-1"
+    # AX names a document by its key field's value, in a poll as in a load's predicate; a bare key that
+    # contains "=" is still a bare key, not a predicate of a field named A.
+    assert canonical_key("ax2012", "dataAreaId='dk01',AccountNum='C-1'") == canonical_key("ax2012", "C-1") == "C-1"
+    assert canonical_key("ax2012", "SalesId='SO''7'") == "SO'7"
+    assert canonical_key("ax2012", "A=1") == "A=1"
+    assert canonical_key("ax2012", "dataAreaId='dk01',RecId=5") == "dataAreaId='dk01',RecId=5"
     assert canonical_key("recorder", "ABC") == "ABC"  # a kind without a key form keeps its keys
 
 

@@ -206,3 +206,43 @@ def test_binds_name_rows_by_id_in_any_case_or_by_alternate_key_and_lookups_store
     }
     assert len(read.json()["value"]) == 2
     assert related.status_code == 400  # refused, never silently ignored
+
+
+def test_a_select_of_a_column_the_table_lacks_is_refused_not_answered_as_null(dv: MsClient) -> None:
+    """Query data using the Web API ("Select columns"): a $select naming a column the table does not have is
+    400 "Could not find a property named … on type …" — in a table read, a row read, a related-rows read, a
+    nested $select of an $expand, and a write's return=representation (refused before the write)."""
+    order_id = _order(dv, "SO-9")
+    assert dv.call("POST", f"{API}/salesorderdetails", json=_line(order_id, "Chair", 1)).status_code == 204
+    reads = {
+        "table": dv.call("GET", f"{API}/salesorders", params={"$select": "name,ordernumbr"}),
+        "row": dv.call("GET", f"{API}/salesorders({order_id})", params={"$select": "icb_lines"}),
+        "related": dv.call("GET", f"{API}/salesorders({order_id})/order_details", params={"$select": "qty"}),
+        "nested": dv.call(
+            "GET",
+            f"{API}/salesorderdetails",
+            params={"$select": "quantity", "$expand": "productid($select=productnumber,itemnumber)"},
+        ),
+    }
+    write = dv.call(
+        "POST",
+        f"{API}/salesorders",
+        json={"name": "Order SO-10", "ordernumber": "SO-10"},
+        params={"$select": "name,total"},
+        headers={"Prefer": "return=representation"},
+    )
+    fine = dv.call(
+        "GET",
+        f"{API}/salesorderdetails",
+        params={"$select": "quantity,_salesorderid_value,createdon", "$expand": "salesorderid($select=ordernumber)"},
+    )
+
+    wrong = {"table": "ordernumbr", "row": "icb_lines", "related": "qty", "nested": "itemnumber"}
+    for read, column in wrong.items():
+        assert reads[read].status_code == 400, (read, reads[read].text)
+        assert f"named '{column}' on type" in reads[read].json()["error"]["message"], read
+    assert write.status_code == 400
+    assert "named 'total' on type 'Microsoft.Dynamics.CRM.salesorder'" in write.json()["error"]["message"]
+    assert not live("salesorders").filter(data__ordernumber="SO-10").exists()
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["value"][0]["salesorderid"]["ordernumber"] == "SO-9"

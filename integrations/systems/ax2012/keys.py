@@ -18,16 +18,19 @@ COMPANY = "dataareaid"
 
 
 def canonical_key(text: str) -> str:
-    """A predicate of one key field (with or without dataAreaId) as that field's value; anything else as given."""
+    """A predicate of one key field (with or without dataAreaId) as that field's value; anything else as given.
+
+    AX key fields are strings, so a predicate names its value as a quoted literal (AccountNum='C-1'); a bare
+    key that merely contains "=" (A=1, a legal AccountNum) is no predicate and stays whole.
+    """
     text = (text or "").strip()
     try:
         parts = [(name, raw) for name, raw in key_parts(text) if (name or "").lower() != COMPANY]
     except ODataError:  # a bare AX key (C-1, SO-000123) is no OData literal: it is the normal form already
         return text
-    if len(parts) != 1:
+    if len(parts) != 1 or not parts[0][0] or not parts[0][1].startswith("'"):
         return text
-    raw = parts[0][1]
-    return string_value(raw) if raw.startswith("'") else raw
+    return string_value(parts[0][1])
 
 
 def canonical_value(field: str, value: Any) -> Any:
