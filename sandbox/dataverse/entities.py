@@ -10,6 +10,7 @@ from django.db import IntegrityError
 from integrations.protocols.odata import ODataError
 from integrations.protocols.odata.keys import format_key, parse_key
 from sandbox.common.result import Result
+from sandbox.dataverse.annotations import annotate
 from sandbox.dataverse.auth import error
 from sandbox.dataverse.bulk import BULK_PATH, bulk
 from sandbox.dataverse.events import raise_webhooks
@@ -169,11 +170,11 @@ def _related(call: Call, table: Table, set_name: str, raw_key: str, navigation: 
     if failure := unknown_selected(related_table, related_set, select):
         return failure
     rows = live(related_set).filter(**{f"data__{column}": record.key}).order_by("key")
+    value = [entity_json(related_table, r, select) for r in rows]
+    applied = annotate(call, value)
     return Result.json(
-        {
-            "@odata.context": context_url(call, related_set, select),
-            "value": [entity_json(related_table, r, select) for r in rows],
-        }
+        {"@odata.context": context_url(call, related_set, select), "value": value},
+        **({"Preference-Applied": applied} if applied else {}),
     )
 
 
@@ -230,12 +231,12 @@ def dispatch(call: Call) -> Result:
             if failure or record is None:
                 return failure or not_found(table, key)
             select = call.query.get("$select")
+            row = entity_json(table, record, select)
+            applied = annotate(call, [row])
             return Result.json(
-                {
-                    "@odata.context": context_url(call, set_name, select, entity=True),
-                    **entity_json(table, record, select),
-                },
+                {"@odata.context": context_url(call, set_name, select, entity=True), **row},
                 ETag=etag(record.version),
+                **({"Preference-Applied": applied} if applied else {}),
             )
         if call.method == "PATCH":
             return _upsert(call, table, set_name, key, body)

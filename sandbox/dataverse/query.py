@@ -13,6 +13,7 @@ from integrations.protocols.odata import ODataError
 from integrations.protocols.odata.filter import V4, parse_filter
 from sandbox.common.result import Result
 from sandbox.common.v4 import order_by
+from sandbox.dataverse.annotations import annotate
 from sandbox.dataverse.auth import error
 from sandbox.dataverse.store import Call, context_url, entity_json, live, unknown_selected
 from sandbox.dataverse.tables import EMULATOR, LOOKUP_TARGETS, LOOKUPS, MAX_PAGE_SIZE, TABLES, Table
@@ -189,14 +190,15 @@ def read_list(call: Call, table: Table, set_name: str) -> Result:
         body["@odata.nextLink"] = _link(call, set_name, **{"$skiptoken": _skiptoken(page + 1, records[-1].key, extra)})
     elif tracking:
         body["@odata.deltaLink"] = _link(call, set_name, **{"$deltatoken": _delta_token(snapshot)})
-    if _page_size(call):
-        headers["Preference-Applied"] = f"odata.maxpagesize={_page_size(call)}"
-    if tracking:
-        headers["Preference-Applied"] = ",".join(
-            filter(None, [headers.get("Preference-Applied"), "odata.track-changes"])
-        )
     body["value"] = [entity_json(table, r, select) for r in records]
     expanded(body["value"], records, wanted)
+    applied = [
+        f"odata.maxpagesize={_page_size(call)}" if _page_size(call) else "",
+        "odata.track-changes" if tracking else "",
+        annotate(call, body["value"]),
+    ]
+    if any(applied):
+        headers["Preference-Applied"] = ",".join(filter(None, applied))
     return Result.json(body, **headers)
 
 
@@ -225,9 +227,10 @@ def read_changes(call: Call, table: Table, set_name: str, delta: str) -> Result:
             )
         else:
             value.append(entity_json(table, record, select))
+    applied = annotate(call, value)
     body = {
         "@odata.context": f"{context_url(call, set_name, select)}/$delta",
         "value": value,
         "@odata.deltaLink": _link(call, set_name, **{"$deltatoken": _delta_token(snapshot)}),
     }
-    return Result.json(body)
+    return Result.json(body, **({"Preference-Applied": applied} if applied else {}))

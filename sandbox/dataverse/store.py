@@ -45,12 +45,12 @@ class Call(v4.Call):
     cache: dict[str, Any] = field(default_factory=dict)  # per request, shared by a $batch's parts
 
     def prefer(self) -> dict[str, str]:
-        values: dict[str, str] = {}
-        for item in self.headers.get("prefer", "").split(","):
-            name, _, value = item.strip().partition("=")
-            if name:
-                values[name.strip().lower()] = value.strip().strip('"')
-        return values
+        # Preferences are comma-separated; a quoted value may hold commas (include-annotations="a,b").
+        found = _PREFERENCE.findall(self.headers.get("prefer", ""))
+        return {name.lower(): value.strip().strip('"') for name, value in found}
+
+
+_PREFERENCE = re.compile(r'([\w.-]+)\s*(?:=\s*("[^"]*"|[^,]*))?')
 
 
 def etag(version: int) -> str:
@@ -247,7 +247,29 @@ def validate(table: Table, set_name: str, body: Any, *, creating: bool) -> Resul
                     "0x80040203",
                     f"Required field '{name}' is missing or empty for entity '{table.logical_name}'.",
                 )
+        return _line_product_failure(table, body)
     return None
+
+
+def _line_product_failure(table: Table, body: dict[str, Any]) -> Result | None:
+    """A new order or quote line names a catalogue product or is a write-in product, never neither.
+
+    "salesorderdetail EntityType" / "quotedetail EntityType": productid is the catalogue product, and
+    isproductoverridden says the line is a write-in product described by productdescription. The wording of
+    the refusal is the sandbox's own (docs/sandbox.md).
+    """
+    if table.logical_name not in ("salesorderdetail", "quotedetail"):
+        return None
+    catalogue = bool(body.get("productid@odata.bind"))
+    write_in = body.get("isproductoverridden") is True and bool(body.get("productdescription"))
+    if catalogue or write_in:
+        return None
+    return error(
+        400,
+        "0x80040203",
+        f"A {table.logical_name} needs a product: bind productid@odata.bind to a catalogue product, or set "
+        "isproductoverridden to true with a productdescription for a write-in product.",
+    )
 
 
 def _declared(table: Table, name: str, lookups: tuple[str, ...]) -> bool:

@@ -105,6 +105,25 @@ def test_a_dataverse_load_pages_with_maxpagesize_and_next_links(make_flow, datav
     assert loaded == {f"A{n}" for n in range(5)}  # each row as a webhook's Update carries it
 
 
+def test_a_dataverse_load_stores_a_lookup_as_the_webhooks_entity_reference(make_flow, dataverse_system):
+    """A loaded row's lookup is the EntityReference a webhook carries (its table and name included, read with
+    Prefer: odata.include-annotations), so links and mappings read attributes.parentcustomerid alike."""
+    connector = get_connector(dataverse_system)
+    account = connector.deliver(DeliveryRequest(entity="accounts", operation="upsert", payload={"name": "Contoso"},
+                                                key={"accountnumber": "A1"}, idempotency_key="acc-1"))  # fmt: skip
+    contact = {"lastname": "Smith", "parentcustomerid_account@odata.bind": f"/accounts({account.target_key})"}
+    connector.deliver(
+        DeliveryRequest(entity="contacts", operation="create", payload=contact, key={}, idempotency_key="c-1")
+    )
+    flow = make_flow(source=dataverse_system, entity="contact")
+
+    run = run_pages(load.load_start(flow=flow, entity="contacts", key=["contactid"]))
+
+    assert (run.state, run.written) == (LoadRun.State.DONE, 1)
+    loaded = Message.objects.get(flow=flow).payload_in["attributes"]
+    assert loaded["parentcustomerid"] == {"LogicalName": "account", "Id": account.target_key, "Name": "Contoso"}
+
+
 def test_an_ax_document_loaded_and_then_polled_has_one_source_key(ax, make_flow):
     """AIF names a document by its key field alone (getChangedKeys, EntityKeyList); the load's row key carries
     dataAreaId too. Both are stored in AX's normal form, so one record is one key (and one RecordLink)."""

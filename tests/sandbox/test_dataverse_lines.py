@@ -246,3 +246,30 @@ def test_a_select_of_a_column_the_table_lacks_is_refused_not_answered_as_null(dv
     assert not live("salesorders").filter(data__ordernumber="SO-10").exists()
     assert fine.status_code == 200, fine.text
     assert fine.json()["value"][0]["salesorderid"]["ordernumber"] == "SO-9"
+
+
+def test_a_line_with_neither_a_catalogue_nor_a_write_in_product_is_refused(dv: MsClient) -> None:
+    """salesorderdetail EntityType / quotedetail EntityType: a line is a catalogue product (productid) or a
+    write-in product (isproductoverridden, productdescription); one that is neither is refused, alone, in a
+    deep insert and in CreateMultiple, and nothing is stored."""
+    order_id = _order(dv, "SO-N1")
+    bare = {
+        k: v for k, v in _line(order_id, "Chair", 2).items() if k not in ("productdescription", "isproductoverridden")
+    }
+    not_overridden = {**_line(order_id, "Chair", 2), "isproductoverridden": False}
+    deep = {"name": "Quote Q-N1", "quotenumber": "Q-N1", "quote_details": [{"quantity": 1, "priceperunit": 3}]}
+    multiple = {"Targets": [{**bare, "@odata.type": "Microsoft.Dynamics.CRM.salesorderdetail"}]}
+
+    answers = [
+        dv.call("POST", f"{API}/salesorderdetails", json=bare),
+        dv.call("POST", f"{API}/salesorderdetails", json=not_overridden),
+        dv.call("POST", f"{API}/quotes", json=deep),
+        dv.call("POST", f"{API}/salesorderdetails/Microsoft.Dynamics.CRM.CreateMultiple", json=multiple),
+    ]
+
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert "needs a product" in answer.json()["error"]["message"]
+    assert not live("salesorderdetails").exists()
+    assert not live("quotes").exists()
+    assert dv.call("POST", f"{API}/salesorderdetails", json=_line(order_id, "Chair", 2)).status_code == 204

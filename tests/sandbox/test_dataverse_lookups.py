@@ -40,3 +40,36 @@ def test_a_bound_lookup_reads_back_as_its_value_property(dv: MsClient) -> None:
     assert created.status_code == 204, created.text
     assert read.json()["_defaultuomid_value"] == UOM
     assert garbage.status_code == 400
+
+
+def test_lookups_carry_their_table_and_name_when_the_read_asks_for_annotations(dv: MsClient) -> None:
+    """Select columns using OData (lookup property values, formatted values): with Prefer:
+    odata.include-annotations, a _<lookup>_value carries @Microsoft.Dynamics.CRM.lookuplogicalname and
+    @OData.Community.Display.V1.FormattedValue (the related row's primary name); without it, neither."""
+    created = dv.call("POST", f"{API}/accounts", json={"name": "Contoso", "accountnumber": "ACC-1"})
+    account_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    contact = {"lastname": "Smith", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}
+    contact_id = dv.call("POST", f"{API}/contacts", json=contact).headers["OData-EntityId"].rsplit("(", 1)[1][:-1]
+    lookup = "_parentcustomerid_value"
+
+    every = dv.call("GET", f"{API}/contacts", headers={"Prefer": 'odata.include-annotations="*"'})
+    one_term = dv.call(
+        "GET",
+        f"{API}/contacts({contact_id})",
+        headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.*",odata.maxpagesize=10'},
+    )
+    formatted = {"Prefer": 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'}
+    related = dv.call("GET", f"{API}/accounts({account_id})/contact_customer_accounts", headers=formatted)
+    plain = dv.call("GET", f"{API}/contacts({contact_id})")
+
+    row = every.json()["value"][0]
+    assert row[lookup] == account_id
+    assert row[f"{lookup}@Microsoft.Dynamics.CRM.lookuplogicalname"] == "account"
+    assert row[f"{lookup}@OData.Community.Display.V1.FormattedValue"] == "Contoso"
+    assert every.headers["Preference-Applied"] == 'odata.include-annotations="*"'
+    assert one_term.json()[f"{lookup}@Microsoft.Dynamics.CRM.lookuplogicalname"] == "account"
+    assert f"{lookup}@OData.Community.Display.V1.FormattedValue" not in one_term.json()
+    assert related.json()["value"][0][f"{lookup}@OData.Community.Display.V1.FormattedValue"] == "Contoso"
+    assert f"{lookup}@Microsoft.Dynamics.CRM.lookuplogicalname" not in related.json()["value"][0]
+    assert not [name for name in plain.json() if "@" in name and not name.startswith("@odata")]
+    assert "Preference-Applied" not in plain.headers

@@ -1,0 +1,64 @@
+"""Instance annotations a read answers when `Prefer: odata.include-annotations` asks for them.
+
+A lookup's `_<lookup>_value` carries the related row's table and its primary name:
+`_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname: "account"` and
+`_customerid_value@OData.Community.Display.V1.FormattedValue: "Contoso"`. The preference names terms: "*" is
+all of them, "Microsoft.Dynamics.CRM.*" a namespace, "-*" none. "Select columns using OData" (formatted values,
+lookup property values): https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns
+Simplified (docs/sandbox.md): only lookups are annotated, and only those naming a row of a table the sandbox
+holds; no formatted values of choices, money or dates, no associatednavigationproperty.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sandbox.dataverse.store import Call
+from sandbox.dataverse.tables import EMULATOR, TABLES, primary_name
+from sandbox.models import EmulatorRecord
+
+LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
+FORMATTED = "OData.Community.Display.V1.FormattedValue"
+PREFERENCE = "odata.include-annotations"
+_LOOKUP_VALUE = re.compile(r"^_\w+_value$")
+
+
+def _wanted(call: Call) -> tuple[list[str], str]:
+    """The terms the caller's preference takes, and the preference as it came (to say it was applied)."""
+    asked = call.prefer().get(PREFERENCE)
+    if not asked:
+        return [], ""
+    patterns = [part.strip() for part in asked.split(",") if part.strip()]
+    terms = [
+        term
+        for term in (LOGICAL_NAME, FORMATTED)
+        if any(p == "*" or p == term or (p.endswith(".*") and term.startswith(p[:-1])) for p in patterns)
+    ]
+    return terms, asked
+
+
+def annotate(call: Call, values: list[dict[str, Any]]) -> str:
+    """The answered rows' lookups annotated in place (one query for the page); the Preference-Applied entry,
+    or "" when no annotation was asked for."""
+    terms, asked = _wanted(call)
+    if not asked:
+        return ""
+    ids = {value for row in values for name, value in row.items() if _LOOKUP_VALUE.match(name) and value}
+    related = {
+        record.key: record
+        for record in EmulatorRecord.objects.filter(
+            emulator=EMULATOR, entity__in=list(TABLES), deleted=False, key__in=[str(i) for i in ids]
+        )
+    }
+    for row in values:
+        for name, value in list(row.items()):
+            record = related.get(value) if _LOOKUP_VALUE.match(name) and isinstance(value, str) else None
+            if record is None:
+                continue
+            found = {
+                LOGICAL_NAME: TABLES[record.entity].logical_name,
+                FORMATTED: primary_name(record.entity, record.data),
+            }
+            row.update({f"{name}@{term}": found[term] for term in terms if found[term] is not None})
+    return f'{PREFERENCE}="{asked}"'
