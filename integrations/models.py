@@ -434,7 +434,10 @@ class InboundEndpoint(TimeStampedModel):
     )
     id_header = models.CharField(max_length=100, blank=True, help_text="Generic JSON: header holding the event id.")
     record_key_pointer = models.CharField(
-        max_length=200, blank=True, help_text="JSON pointer of the source record key, e.g. /SalesOrderNumber."
+        max_length=200,
+        blank=True,
+        help_text="JSON pointer of the source record key, e.g. /SalesOrderNumber; several, comma-separated, make a "
+        "composite key joined by | (/SalesOrderNumber,/HoldCode → SO-1|Credit).",
     )
     version_pointer = models.CharField(
         max_length=200, blank=True, help_text="Generic JSON: JSON pointer of a comparable record version."

@@ -249,13 +249,21 @@ def scalar_text(value: Any) -> str:
     return str(value)
 
 
+KEY_SEPARATOR = "|"
+
+
 def pointer_key(document: Any, endpoint: InboundEndpoint | None) -> str:
+    """The source record key the endpoint's record key pointer names; several comma-separated pointers
+    (/SalesOrderNumber,/HoldCode) make a composite key, their values joined by "|" (SO-1|Credit)."""
     if endpoint is None or not endpoint.record_key_pointer:
         return ""
-    value = scalar_text(pointer(document, endpoint.record_key_pointer))
-    if not value:
-        raise EventError(f"field '{endpoint.record_key_pointer}' is missing", endpoint.record_key_pointer)
-    return value
+    values = []
+    for path in (part.strip() for part in endpoint.record_key_pointer.split(",")):
+        value = scalar_text(pointer(document, path))
+        if not value:
+            raise EventError(f"field '{path}' is missing", path)
+        values.append(value)
+    return KEY_SEPARATOR.join(values)
 
 
 # --- generic JSON ------------------------------------------------------------------------------

@@ -67,6 +67,31 @@ def test_finops_custom_event_with_record_key_pointer(client: Client, inbound_flo
     assert message.headers["legal_entity"] == "SE01"
 
 
+def test_a_composite_record_key_joins_its_pointers_and_a_missing_part_is_named(
+    client: Client, inbound_flow: Callable[..., Flow]
+) -> None:
+    # given a flow keyed by two fields of the event (an order's hold: the order and the hold code)
+    flow = inbound_flow(entity="orderhold", record_key_pointer="/SalesOrderNumber, /HoldCode")
+    event = {
+        **load("finops/event-BatchJobStarted__schema-sample.json"),
+        "BusinessEventId": "SalesOrderHoldPlacedBusinessEvent",
+        "EventId": "7F1E0C55-3E4B-4F0A-9A61-6A2B0E4D1C13",
+        "BusinessEventLegalEntity": "SE01",
+        "SalesOrderNumber": "SO-000123",
+        "HoldCode": "Credit",
+    }
+    # when it is posted, and then an event without the hold code
+    response = post_json(client, f"/api/events/finops/{flow.slug}", event, **key_header())
+    incomplete = {**event, "EventId": "7F1E0C55-3E4B-4F0A-9A61-6A2B0E4D1C14", "HoldCode": ""}
+    refused = post_json(client, f"/api/events/finops/{flow.slug}", incomplete, **key_header())
+    # then the record key is both values joined by "|", and the second is refused naming the missing field
+    assert response.status_code == 202, response.content
+    assert Message.objects.get(flow=flow).source_record_key == "SO-000123|Credit"
+    assert refused.status_code == 400, refused.content
+    assert refused.json() == {"error": "field '/HoldCode' is missing", "field": "/HoldCode"}
+    assert Message.objects.count() == 1
+
+
 def test_finops_event_of_another_type_is_refused_for_its_type_not_a_missing_field(
     client: Client, inbound_flow: Callable[..., Flow]
 ) -> None:

@@ -214,6 +214,28 @@ def test_an_fo_hold_becomes_a_sales_task_and_completing_the_task_clears_the_hold
     assert Message.objects.get(flow__slug=TASKS, status=Status.DELIVERED).correlation_id == held.correlation_id
 
 
+def test_two_holds_on_one_order_are_two_records_two_tasks_and_each_task_clears_its_own_hold(start_worker, flows):
+    """A hold is keyed by its order and hold code (the flow's record key pointers /SalesOrderNumber,/HoldCode):
+    a second hold of the same order is a record of its own, not an update of the first one's task."""
+    start_worker()
+    fo_order_on_hold(flows, "SO-H-5", "Credit")
+    wait_until(lambda: delivered(HOLDS))
+    fo_order_on_hold(flows, "SO-H-5", "Pricing")
+    wait_until(lambda: delivered(HOLDS, 2))
+
+    assert task_of("SO-H-5", "Credit").key != task_of("SO-H-5", "Pricing").key
+    assert set(RecordLink.objects.filter(flow__slug=HOLDS).values_list("source_key", flat=True)) == {
+        "SO-H-5|Credit",
+        "SO-H-5|Pricing",
+    }
+    complete_task(flows, "SO-H-5", "Pricing")
+    wait_until(lambda: delivered(TASKS))
+
+    assert hold("SO-H-5", "Pricing")["IsCleared"] is True
+    assert hold("SO-H-5", "Credit")["IsCleared"] is False
+    assert task_of("SO-H-5", "Credit").data["statecode"] == 0
+
+
 def test_redelivered_hold_event_and_task_webhook_change_nothing_twice(start_worker, flows):
     start_worker()
     fo_order_on_hold(flows, "SO-H-2")
@@ -262,7 +284,7 @@ def test_a_hold_whose_event_never_came_is_found_by_reconciliation_and_becomes_it
 
     run = reconciliation.reconciliation_run(flow=flows[HOLDS])
     missing = run.discrepancies.get()
-    assert (missing.kind, missing.source_key) == ("missing_from_hub", "SO-H-9")
+    assert (missing.kind, missing.source_key) == ("missing_from_hub", "SO-H-9|Credit")
 
     start_worker()
     reconciliation.discrepancies_repair(discrepancies=run.discrepancies.all(), actor=None)

@@ -435,7 +435,8 @@ TEMPLATE = {
                     },
                 },
             },
-            "inbound": {"auth_type": "none", "record_key_pointer": "/SalesOrderNumber"},
+            # An order may be on several holds at once, each cleared by itself: a hold is its order and code.
+            "inbound": {"auth_type": "none", "record_key_pointer": "/SalesOrderNumber,/HoldCode"},
         },
         {
             "slug": "p2c-tasks-sales-to-fo-holds",
