@@ -22,7 +22,12 @@ CUSTOMIZATIONS = ("order_holds",)
 
 def settings_get() -> dict[str, Any]:
     row = config_row("settings")
-    defaults = {"default_company": DEFAULT_COMPANY, "currency": "EUR", "customizations": list(CUSTOMIZATIONS)}
+    defaults = {
+        "default_company": DEFAULT_COMPANY,
+        "currency": "EUR",
+        "customizations": list(CUSTOMIZATIONS),
+        "job_seconds": 0.0,
+    }
     return {**defaults, **(row.data if row else {})}
 
 
@@ -31,11 +36,20 @@ def customization_deployed(name: str) -> bool:
 
 
 def configure(
-    *, default_company: str | None = None, currency: str | None = None, customizations: list[str] | None = None
+    *,
+    default_company: str | None = None,
+    currency: str | None = None,
+    customizations: list[str] | None = None,
+    job_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Set the application user's default company (reads without cross-company see only it), the currency and
-    which customizations (CUSTOMIZATIONS) the environment has deployed."""
+    """Set the application user's default company (reads without cross-company see only it), the currency,
+    which customizations (CUSTOMIZATIONS) the environment has deployed, and how long a data management
+    execution's batch job runs (0: inside the ExportToPackage / ImportFromPackage call)."""
     values = settings_get()
+    if job_seconds is not None:
+        if job_seconds < 0:
+            raise ValueError(f"job_seconds must be 0 or more, got {job_seconds}")
+        values["job_seconds"] = float(job_seconds)
     if default_company is not None:
         values["default_company"] = default_company.lower()
     if currency is not None:

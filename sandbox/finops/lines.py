@@ -12,7 +12,7 @@ from typing import Any
 from sandbox.common.result import Result
 from sandbox.finops.auth import write_failed
 from sandbox.finops.model import ENTITIES, LINE_DEFAULTS, LINE_PARENTS, LINE_UNITS, UNITS_ENTITY, Entity
-from sandbox.finops.store import rows, write
+from sandbox.finops.store import folded, rows, write
 
 _HEADER_NAMES = {
     "SalesOrderHeadersV2": "Sales order",
@@ -43,6 +43,7 @@ class References:
 
 
 def _item_exists(company: str, item: str, known: References | None) -> bool:
+    item = folded(item)  # the store's key form: item numbers compare case-insensitively, as in F&O
     if known is not None and known.company == company and item in known.load().items:
         return True
     found = rows("ReleasedProductsV2").filter(company=company, key=item).exists()
@@ -64,6 +65,7 @@ def _unit_exists(unit: str, known: References | None) -> bool:
 
 def _header(name: str, company: str, number: str, known: References | None) -> dict[str, Any] | None:
     header_entity = LINE_PARENTS[name][0]
+    number = folded(number)
     if known is not None and (header_entity, number) in known.headers:
         return known.headers[(header_entity, number)]
     record = rows(header_entity).filter(company=company, key=number).first()

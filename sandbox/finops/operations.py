@@ -12,7 +12,7 @@ from django.utils import timezone
 from sandbox.finops.config import customization_deployed, next_number, settings_get
 from sandbox.finops.events import business_event, date_ms, raise_event
 from sandbox.finops.model import ENTITIES
-from sandbox.finops.store import now_iso, rows, write
+from sandbox.finops.store import folded, now_iso, rows, write
 from sandbox.models import EmulatorRecord
 
 
@@ -37,12 +37,12 @@ def check_availability(params: dict[str, Any]) -> dict[str, Any]:
     company = param(params, "_dataAreaId").lower()
     item = param(params, "_itemNumber")
     quantity = param(params, "_quantity", Decimal)
-    product = rows("ReleasedProductsV2").filter(company=company, key=item).first()
+    product = rows("ReleasedProductsV2").filter(company=company, key=folded(item)).first()
     if product is None:
         raise ServiceFault(f"Item number {item} does not exist in company {company}.")
     on_hand = sum(
         Decimal(str(r.data.get("AvailableOnHandQuantity") or 0))
-        for r in rows("WarehousesOnHandV2").filter(company=company, data__ItemNumber=item)
+        for r in rows("WarehousesOnHandV2").filter(company=company, data__ItemNumber__iexact=item)
     )
     price = Decimal(str(product.data.get("SalesPrice") or 0))
     return {
@@ -61,15 +61,20 @@ def check_availability(params: dict[str, Any]) -> dict[str, Any]:
 def _sales_order(params: dict[str, Any]) -> tuple[str, EmulatorRecord]:
     company = param(params, "_dataAreaId").lower()
     number = param(params, "_salesOrderNumber")
-    header = rows("SalesOrderHeadersV2").select_for_update().filter(company=company, key=number).first()
+    header = rows("SalesOrderHeadersV2").select_for_update().filter(company=company, key=folded(number)).first()
     if header is None:
         raise ServiceFault(f"Sales order {number} does not exist in company {company}.")
     return company, header
 
 
+def number_of(header: EmulatorRecord) -> str:
+    """The order's number as it was written (the store's key is case folded)."""
+    return str(header.data.get("SalesOrderNumber") or header.key)
+
+
 def _order_fields(company: str, header: EmulatorRecord) -> dict[str, Any]:
     return {
-        "SalesOrderNumber": header.key,
+        "SalesOrderNumber": number_of(header),
         "LegalEntity": company.upper(),
         "CustomerAccount": header.data.get("OrderingCustomerAccountNumber", ""),
         "CustomerRequisitionNumber": header.data.get("CustomerRequisitionNumber", ""),
@@ -82,7 +87,7 @@ def _set_status(company: str, header: EmulatorRecord, **values: Any) -> None:
 
 
 def _lines(company: str, header: EmulatorRecord) -> list[EmulatorRecord]:
-    return list(rows("SalesOrderLines").filter(company=company, data__SalesOrderNumber=header.key))
+    return list(rows("SalesOrderLines").filter(company=company, data__SalesOrderNumber__iexact=number_of(header)))
 
 
 def _announce(
@@ -91,12 +96,12 @@ def _announce(
     """Raise the order's business event (the header's fields, then these); the operation's answer names it."""
     event = business_event(event_id, company, {**_order_fields(company, header), **fields})
     raise_event(event)
-    return {"$id": "1", "SalesOrderNumber": header.key, **answer, "EventId": event["EventId"]}
+    return {"$id": "1", "SalesOrderNumber": number_of(header), **answer, "EventId": event["EventId"]}
 
 
 def confirm_sales_order(params: dict[str, Any]) -> dict[str, Any]:
     company, header = _sales_order(params)
-    number = f"{header.key}-{next_number(f'confirmation:{company}:{header.key}')}"
+    number = f"{number_of(header)}-{next_number(f'confirmation:{company}:{header.key}')}"
     _set_status(company, header, DocumentStatus="Confirmation")
     fields = {"ConfirmationNumber": number}
     return _announce("SalesOrderConfirmedBusinessEvent", company, header, {"DocumentNumber": number}, fields)
@@ -129,7 +134,7 @@ def post_invoice(params: dict[str, Any]) -> dict[str, Any]:
         None,
         {
             "InvoiceNumber": number,
-            "SalesOrderNumber": header.key,
+            "SalesOrderNumber": number_of(header),
             "InvoiceCustomerAccountNumber": header.data.get("OrderingCustomerAccountNumber", ""),
             "InvoiceDate": f"{invoice_date}T12:00:00Z",
             "TotalInvoiceAmount": float(amount),
@@ -157,9 +162,9 @@ def place_hold(params: dict[str, Any]) -> dict[str, Any]:
     company, header, code = _hold_key(params)
     reason = str(params.get("_holdReason") or "")
     entity = ENTITIES["SalesOrderHolds"]
-    existing = rows("SalesOrderHolds").filter(company=company, key=f"{header.key}|{code}").first()
+    existing = rows("SalesOrderHolds").filter(company=company, key=f"{header.key}|{folded(code)}").first()
     if existing is not None and not existing.data.get("IsCleared"):
-        raise ServiceFault(f"Sales order {header.key} is already on hold {code}.")
+        raise ServiceFault(f"Sales order {number_of(header)} is already on hold {code}.")
     placed = now_iso()
     write(
         "SalesOrderHolds",
@@ -167,7 +172,7 @@ def place_hold(params: dict[str, Any]) -> dict[str, Any]:
         company,
         existing,
         {
-            "SalesOrderNumber": header.key,
+            "SalesOrderNumber": number_of(header),
             "HoldCode": code,
             "HoldReason": reason,
             "IsCleared": False,
@@ -179,17 +184,18 @@ def place_hold(params: dict[str, Any]) -> dict[str, Any]:
     _set_status(company, header, OrderHoldCode=code)
     fields = {"HoldCode": code, "HoldReason": reason}
     if not customization_deployed("order_holds"):  # the hold-placed event is a customization (config.py)
-        return {"$id": "1", "SalesOrderNumber": header.key, "HoldCode": code}
+        return {"$id": "1", "SalesOrderNumber": number_of(header), "HoldCode": code}
     return _announce("SalesOrderHoldPlacedBusinessEvent", company, header, {"HoldCode": code}, fields)
 
 
 def clear_hold(params: dict[str, Any]) -> dict[str, Any]:
     """The customer's X++ service behind "clear hold": clears one hold; clearing a cleared hold changes nothing."""
     company, header, code = _hold_key(params)
-    hold = rows("SalesOrderHolds").select_for_update().filter(company=company, key=f"{header.key}|{code}").first()
+    holds = rows("SalesOrderHolds").select_for_update()
+    hold = holds.filter(company=company, key=f"{header.key}|{folded(code)}").first()
     if hold is None:
-        raise ServiceFault(f"Sales order {header.key} has no hold {code}.")
-    answer = {"$id": "1", "SalesOrderNumber": header.key, "HoldCode": code}
+        raise ServiceFault(f"Sales order {number_of(header)} has no hold {code}.")
+    answer = {"$id": "1", "SalesOrderNumber": number_of(header), "HoldCode": code}
     if hold.data.get("IsCleared"):
         return {**answer, "Cleared": True, "AlreadyCleared": True, "ClearedBy": hold.data.get("ClearedBy", "")}
     cleared_by = str(params.get("_clearedBy") or "")
@@ -201,7 +207,7 @@ def clear_hold(params: dict[str, Any]) -> dict[str, Any]:
         {"IsCleared": True, "ClearedBy": cleared_by, "ClearedDateTime": now_iso()},
     )
     still_held = rows("SalesOrderHolds").filter(
-        company=company, data__SalesOrderNumber=header.key, data__IsCleared=False
+        company=company, data__SalesOrderNumber__iexact=number_of(header), data__IsCleared=False
     )
     _set_status(company, header, OrderHoldCode=still_held.values_list("data__HoldCode", flat=True).first() or "")
     return {**answer, "Cleared": True, "AlreadyCleared": False, "ClearedBy": cleared_by}

@@ -24,15 +24,22 @@ per entity and legal entity, only the rows changed since its previous successful
 of them; an entity without change tracking "can only [get] a full export each time", so it is exported in
 full. Deletions are not tracked (non-BYOD exports do not carry them, same document).
 
+Executions: F&O runs an export or import as a batch job, and GetExecutionSummaryStatus answers Executing
+until it ends. With finops.configure(job_seconds=N) an execution is Executing for N seconds and does its work
+(reads the rows for an export, writes them for an import) when the first status call after that finds it
+due; with 0 (the default) it runs inside the call that starts it.
+
 Simplifications (docs/sandbox.md): data projects and recurring jobs are set up with data_project() and
-recurring_job() (F&O: the Data management workspace); executions run at once, inside the call, not in a
-batch job; a recurring export job's package is queued by recurring_export_run() (F&O: its schedule).
+recurring_job() (F&O: the Data management workspace); no NotRun state, and a job runs when it is asked
+about, not on a batch server; a recurring export job's package is queued by recurring_export_run() (F&O: its
+schedule) and an enqueued package is imported at once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from typing import Any
 
@@ -41,6 +48,7 @@ from django.db import transaction
 from integrations.protocols import dmf
 from sandbox.common.result import Result
 from sandbox.finops.auth import error
+from sandbox.finops.config import settings_get
 from sandbox.finops.lines import References, failure_text, line_check
 from sandbox.finops.model import EMULATOR, ENTITIES, LINE_PARENTS, LINE_UNITS, Entity
 from sandbox.finops.store import QUANTITIES, Call, record_key, rows, validate
@@ -249,6 +257,38 @@ def _start_import(package: bytes, company: str, execution_id: str) -> dict[str, 
     return data
 
 
+def _start(execution_id: str, job: dict[str, Any]) -> None:
+    """Start an execution (job: its direction, company, and the project or the package's blob): it runs now,
+    or is Executing until the environment's job_seconds have passed (_due)."""
+    seconds = float(settings_get()["job_seconds"])
+    if seconds > 0:
+        _put(EXECUTION, execution_id, {**job, "status": "Executing", "ready_at": time.time() + seconds, "errors": []})
+    else:
+        _run(execution_id, job)
+
+
+def _run(execution_id: str, job: dict[str, Any]) -> None:
+    """The execution's batch job: build the export's package, or import the package."""
+    if job["direction"] == "import":
+        _start_import(base64.b64decode(_row(BLOB, job["package"]).data["base64"]), job["company"], execution_id)
+        return
+    package = _export(_row(PROJECT, job["project"]).data, job["company"], job["project"])
+    blob_id = uuid.uuid4().hex
+    _put(BLOB, blob_id, {"base64": base64.b64encode(package).decode()})
+    _put(EXECUTION, execution_id, {"status": "Succeeded", "blob": blob_id, "direction": "export", "errors": []})
+
+
+def _due(execution: EmulatorRecord) -> EmulatorRecord:
+    """The execution as a status call finds it: a job whose time has come runs first (once, under a lock)."""
+    if execution.data.get("status") != "Executing" or time.time() < execution.data.get("ready_at", 0):
+        return execution
+    with transaction.atomic():
+        locked = EmulatorRecord.objects.select_for_update().get(pk=execution.pk)
+        if locked.data.get("status") == "Executing":
+            _run(locked.key, locked.data)
+    return _row(EXECUTION, execution.key) or execution
+
+
 def action(call: Call) -> Result:
     """One package API action; an unknown execution or project is refused as F&O refuses it."""
     name = call.path.removeprefix(ACTION_PREFIX)
@@ -263,10 +303,8 @@ def action(call: Call) -> Result:
         if project is None:
             return error(400, f"Data project '{body.get('definitionGroupId')}' does not exist.")
         execution_id = body.get("executionId") or f"{body['definitionGroupId']}-{uuid.uuid4()}"
-        package = _export(project.data, str(body.get("legalEntityId", "")).lower(), body["definitionGroupId"])
-        blob_id = uuid.uuid4().hex
-        _put(BLOB, blob_id, {"base64": base64.b64encode(package).decode()})
-        _put(EXECUTION, execution_id, {"status": "Succeeded", "blob": blob_id, "direction": "export", "errors": []})
+        company = str(body.get("legalEntityId", "")).lower()
+        _start(execution_id, {"direction": "export", "project": project.key, "company": company})
         return Result.json({"value": execution_id})
     if name == "GetAzureWriteUrl":
         blob_id = uuid.uuid4().hex
@@ -279,12 +317,13 @@ def action(call: Call) -> Result:
         if _row(PROJECT, str(body.get("definitionGroupId", ""))) is None:
             return error(400, f"Data project '{body.get('definitionGroupId')}' does not exist.")
         execution_id = body.get("executionId") or f"{body['definitionGroupId']}-{uuid.uuid4()}"
-        _start_import(base64.b64decode(blob.data["base64"]), str(body.get("legalEntityId", "")).lower(), execution_id)
+        company = str(body.get("legalEntityId", "")).lower()
+        _start(execution_id, {"direction": "import", "package": blob.key, "company": company})
         return Result.json({"value": execution_id})
     if name in ("GetExportedPackageUrl", "GetExecutionSummaryStatus", "GetExecutionErrors"):
         execution = _row(EXECUTION, str(body.get("executionId", "")))
         if name == "GetExecutionSummaryStatus":
-            return Result.json({"value": execution.data["status"] if execution else "Unknown"})
+            return Result.json({"value": _due(execution).data["status"] if execution else "Unknown"})
         if execution is None:
             return error(400, f"Execution '{body.get('executionId')}' does not exist.")
         if name == "GetExecutionErrors":

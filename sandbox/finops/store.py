@@ -45,8 +45,14 @@ def now_iso() -> str:
     return timezone.now().isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def folded(value: Any) -> str:
+    """A key value as F&O compares it: its SQL Server collation is case-insensitive, so 'c-1' is 'C-1'."""
+    return str(value).upper()
+
+
 def record_key(entity: Entity, values: dict[str, Any]) -> str:
-    return "|".join(str(values[name]) for name in entity.keys)
+    """The row's identity in the store: its key fields, case folded (the row keeps the case it was written in)."""
+    return "|".join(folded(values[name]) for name in entity.keys)
 
 
 def entity_json(record: EmulatorRecord, select: str | None) -> dict[str, Any]:

@@ -266,3 +266,60 @@ def test_a_long_running_execution_is_polled_less_often_and_never_past_the_delive
     with pytest.raises(errors.TransientError, match="still Executing"):
         packages.wait("exec-2")
     assert sum(pauses) <= 10.0 - hub_packages.STATUS_CALL_SECONDS
+
+
+def test_an_execution_runs_as_a_batch_job_executing_until_it_ends(finops_system: System):
+    """Data management package REST API: ExportToPackage / ImportFromPackage start a batch job and answer its
+    execution id; GetExecutionSummaryStatus says Executing until the job ends, and only then are the rows
+    written (an import) or the package there (an export: GetExportedPackageUrl is empty before)."""
+    finops.configure(job_seconds=1.0)
+    finops.data_project("CustomerImport", entities=["CustomersV3"], direction="import")
+    finops.data_project("CustomerExport", entities=["CustomersV3"])
+    package = dmf.package_build(
+        definition_group="CustomerImport",
+        entities={"CustomersV3": [{"CustomerAccount": "J1", "OrganizationName": "Job 1", "CustomerGroupId": "10"}]},
+    )
+    packages = get_connector(finops_system).packages
+
+    imported = packages.import_package(package=package, project="CustomerImport", company="SE01")
+    exported = packages.export(project="CustomerExport", company="SE01")
+    during = (packages.status(imported), packages.status(exported), packages.exported_url(exported))
+    written_during = rows("CustomersV3").filter(company="se01").exists()
+
+    assert during == ("Executing", "Executing", "")
+    assert written_during is False
+    assert packages.wait(imported) == "Succeeded"
+    assert set(rows("CustomersV3").filter(company="se01").values_list("key", flat=True)) == {"J1"}
+    # The export's job read the rows when it ran, after the import's job had written its row.
+    assert packages.wait(exported) == "Succeeded"
+    assert packages.package_rows(exported)["CustomersV3"][0]["CustomerAccount"] == "J1"
+
+
+def test_a_package_flow_and_a_package_load_wait_for_the_batch_job(finops_system: System, load_flow):
+    """The shipped package paths against a job that runs for a while: a delivery's import and an initial
+    load's export each wait for Executing to end and carry every row once."""
+    finops.configure(job_seconds=1.0)
+    finops.data_project("CustomerImport", entities=["CustomersV3"], direction="import")
+    options = {"transport": "package", "package_project": "CustomerImport"}
+    batch = [
+        DeliveryRequest(
+            entity="CustomersV3",
+            operation="upsert",
+            key={"CustomerAccount": f"W{n}"},
+            payload={"OrganizationName": f"W{n}", "CustomerGroupId": "10"},
+            idempotency_key=f"w-{n}",
+            company="SE01",
+            options=options,
+        )  # fmt: skip
+        for n in range(3)
+    ]
+
+    results = get_connector(finops_system).deliver_many(batch)
+
+    assert [r.target_key for r in results] == [f"dataAreaId='se01',CustomerAccount='W{n}'" for n in range(3)]
+    assert rows("CustomersV3").filter(company="se01").count() == 3
+    finops.data_project("CustomerExport", entities=["CustomersV3"])
+    load_flow.options = {**load_flow.options, "transport": "package", "package_project": "CustomerExport"}
+    load_flow.save()
+    run = run_pages(load.load_start(flow=load_flow, company="SE01", page_size=2))
+    assert (run.state, run.read, run.written) == (LoadRun.State.DONE, 3, 3)

@@ -99,6 +99,40 @@ def test_patch_with_a_stale_etag_is_412_and_a_missing_key_is_404(fo: MsClient) -
     assert fo.call("GET", url).json()["OrganizationName"] == "v2"
 
 
+def test_keys_compare_case_insensitively_as_in_fo_and_the_row_keeps_its_case(fo: MsClient, finops_items: None) -> None:
+    """F&O runs on SQL Server with a case-insensitive collation ("Open Data Protocol (OData)"; a key is a
+    unique index): CustomerAccount 'c-case' is the customer 'C-CASE' — read by it, and a second create is
+    refused as "The record already exists." — while the row answers the case it was written in. A line
+    naming its order and item in another case finds both."""
+    customer(fo, "se01", "C-Case")
+    sales_order(fo, number="SO-CASE")
+
+    read = fo.call("GET", f"{DATA}/CustomersV3(dataAreaId='se01',CustomerAccount='c-case')?cross-company=true")
+    again = fo.call(
+        "POST",
+        f"{DATA}/CustomersV3?cross-company=true",
+        json={"dataAreaId": "se01", "CustomerAccount": "C-CASE", "CustomerGroupId": "10"},
+    )
+    line = fo.call(
+        "POST",
+        f"{DATA}/SalesOrderLines?cross-company=true",
+        json={"dataAreaId": "se01", "SalesOrderNumber": "so-case", "ItemNumber": "a0001", "OrderedSalesQuantity": 1},
+    )
+
+    assert read.status_code == 200, read.text
+    assert read.json()["CustomerAccount"] == "C-Case"
+    assert again.status_code == 400
+    assert "The record already exists." in again.json()["error"]["innererror"]["message"]
+    assert (
+        EmulatorRecord.objects.filter(
+            emulator="finops", entity="CustomersV3", data__CustomerAccount__iexact="c-case"
+        ).count()
+        == 1
+    )
+    assert line.status_code == 201, line.text
+    assert line.json()["ShippingSiteId"] == "1"  # the header's default: the order was found
+
+
 def test_a_line_needs_its_order_and_errors_use_the_odata_shape(fo: MsClient) -> None:
     response = fo.call(
         "POST",
