@@ -462,6 +462,16 @@ class InboundEndpoint(TimeStampedModel):
         owner = f"flow {self.flow}" if self.flow_id else f"system {self.system}"
         return f"inbound {self.get_auth_type_display()} for {owner}"
 
+    def clean(self) -> None:
+        super().clean()
+        if self.record_key_pointer and any(not part.strip() for part in self.record_key_pointer.split(",")):
+            raise ValidationError(
+                {
+                    "record_key_pointer": "Name each key field's JSON pointer, separated by commas (/A,/B); "
+                    f"'{self.record_key_pointer}' has an empty one."
+                }  # fmt: skip
+            )
+
 
 class AxPollCursor(models.Model):
     """Where the AX 2012 poller of one flow stands: getChangedKeys asks for changes since changed_since."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -13,6 +15,7 @@ from integrations.admin.pausing import PausableAdminMixin, pause_actions
 from integrations.egress import egress_refusal
 from integrations.models import CompanyLink, InboundEndpoint, System
 from integrations.pipeline import pause
+from integrations.services.record_keys import rekey_links
 from integrations.services.systems import system_test_connection
 
 
@@ -122,3 +125,8 @@ class InboundEndpointAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin
     list_filter = ("auth_type",)
     list_select_related = ("flow", "system")
     search_fields = ("flow__slug", "system__slug")
+
+    def save_model(self, request: HttpRequest, obj: InboundEndpoint, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "record_key_pointer" in form.changed_data:  # the links take the new key form
+            self.message_user(request, f"Record key pointer changed: {rekey_links(obj)}.")

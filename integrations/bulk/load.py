@@ -33,6 +33,7 @@ from integrations import errors, systems
 from integrations.models import Flow, InboundEndpoint, LoadRun, Message
 from integrations.pipeline import dispatch
 from integrations.protocols.events import EventError, key_fit, pointer_key
+from integrations.protocols.odata.keys import string_literal
 from integrations.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,8 @@ def record_identity(*, entity: str, key: tuple[str, ...], row: dict[str, Any], k
     if row.get("dataAreaId") and "dataAreaId" not in parts:
         parts = {"dataAreaId": str(row["dataAreaId"]).lower(), **parts}
     record_key = ",".join(
-        f"{name}='{value}'" if isinstance(value, str) else f"{name}={value}" for name, value in parts.items()
+        f"{name}={string_literal(value)}" if isinstance(value, str) else f"{name}={value}"
+        for name, value in parts.items()
     )
     record_key = systems.canonical_key(kind, record_key) if kind else record_key
     version = next((str(row[name]) for name in VERSION_FIELDS if row.get(name)), "")

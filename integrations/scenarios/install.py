@@ -26,6 +26,7 @@ from integrations.models import (
 from integrations.scenarios.templates import TEMPLATES, TemplateError, render
 from integrations.services.audit import audit_record
 from integrations.services.mappings import flow_mapping_save
+from integrations.services.record_keys import rekey_links
 
 logger = logging.getLogger(__name__)
 
@@ -260,9 +261,12 @@ def _install_inbound(flow: Flow, spec: dict[str, Any], *, report: InstallReport,
     from integrations.models import InboundEndpoint
 
     values = {key: value for key, value in spec.items() if key != "secret"}
+    before = InboundEndpoint.objects.filter(flow=flow).values_list("record_key_pointer", flat=True).first()
     endpoint, written = _apply(
         InboundEndpoint, {"flow": flow}, values, label=f"inbound endpoint of {flow.slug}", report=report, update=update
     )
+    if written and before is not None and before != endpoint.record_key_pointer:
+        report.updated.append(f"record links of {flow.slug}: {rekey_links(endpoint)}")
     if written and spec.get("secret"):
         endpoint.secret = spec["secret"]
         endpoint.save(update_fields=["secret", "updated_at"])

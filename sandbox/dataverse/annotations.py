@@ -3,8 +3,9 @@
 A lookup's `_<lookup>_value` carries the related row's table and its primary name:
 `_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname: "account"` and
 `_customerid_value@OData.Community.Display.V1.FormattedValue: "Contoso"`. The preference names terms: "*" is
-all of them, "Microsoft.Dynamics.CRM.*" a namespace, "-*" none. "Select columns using OData" (formatted values,
-lookup property values): https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns
+all of them, "Microsoft.Dynamics.CRM.*" a namespace, and a leading "-" leaves a term or namespace out ("-*":
+none). "Select columns using OData" (formatted values, lookup property values):
+https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns
 Simplified (docs/sandbox.md): only lookups are annotated, and only those naming a row of a table the sandbox
 holds; no formatted values of choices, money or dates, no associatednavigationproperty.
 """
@@ -15,13 +16,13 @@ import re
 from typing import Any
 
 from sandbox.dataverse.store import Call
-from sandbox.dataverse.tables import EMULATOR, TABLES, primary_name
+from sandbox.dataverse.tables import EMULATOR, LOOKUP_TARGETS, TABLES, primary_name
 from sandbox.models import EmulatorRecord
 
 LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 PREFERENCE = "odata.include-annotations"
-_LOOKUP_VALUE = re.compile(r"^_\w+_value$")
+_LOOKUP_VALUE = re.compile(r"^_(\w+)_value$")
 
 
 def _wanted(call: Call) -> tuple[list[str], str]:
@@ -30,10 +31,14 @@ def _wanted(call: Call) -> tuple[list[str], str]:
     if not asked:
         return [], ""
     patterns = [part.strip() for part in asked.split(",") if part.strip()]
+
+    def matches(pattern: str, term: str) -> bool:
+        return pattern == "*" or pattern == term or (pattern.endswith(".*") and term.startswith(pattern[:-1]))
+
     terms = [
         term
         for term in (LOGICAL_NAME, FORMATTED)
-        if any(p == "*" or p == term or (p.endswith(".*") and term.startswith(p[:-1])) for p in patterns)
+        if any(matches(p, term) for p in patterns) and not any(matches(p[1:], term) for p in patterns if p[:1] == "-")
     ]
     return terms, asked
 
@@ -45,15 +50,19 @@ def annotate(call: Call, values: list[dict[str, Any]]) -> str:
     if not asked:
         return ""
     ids = {value for row in values for name, value in row.items() if _LOOKUP_VALUE.match(name) and value}
-    related = {
-        record.key: record
-        for record in EmulatorRecord.objects.filter(
-            emulator=EMULATOR, entity__in=list(TABLES), deleted=False, key__in=[str(i) for i in ids]
-        )
-    }
+    found = EmulatorRecord.objects.filter(
+        emulator=EMULATOR, entity__in=list(TABLES), deleted=False, key__in=[str(i) for i in ids]
+    )
+    related = {(record.entity, record.key): record for record in found}
+    by_id = {key: record for (_, key), record in related.items()}
     for row in values:
         for name, value in list(row.items()):
-            record = related.get(value) if _LOOKUP_VALUE.match(name) and isinstance(value, str) else None
+            match = _LOOKUP_VALUE.match(name)
+            if not match or not isinstance(value, str):
+                continue
+            # A lookup with one target table is read there; a polymorphic one (customerid) wherever the id is.
+            target = LOOKUP_TARGETS.get(match.group(1))
+            record = related.get((target, value)) if target else by_id.get(value)
             if record is None:
                 continue
             found = {

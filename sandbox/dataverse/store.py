@@ -291,7 +291,8 @@ def unknown_selected(table: Table, set_name: str, select: str | None) -> Result 
     lookups = LOOKUPS.get(set_name, ())
     for name in filter(None, (part.strip() for part in select.split(","))):
         lookup = name[1:-6] if name.startswith("_") and name.endswith("_value") else None
-        if name in table.columns or name in SYSTEM_COLUMNS or name == table.primary_id or lookup in lookups:
+        known = name in table.columns or name in table.computed or name in SYSTEM_COLUMNS
+        if known or name == table.primary_id or lookup in lookups:
             continue
         return error(
             400,

@@ -22,6 +22,8 @@ class Table:
     max_lengths: dict[str, int] = field(default_factory=dict)
     # Declared columns (besides the primary id and lookups): a write of any other is refused. None = not declared.
     columns: frozenset[str] | None = None
+    # Columns the platform computes (read-only): a $select may name them, a write may not.
+    computed: frozenset[str] = frozenset()
 
 
 # The writable line columns the hub's flows use, from "salesorderdetail EntityType" / "quotedetail EntityType"
@@ -96,8 +98,28 @@ _PRODUCT_COLUMNS = frozenset(
         "vendorpartnumber",
     }
 )
-# Columns the platform sets on every row (read-only): a $select may name them on any table.
-SYSTEM_COLUMNS = frozenset({"createdon", "modifiedon", "versionnumber"})
+# Columns the platform sets on every (user-owned) row, read-only: a $select may name them on any table.
+SYSTEM_COLUMNS = frozenset(
+    {
+        "createdon",
+        "modifiedon",
+        "versionnumber",
+        "importsequencenumber",
+        "overriddencreatedon",
+        "timezoneruleversionnumber",
+        "utcconversiontimezonecode",
+        *(
+            f"_{lookup}_value"
+            for lookup in ("createdby", "modifiedby", "createdonbehalfby", "modifiedonbehalfby", "ownerid")
+        ),
+        *(f"_{lookup}_value" for lookup in ("owningbusinessunit", "owninguser", "owningteam")),
+    }
+)
+# Computed amounts and names of the sales tables (salesorder, quote, salesorderdetail EntityType: read-only).
+_HEADER_COMPUTED = frozenset(
+    {"exchangerate", "totalamountlessfreight", "totaldiscountamount", "totallineitemamount", "totaltax"}
+)
+_DETAIL_COMPUTED = frozenset({"baseamount", "exchangerate", "extendedamount", "volumediscountamount"})
 
 TABLES: dict[str, Table] = {
     "accounts": Table("account", "accountid", (("accountnumber",),), ("name",), {"name": 160, "accountnumber": 20}),
@@ -105,14 +127,34 @@ TABLES: dict[str, Table] = {
         "contact", "contactid", (("emailaddress1",), ("msdyn_contactpersonid",)), ("lastname",), {"lastname": 50}
     ),
     "products": Table(
-        "product", "productid", (("productnumber",),), ("name",), {"name": 100, "productnumber": 100}, _PRODUCT_COLUMNS
+        "product",
+        "productid",
+        (("productnumber",),),
+        ("name",),
+        {"name": 100, "productnumber": 100},
+        _PRODUCT_COLUMNS,
+        frozenset({"quantityonhand"}),
     ),
-    "quotes": Table("quote", "quoteid", (("quotenumber",),), ("name",), {"name": 300}, _QUOTE_COLUMNS),
-    "salesorders": Table("salesorder", "salesorderid", (("ordernumber",),), ("name",), {"name": 300}, _ORDER_COLUMNS),
+    "quotes": Table(
+        "quote", "quoteid", (("quotenumber",),), ("name",), {"name": 300}, _QUOTE_COLUMNS, _HEADER_COMPUTED
+    ),
+    "salesorders": Table(
+        "salesorder", "salesorderid", (("ordernumber",),), ("name",), {"name": 300}, _ORDER_COLUMNS, _HEADER_COMPUTED
+    ),
     "invoices": Table("invoice", "invoiceid", (("invoicenumber",),), ("name",), {"name": 300}),
     # Order and quote lines are rows of their own, bound to the header (the order/quote Product tables).
-    "salesorderdetails": Table("salesorderdetail", "salesorderdetailid", (), (), {}, _DETAIL_COLUMNS),
-    "quotedetails": Table("quotedetail", "quotedetailid", (), (), {}, _DETAIL_COLUMNS),
+    "salesorderdetails": Table(
+        "salesorderdetail",
+        "salesorderdetailid",
+        (),
+        (),
+        {},
+        _DETAIL_COLUMNS,
+        _DETAIL_COMPUTED | {"salesorderdetailname"},
+    ),
+    "quotedetails": Table(
+        "quotedetail", "quotedetailid", (), (), {}, _DETAIL_COLUMNS, _DETAIL_COMPUTED | {"quotedetailname"}
+    ),
     # Tasks have no standard alternate key; icb_externalkey is the custom one the hub writes holds by.
     "tasks": Table("task", "activityid", (("icb_externalkey",),), ("subject",), {"subject": 200}),
 }

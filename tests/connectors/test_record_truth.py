@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from integrations import errors
+from integrations.bulk.load import record_identity
 from integrations.flow_options import options_problems
 from integrations.models import System
 from integrations.protocols.transport import DeliveryRequest
@@ -53,7 +54,15 @@ def test_key_normal_forms_are_the_forms_the_targets_answer_with():
     assert canonical_key("ax2012", "dataAreaId='dk01',AccountNum='C-1'") == canonical_key("ax2012", "C-1") == "C-1"
     assert canonical_key("ax2012", "SalesId='SO''7'") == "SO'7"
     assert canonical_key("ax2012", "A=1") == "A=1"
-    assert canonical_key("ax2012", "dataAreaId='dk01',RecId=5") == "dataAreaId='dk01',RecId=5"
+    assert canonical_key("ax2012", "dataAreaId='dk01',RecId=5637144577") == canonical_key("ax2012", "5637144577")
+    assert canonical_key("ax2012", "5637144577") == "5637144577"
+    # A loaded row's key names its values as literals (a quote doubled), so its normal form is the value.
+    row = {"AccountNum": "O'Neil", "RecId": 5637144577, "dataAreaId": "DK01"}
+    assert record_identity(entity="Customer", key=("AccountNum",), row=row, kind="ax2012")[0] == "O'Neil"
+    assert record_identity(entity="Customer", key=("RecId",), row=row, kind="ax2012")[0] == "5637144577"
+    assert record_identity(entity="CustomersV3", key=("AccountNum",), row=row)[0] == (
+        "dataAreaId='dk01',AccountNum='O''Neil'"
+    )
     assert canonical_key("recorder", "ABC") == "ABC"  # a kind without a key form keeps its keys
 
 

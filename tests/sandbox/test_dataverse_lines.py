@@ -236,6 +236,10 @@ def test_a_select_of_a_column_the_table_lacks_is_refused_not_answered_as_null(dv
         f"{API}/salesorderdetails",
         params={"$select": "quantity,_salesorderid_value,createdon", "$expand": "salesorderid($select=ordernumber)"},
     )
+    # Read-only columns the platform computes or sets on every row are columns too.
+    computed = dv.call(
+        "GET", f"{API}/salesorderdetails", params={"$select": "extendedamount,salesorderdetailname,_ownerid_value"}
+    )
 
     wrong = {"table": "ordernumbr", "row": "icb_lines", "related": "qty", "nested": "itemnumber"}
     for read, column in wrong.items():
@@ -246,6 +250,7 @@ def test_a_select_of_a_column_the_table_lacks_is_refused_not_answered_as_null(dv
     assert not live("salesorders").filter(data__ordernumber="SO-10").exists()
     assert fine.status_code == 200, fine.text
     assert fine.json()["value"][0]["salesorderid"]["ordernumber"] == "SO-9"
+    assert computed.status_code == 200, computed.text
 
 
 def test_a_line_with_neither_a_catalogue_nor_a_write_in_product_is_refused(dv: MsClient) -> None:

@@ -73,3 +73,34 @@ def test_lookups_carry_their_table_and_name_when_the_read_asks_for_annotations(d
     assert f"{lookup}@Microsoft.Dynamics.CRM.lookuplogicalname" not in related.json()["value"][0]
     assert not [name for name in plain.json() if "@" in name and not name.startswith("@odata")]
     assert "Preference-Applied" not in plain.headers
+
+
+def test_annotation_preferences_take_a_quoted_list_and_exclusions_and_a_lookup_reads_its_own_table(
+    dv: MsClient,
+) -> None:
+    """Select columns using OData: odata.include-annotations takes a comma-separated list of terms (quoted)
+    and "-" exclusions; a lookup with one target table (productid) is that table's row, even where another
+    table holds a row with the same id."""
+    shared_id = "0b5c3e52-0000-4000-8000-0000000000aa"
+    dv.call("POST", f"{API}/accounts", json={"accountid": shared_id, "name": "Contoso", "accountnumber": "A-9"})
+    dv.call("POST", f"{API}/products", json={"productid": shared_id, "name": "Chair", "productnumber": "P-9"})
+    order = dv.call("POST", f"{API}/salesorders", json={"name": "Order SO-A", "ordernumber": "SO-A"})
+    order_id = order.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    line = {"salesorderid@odata.bind": f"/salesorders({order_id})", "productid@odata.bind": f"/products({shared_id})"}
+    assert dv.call("POST", f"{API}/salesorderdetails", json={**line, "quantity": 1}).status_code == 204
+    both = (
+        'odata.include-annotations="OData.Community.Display.V1.FormattedValue,Microsoft.Dynamics.CRM.lookuplogicalname"'
+    )
+
+    listed = dv.call("GET", f"{API}/salesorderdetails", headers={"Prefer": both}).json()["value"][0]
+    excluded = dv.call(
+        "GET",
+        f"{API}/salesorderdetails",
+        headers={"Prefer": 'odata.include-annotations="*,-OData.Community.Display.V1.FormattedValue"'},
+    ).json()["value"][0]
+
+    assert listed["_productid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "product"
+    assert listed["_productid_value@OData.Community.Display.V1.FormattedValue"] == "Chair"
+    assert listed["_salesorderid_value@OData.Community.Display.V1.FormattedValue"] == "Order SO-A"
+    assert excluded["_productid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "product"
+    assert "_productid_value@OData.Community.Display.V1.FormattedValue" not in excluded

@@ -96,6 +96,35 @@ def test_contacts_reach_fo_as_contact_persons_of_their_accounts_customer(start_w
     assert link.target_key == f"dataAreaId='se01',ContactPersonId='{anna['ContactPersonId']}'"
 
 
+def test_a_truncated_contact_read_back_keeps_its_account_and_becomes_that_customers_contact(start_worker, flows):
+    """Over 256 KB Dataverse sends the webhook without the record; the hub reads the row back, and its
+    lookup must be the EntityReference a webhook carries (attributes.parentcustomerid, not only
+    _parentcustomerid_value), or the contact would reach F&O as nobody's contact person."""
+    start_worker()
+    account_id = account(flows, "C-300009", "Contoso Malmö")
+
+    sales_user_saves(
+        flows,
+        "contacts",
+        {"emailaddress1": "big@contoso.example"},
+        {
+            "lastname": "Big",
+            "emailaddress1": "big@contoso.example",
+            "description": "x" * 300_000,
+            "parentcustomerid_account@odata.bind": f"/accounts({account_id})",
+        },
+    )
+    wait_until(lambda: delivered(CONTACTS))
+
+    message = Message.objects.get(flow__slug=CONTACTS)
+    assert message.headers["completed_from_source"] is True
+    assert message.payload_fetched["attributes"]["parentcustomerid"] == {
+        "LogicalName": "account", "Id": account_id, "Name": "Contoso Malmö"
+    }  # fmt: skip
+    [big] = fo_rows("ContactPersonsV2", LastName="Big")
+    assert (big["AssociatedContactType"], big["AssociatedContactNumber"]) == ("Customer", "C-300009")
+
+
 def quote_lines(*lines: tuple[str, int, float]) -> list[dict[str, Any]]:
     """Quote lines as quotedetail rows for a deep insert: write-in products carrying the item number."""
     return [

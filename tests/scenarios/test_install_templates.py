@@ -5,6 +5,7 @@ from __future__ import annotations
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from integrations.models import (
@@ -13,6 +14,8 @@ from integrations.models import (
     Flow,
     InboundEndpoint,
     MappingVersion,
+    Message,
+    RecordLink,
     System,
     ValueMap,
     ValueMapEntry,
@@ -95,6 +98,48 @@ def test_operator_edit_is_kept_and_reported_unless_update_is_asked():
     assert any("o2c-orders-d365-to-s4" in line for line in restored.updated)
     flow.refresh_from_db()
     assert flow.retry_policy["max_attempts"] == 10
+
+
+def test_an_update_of_a_record_key_pointer_rekeys_the_flows_links_from_their_last_messages():
+    """The holds flow was keyed by /SalesOrderNumber; its template now says /SalesOrderNumber,/HoldCode.
+    Updating an installed hub re-keys its links (each from its last message), so the next event of an old
+    hold finds its link and reconciliation does not report old holds as missing from the hub."""
+    templates_install(name="prospect_to_cash", base_url=BASE, sandbox=False)
+    flow = Flow.objects.get(slug="p2c-holds-fo-to-sales-tasks")
+    InboundEndpoint.objects.filter(flow=flow).update(record_key_pointer="/SalesOrderNumber")
+
+    def link(key: str, payload: dict, task: str) -> RecordLink:
+        message = Message.objects.create(flow=flow, idempotency_key=f"e-{task}", payload_in=payload)
+        return RecordLink.objects.create(flow=flow, source_key=key, target_key=task, last_message=message)
+
+    old = link("SO-1", {"SalesOrderNumber": "SO-1", "HoldCode": "Credit"}, "task-1")
+    clash = link("SO-1|Credit", {"SalesOrderNumber": "SO-1", "HoldCode": "Credit"}, "task-x")  # the new form
+    broken = link("SO-3", {"SalesOrderNumber": "SO-3"}, "task-3")  # its payload names no hold code
+    unsent = RecordLink.objects.create(flow=flow, source_key="SO-4", target_key="task-4")
+
+    report = templates_install(name="prospect_to_cash", base_url=BASE, update=True, sandbox=False)
+
+    assert InboundEndpoint.objects.get(flow=flow).record_key_pointer == "/SalesOrderNumber,/HoldCode"
+    assert f"record links of {flow.slug}: 0 record links re-keyed, 2 kept their key, 1 clashed" in report.updated
+    for kept in (old, clash, broken, unsent):
+        kept.refresh_from_db()
+    assert (old.source_key, clash.source_key, broken.source_key, unsent.source_key) == (
+        "SO-1", "SO-1|Credit", "SO-3", "SO-4"
+    )  # fmt: skip
+    clash.delete()
+    InboundEndpoint.objects.filter(flow=flow).update(record_key_pointer="/SalesOrderNumber")
+    templates_install(name="prospect_to_cash", base_url=BASE, update=True, sandbox=False)
+    old.refresh_from_db()
+    assert (old.source_key, old.target_key) == ("SO-1|Credit", "task-1")
+
+
+def test_a_record_key_pointer_with_an_empty_part_is_refused():
+    templates_install(name="prospect_to_cash", base_url=BASE, sandbox=False)
+    endpoint = InboundEndpoint.objects.get(flow__slug="p2c-holds-fo-to-sales-tasks")
+    endpoint.record_key_pointer = "/SalesOrderNumber,"
+
+    with pytest.raises(ValidationError, match="has an empty one"):
+        endpoint.full_clean()
 
 
 def test_update_of_a_changed_mapping_records_a_new_version():

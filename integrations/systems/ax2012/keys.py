@@ -20,17 +20,22 @@ COMPANY = "dataareaid"
 def canonical_key(text: str) -> str:
     """A predicate of one key field (with or without dataAreaId) as that field's value; anything else as given.
 
-    AX key fields are strings, so a predicate names its value as a quoted literal (AccountNum='C-1'); a bare
-    key that merely contains "=" (A=1, a legal AccountNum) is no predicate and stays whole.
+    A predicate names a string value quoted (AccountNum='C-1') and a number bare, with the company
+    (dataAreaId='dk01',RecId=5637144577: an initial load's form). A bare key that merely contains "=" (A=1,
+    a legal AccountNum) names neither a quoted value nor a company: it is no predicate and stays whole.
     """
     text = (text or "").strip()
     try:
-        parts = [(name, raw) for name, raw in key_parts(text) if (name or "").lower() != COMPANY]
+        every = key_parts(text)
     except ODataError:  # a bare AX key (C-1, SO-000123) is no OData literal: it is the normal form already
         return text
-    if len(parts) != 1 or not parts[0][0] or not parts[0][1].startswith("'"):
+    parts = [(name, raw) for name, raw in every if (name or "").lower() != COMPANY]
+    if len(parts) != 1 or not parts[0][0]:
         return text
-    return string_value(parts[0][1])
+    raw = parts[0][1]
+    if raw.startswith("'"):
+        return string_value(raw)
+    return raw if len(every) > 1 else text
 
 
 def canonical_value(field: str, value: Any) -> Any:

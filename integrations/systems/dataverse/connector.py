@@ -347,17 +347,20 @@ class DataverseConnector(MicrosoftConnector):
     loaded_record = staticmethod(update_event)  # a listed row, as the message its flows' mappings read
 
     def fetch_event_record(self, *, entity: str, record_id: str) -> dict[str, Any] | None:
-        """The row an event names (logical name + id), read from its entity set; None when it is gone."""
+        """The row an event names (logical name + id), read from its entity set as the event's attributes carry
+        it (a lookup as its EntityReference, not _<lookup>_value: update_event); None when it is gone."""
         entity_set, _ = self.table(entity)
         try:
             response = self.request(
-                "GET", f"{self.api}/{entity_set}({canonical_key(record_id)})", headers=ODATA_HEADERS
+                "GET",
+                f"{self.api}/{entity_set}({canonical_key(record_id)})",
+                headers={**ODATA_HEADERS, "Prefer": ANNOTATIONS},
             )
         except errors.RejectedError as exc:
             if exc.status_code == 404:
                 return None
             raise
-        return response.json()
+        return update_event(entity, record_id, response.json())["attributes"]
 
     def fetch(self, *, entity: str, key: dict[str, Any], company: str = "") -> dict[str, Any] | None:
         """One row by alternate key (or {primary id: guid}); None when it does not exist."""
