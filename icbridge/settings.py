@@ -271,6 +271,11 @@ ICBRIDGE_SWEEP_SECONDS = _positive("ICBRIDGE_SWEEP_SECONDS", _read("ICBRIDGE_SWE
 ICBRIDGE_REQUEUE_AFTER_SECONDS = _positive(
     "ICBRIDGE_REQUEUE_AFTER_SECONDS", _read("ICBRIDGE_REQUEUE_AFTER_SECONDS", env.float, 300.0)
 )
+# After the broker refused a task, a process leaves its next tasks to the sweeper for this long without trying
+# the broker: a webhook answers 202 at once instead of waiting out the broker's connection timeout each time.
+ICBRIDGE_BROKER_PAUSE_SECONDS = _positive(
+    "ICBRIDGE_BROKER_PAUSE_SECONDS", _read("ICBRIDGE_BROKER_PAUSE_SECONDS", env.float, 5.0)
+)
 # An initial load's page is held by one worker this long; past it (a killed worker) the sweeper re-queues it.
 ICBRIDGE_LOAD_LEASE_SECONDS = _positive(
     "ICBRIDGE_LOAD_LEASE_SECONDS", _read("ICBRIDGE_LOAD_LEASE_SECONDS", env.float, 120.0)

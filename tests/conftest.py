@@ -21,6 +21,7 @@ from django.db import connection
 from django.db.backends.postgresql.operations import DatabaseOperations
 
 from integrations.models import Flow, Message, System
+from integrations.pipeline.dispatch import broker_pause_forget
 from integrations.protocols import governor
 from integrations.scenarios import traffic
 from integrations.systems import clear_cache
@@ -86,9 +87,11 @@ def _fresh_connectors() -> Iterator[None]:
     # pause, leases) is keyed by the target's URL, which tests share: forget it too.
     clear_cache()
     governor.backend().reset()
+    broker_pause_forget()
     yield
     clear_cache()
     governor.backend().reset()
+    broker_pause_forget()  # a test that stopped the broker leaves no pause for the next one
 
 
 # What the tests' F&O order, quotation and purchase lines name: the demo's items and units (as the demo installer

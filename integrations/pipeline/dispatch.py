@@ -15,6 +15,7 @@ beat sweeper covers that gap too.
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 
 import redis
@@ -51,6 +52,9 @@ def message_queue(*, message_id: int, flow: Flow) -> None:
     When the broker cannot take it, the message's queued_at is cleared, so the sweeper's next pass
     queues it (rather than after ICBRIDGE_REQUEUE_AFTER_SECONDS, as for a task it believes queued).
     """
+    if broker_paused():
+        _left_to_sweeper(message_id)
+        return
     if not drains(flow):
         queued = queue_process(message_id=message_id)
     else:
@@ -80,17 +84,39 @@ PROCESS, DRAIN, SWEEP = (
 )
 
 
+# Until when (monotonic) this process leaves tasks to the sweeper without trying the broker.
+_broker = {"paused_until": 0.0}
+
+
+def broker_paused() -> bool:
+    """Whether the broker refused a task less than ICBRIDGE_BROKER_PAUSE_SECONDS ago in this process."""
+    return time.monotonic() < _broker["paused_until"]
+
+
+def broker_pause_forget() -> None:
+    """Try the broker again at the next task (tests; a process that knows the broker is back)."""
+    _broker["paused_until"] = 0.0
+
+
 def _send(task: str, *args: int) -> bool:
     """Queue one task; False when the broker cannot take it now.
 
     Losing the queue entry loses nothing: the message is committed, and the beat sweeper queues
     every due message whose task was not queued recently (queued_at). So an unreachable broker is
-    logged, not raised: a webhook whose event was stored still answers 202.
+    logged, not raised: a webhook whose event was stored still answers 202. After a refusal the
+    process stops trying for ICBRIDGE_BROKER_PAUSE_SECONDS: each try waits out the broker's
+    connection timeout (seconds), and every webhook of an outage would wait with it.
     """
+    if broker_paused():
+        return False
     try:
         current_app.send_task(task, args=args, retry=False)
     except (KombuOperationalError, redis.RedisError, OSError) as exc:
-        logger.warning("broker unavailable, %s%r left to the sweeper: %s", task.rsplit(".", 1)[-1], args, exc)
+        _broker["paused_until"] = time.monotonic() + settings.ICBRIDGE_BROKER_PAUSE_SECONDS
+        logger.warning(
+            "broker unavailable, %s%r left to the sweeper; no task is sent for %.0f s: %s",
+            task.rsplit(".", 1)[-1], args, settings.ICBRIDGE_BROKER_PAUSE_SECONDS, exc,
+        )  # fmt: skip
         return False
     return True
 
