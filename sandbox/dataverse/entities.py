@@ -25,6 +25,7 @@ from sandbox.dataverse.store import (
     entity_json,
     etag,
     find,
+    line_product_failure,
     live,
     not_found,
     stored_values,
@@ -132,6 +133,8 @@ def _upsert_found(
     if isinstance(key, str) and values.get(table.primary_id, key) != key:
         return error(400, "0x80060888", f"The {table.primary_id} in the body does not match the key in the URL."), None
     values.pop(table.primary_id, None)
+    if record is not None and (failure := line_product_failure(table, {**record.data, **values})):
+        return failure, None
     exclude = record.key if record else ""
     if failure := duplicate_key(table, set_name, {**values, **key_values}, exclude=exclude, index=index):
         return failure, None

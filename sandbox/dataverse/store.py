@@ -247,12 +247,13 @@ def validate(table: Table, set_name: str, body: Any, *, creating: bool) -> Resul
                     "0x80040203",
                     f"Required field '{name}' is missing or empty for entity '{table.logical_name}'.",
                 )
-        return _line_product_failure(table, body)
+        return line_product_failure(table, body)
     return None
 
 
-def _line_product_failure(table: Table, body: dict[str, Any]) -> Result | None:
-    """A new order or quote line names a catalogue product or is a write-in product, never neither.
+def line_product_failure(table: Table, row: dict[str, Any]) -> Result | None:
+    """An order or quote line names a catalogue product or is a write-in product, never neither: a new line
+    as its body says, an updated one as the row it leaves (stored columns with the update's over them).
 
     "salesorderdetail EntityType" / "quotedetail EntityType": productid is the catalogue product, and
     isproductoverridden says the line is a write-in product described by productdescription. The wording of
@@ -260,8 +261,8 @@ def _line_product_failure(table: Table, body: dict[str, Any]) -> Result | None:
     """
     if table.logical_name not in ("salesorderdetail", "quotedetail"):
         return None
-    catalogue = bool(body.get("productid@odata.bind"))
-    write_in = body.get("isproductoverridden") is True and bool(body.get("productdescription"))
+    catalogue = bool(row.get("productid@odata.bind") or row.get("_productid_value"))
+    write_in = row.get("isproductoverridden") is True and bool(row.get("productdescription"))
     if catalogue or write_in:
         return None
     return error(

@@ -277,4 +277,13 @@ def test_a_line_with_neither_a_catalogue_nor_a_write_in_product_is_refused(dv: M
         assert "needs a product" in answer.json()["error"]["message"]
     assert not live("salesorderdetails").exists()
     assert not live("quotes").exists()
-    assert dv.call("POST", f"{API}/salesorderdetails", json=_line(order_id, "Chair", 2)).status_code == 204
+    created = dv.call("POST", f"{API}/salesorderdetails", json=_line(order_id, "Chair", 2))
+    assert created.status_code == 204
+    # An update is checked as the line it leaves: no longer a write-in, and no catalogue product either.
+    line_url = created.headers["OData-EntityId"].split("/api/data/v9.2/")[1]
+    emptied = dv.call("PATCH", f"{API}/{line_url}", json={"isproductoverridden": False})
+    quantity = dv.call("PATCH", f"{API}/{line_url}", json={"quantity": 3})
+    assert emptied.status_code == 400, emptied.text
+    assert "needs a product" in emptied.json()["error"]["message"]
+    assert quantity.status_code == 204
+    assert live("salesorderdetails").get().data["isproductoverridden"] is True
