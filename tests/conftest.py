@@ -20,6 +20,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.db.backends.postgresql.operations import DatabaseOperations
 
+from integrations.mapping import valuemaps
 from integrations.models import Flow, Message, System
 from integrations.pipeline.dispatch import broker_pause_forget
 from integrations.protocols import governor
@@ -88,10 +89,12 @@ def _fresh_connectors() -> Iterator[None]:
     clear_cache()
     governor.backend().reset()
     broker_pause_forget()
+    valuemaps.clear()  # a value map cached by an earlier test would have mapping read its stamps
     yield
     clear_cache()
     governor.backend().reset()
     broker_pause_forget()  # a test that stopped the broker leaves no pause for the next one
+    valuemaps.clear()
 
 
 # What the tests' F&O order, quotation and purchase lines name: the demo's items and units (as the demo installer

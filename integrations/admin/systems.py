@@ -129,4 +129,5 @@ class InboundEndpointAdmin(HiddenSecretMixin, ConfigAuditMixin, admin.ModelAdmin
     def save_model(self, request: HttpRequest, obj: InboundEndpoint, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if change and "record_key_pointer" in form.changed_data:  # the links take the new key form
-            self.message_user(request, f"Record key pointer changed: {rekey_links(obj)}.")
+            rekeyed = rekey_links(obj, previous=form.initial.get("record_key_pointer") or "")
+            self.message_user(request, f"Record key pointer changed: {rekeyed}.")

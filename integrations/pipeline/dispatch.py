@@ -84,7 +84,10 @@ PROCESS, DRAIN, SWEEP = (
 )
 
 
-# Until when (monotonic) this process leaves tasks to the sweeper without trying the broker.
+# Until when (monotonic) this process's ingest leaves new messages to the sweeper without trying the broker:
+# each try waits out the broker's connection timeout (seconds), and every webhook of an outage would wait.
+# Only ingest pauses: it marks the message unqueued, so the sweeper's next pass queues it; the sweeper, an
+# operator's retry and a drain mark theirs queued before sending, so they must really try.
 _broker = {"paused_until": 0.0}
 
 
@@ -103,12 +106,10 @@ def _send(task: str, *args: int) -> bool:
 
     Losing the queue entry loses nothing: the message is committed, and the beat sweeper queues
     every due message whose task was not queued recently (queued_at). So an unreachable broker is
-    logged, not raised: a webhook whose event was stored still answers 202. After a refusal the
-    process stops trying for ICBRIDGE_BROKER_PAUSE_SECONDS: each try waits out the broker's
-    connection timeout (seconds), and every webhook of an outage would wait with it.
+    logged, not raised: a webhook whose event was stored still answers 202. A refusal starts the
+    process's broker pause (message_queue: ingest leaves its messages to the sweeper without trying the
+    broker for ICBRIDGE_BROKER_PAUSE_SECONDS); every other caller still tries each time.
     """
-    if broker_paused():
-        return False
     try:
         current_app.send_task(task, args=args, retry=False)
     except (KombuOperationalError, redis.RedisError, OSError) as exc:

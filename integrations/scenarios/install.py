@@ -266,7 +266,7 @@ def _install_inbound(flow: Flow, spec: dict[str, Any], *, report: InstallReport,
         InboundEndpoint, {"flow": flow}, values, label=f"inbound endpoint of {flow.slug}", report=report, update=update
     )
     if written and before is not None and before != endpoint.record_key_pointer:
-        report.updated.append(f"record links of {flow.slug}: {rekey_links(endpoint)}")
+        report.updated.append(f"record keys of {flow.slug}: {rekey_links(endpoint, previous=before)}")
     if written and spec.get("secret"):
         endpoint.secret = spec["secret"]
         endpoint.save(update_fields=["secret", "updated_at"])

@@ -169,7 +169,7 @@ def reference_data_seed(
     for company in {c.lower() for c in companies}:
         present = set(rows("ReleasedProductsV2").filter(company=company).values_list("key", flat=True))
         for number, unit, price in items:
-            if number not in present:
+            if folded(number) not in present:
                 values = {"ItemNumber": number, "ProductName": f"Demo item {number}", "SalesUnitSymbol": unit,
                           "PurchaseUnitSymbol": unit, "SalesPrice": float(price)}  # fmt: skip
                 write("ReleasedProductsV2", products, company, None, values)

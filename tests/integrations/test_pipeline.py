@@ -397,3 +397,29 @@ def test_a_misspelt_filter_stored_around_the_checks_fails_the_message_instead_of
     assert failed.status == Status.FAILED
     assert "options.only_when.Status: unknown key 'nto'; allowed: not" in failed.last_error
     assert not RecorderWrite.objects.filter(idempotency_key=failed.idempotency_key).exists()
+
+
+def test_a_broker_refusal_pauses_only_ingest_and_the_sweeper_still_sends(recorder_flow, monkeypatch):
+    """Ingest leaves its messages to the sweeper while the broker pause lasts (each try would wait out the
+    broker's connection timeout); the sweeper, which marks what it sends as queued, still really sends."""
+    from kombu.exceptions import OperationalError
+
+    from integrations.pipeline import dispatch
+
+    sent: list[tuple] = []
+    answers = iter([OperationalError("broker down")])
+
+    def send_task(name: str, args=(), **kwargs) -> None:
+        sent.append((name, tuple(args)))
+        if (failure := next(answers, None)) is not None:
+            raise failure
+
+    monkeypatch.setattr(dispatch.current_app, "send_task", send_task)
+    first = ingest(recorder_flow, "SO-1")  # its task refused: the pause starts
+    second = ingest(recorder_flow, "SO-2")  # paused: not tried, left to the sweeper
+
+    assert dispatch.broker_paused()
+    assert len(sent) == 1
+    assert Message.objects.filter(pk__in=[first.pk, second.pk], queued_at__isnull=True).count() == 2
+    sweep.messages_sweep()
+    assert sorted(args[0] for name, args in sent[1:]) == sorted([first.pk, second.pk])  # the sweeper sent both

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import import_module
 
 from sandbox import finops
 from sandbox.common.faults import set_faults
@@ -131,6 +132,26 @@ def test_keys_compare_case_insensitively_as_in_fo_and_the_row_keeps_its_case(fo:
     )
     assert line.status_code == 201, line.text
     assert line.json()["ShippingSiteId"] == "1"  # the header's default: the order was found
+
+
+def test_rows_stored_before_keys_were_folded_are_found_after_the_migration(fo: MsClient) -> None:
+    """A sandbox database written before keys compared case-insensitively: its migration folds each F&O row's
+    key (the row keeps its case); a row whose folded key another row holds already keeps its own."""
+    from django.apps import apps
+
+    fold = import_module("sandbox.migrations.0002_finops_keys_folded").fold_keys
+    old = {"emulator": "finops", "entity": "CustomersV3", "company": "se01"}
+    EmulatorRecord.objects.create(**old, key="C-Old", data={"dataAreaId": "se01", "CustomerAccount": "C-Old"})
+    EmulatorRecord.objects.create(**old, key="C-TWIN", data={"dataAreaId": "se01", "CustomerAccount": "C-TWIN"})
+    EmulatorRecord.objects.create(**old, key="c-twin", data={"dataAreaId": "se01", "CustomerAccount": "c-twin"})
+
+    fold(apps, None)
+
+    read = fo.call("GET", f"{DATA}/CustomersV3(dataAreaId='se01',CustomerAccount='c-old')?cross-company=true")
+    assert read.status_code == 200, read.text
+    assert read.json()["CustomerAccount"] == "C-Old"
+    keys = set(EmulatorRecord.objects.filter(**old).values_list("key", flat=True))
+    assert keys == {"C-OLD", "C-TWIN", "c-twin"}
 
 
 def test_a_line_needs_its_order_and_errors_use_the_odata_shape(fo: MsClient) -> None:
