@@ -97,7 +97,7 @@ def broker_paused() -> bool:
 
 
 def broker_pause_forget() -> None:
-    """Try the broker again at the next task (tests; a process that knows the broker is back)."""
+    """End the pause: ingest tries the broker again at its next message (tests)."""
     _broker["paused_until"] = 0.0
 
 
@@ -115,7 +115,7 @@ def _send(task: str, *args: int) -> bool:
     except (KombuOperationalError, redis.RedisError, OSError) as exc:
         _broker["paused_until"] = time.monotonic() + settings.ICBRIDGE_BROKER_PAUSE_SECONDS
         logger.warning(
-            "broker unavailable, %s%r left to the sweeper; no task is sent for %.0f s: %s",
+            "broker unavailable, %s%r left to the sweeper; ingest leaves new messages to it for %.0f s: %s",
             task.rsplit(".", 1)[-1], args, settings.ICBRIDGE_BROKER_PAUSE_SECONDS, exc,
         )  # fmt: skip
         return False
