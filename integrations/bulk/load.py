@@ -32,6 +32,7 @@ from django.utils import timezone
 from integrations import errors, systems
 from integrations.models import Flow, InboundEndpoint, LoadRun, Message
 from integrations.pipeline import dispatch
+from integrations.protocols import deadline
 from integrations.protocols.events import EventError, key_fit, pointer_key
 from integrations.protocols.odata.keys import string_literal
 from integrations.services.audit import audit_record
@@ -147,8 +148,9 @@ def load_start(
     company = company or read_company(flow)
     filters = {**_filters(since, company, page_size), "key": list(source.key)}
     if flow.opts.transport == "package":  # F&O: read an export of the data project, not the OData entity
-        # An export is of one legal entity: the given company, else the flow's, else the company link's.
-        filters.update(transport="package", project=flow.opts.package_project)
+        # An export is of one legal entity: the given company, else the flow's, else the company link's. It is
+        # named up front, so a first page read again (its lease ran out while F&O's job ran) waits for it.
+        filters.update(transport="package", project=flow.opts.package_project, execution=f"icb-load-{uuid.uuid4()}")
         filters.setdefault("company", _linked_company(flow))
     try:
         expected = load_preview(flow=flow, since=since, company=company, entity=source.entity)
@@ -260,7 +262,9 @@ def _load_one_page(run_id: int) -> tuple[LoadRun | None, bool]:
     run = LoadRun.objects.select_related("flow__source", "flow__target", "flow__company_link").get(pk=run_id)
     key = tuple(run.filters.get("key") or ())
     try:
-        rows, next_cursor = systems.get_connector(run.flow.source).read_page(run.entity, run.cursor, run.filters)
+        # The read ends by half the lease (a package export's wait included), leaving the rest to store it.
+        with deadline.deadline_until(time.monotonic() + float(settings.ICBRIDGE_LOAD_LEASE_SECONDS) / 2):
+            rows, next_cursor = systems.get_connector(run.flow.source).read_page(run.entity, run.cursor, run.filters)
     except errors.TransientError as exc:
         # Left leased: the sweeper queues the page again once the lease has run out, not in a hot loop.
         LoadRun.objects.filter(pk=run_id).update(last_error=exc.message[:2000])

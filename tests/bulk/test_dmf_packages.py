@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 
 import pytest
@@ -323,3 +324,28 @@ def test_a_package_flow_and_a_package_load_wait_for_the_batch_job(finops_system:
     load_flow.save()
     run = run_pages(load.load_start(flow=load_flow, company="SE01", page_size=2))
     assert (run.state, run.read, run.written) == (LoadRun.State.DONE, 3, 3)
+
+
+def test_a_first_page_read_again_while_fos_job_runs_waits_for_the_same_export(load_flow, settings):
+    """F&O's export job outlasting the page's wait (half the load lease) fails the read as transient; the page
+    read again after its lease waits for the export it started, by the load's execution id, not a second one
+    (an incremental export moves change tracking on: a second would not hold those rows)."""
+    seed_customers(3)
+    finops.data_project("CustomerExport", entities=["CustomersV3"])
+    finops.configure(job_seconds=2.5)
+    settings.ICBRIDGE_LOAD_LEASE_SECONDS = 2  # the page's read ends within 1 s
+    load_flow.options = {**load_flow.options, "transport": "package", "package_project": "CustomerExport"}
+    load_flow.save()
+    run = load.load_start(flow=load_flow, company="SE01")
+
+    load.load_page(run_id=run.pk)
+    run.refresh_from_db()
+    assert (run.state, run.read) == (LoadRun.State.RUNNING, 0)
+    assert "still Executing" in run.last_error
+    time.sleep(2.6)  # F&O's job ends meanwhile
+    LoadRun.objects.filter(pk=run.pk).update(lease_expires_at=None)  # as the sweeper does once it ran out
+    done = run_pages(run)
+
+    assert (done.state, done.read, done.written) == (LoadRun.State.DONE, 3, 3)
+    exports = EmulatorRecord.objects.filter(emulator="finops", entity="$dmf_execution")
+    assert list(exports.values_list("key", flat=True)) == [run.filters["execution"]]

@@ -184,15 +184,17 @@ _PACKAGE_ROWS: dict[str, Any] = {}
 def package_page(connector: Any, entity: str, cursor: str, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """A load through an export package: export the data project once, then page through its rows.
 
-    The cursor is "package:<execution id>:<offset>"; a resumed load reads the same package again.
+    The cursor is "package:<execution id>:<offset>"; a resumed load reads the same package again. The export
+    runs under the load's execution id (filters["execution"]), so a first page read again while F&O's batch
+    job still runs waits for that export rather than starting a second one.
     """
     packages = DataPackages(connector)
     if not cursor:
         project, company = filters.get("project"), filters.get("company")
         if not project or not company:
             raise errors.RejectedError(f"{packages.name}: a package load needs the data project and company")
-        execution_id = packages.export(project=str(project), company=str(company))
-        status = packages.wait(execution_id)
+        execution_id = str(filters.get("execution") or f"icb-load-{uuid.uuid4()}")
+        status = packages.export_once(project=str(project), company=str(company), execution_id=execution_id)
         if status not in ("Succeeded", "PartiallySucceeded"):
             raise errors.RejectedError(f"{packages.name}: export {execution_id} ended {status}")
         cursor = f"package:{execution_id}:0"
