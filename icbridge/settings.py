@@ -271,8 +271,8 @@ ICBRIDGE_SWEEP_SECONDS = _positive("ICBRIDGE_SWEEP_SECONDS", _read("ICBRIDGE_SWE
 ICBRIDGE_REQUEUE_AFTER_SECONDS = _positive(
     "ICBRIDGE_REQUEUE_AFTER_SECONDS", _read("ICBRIDGE_REQUEUE_AFTER_SECONDS", env.float, 300.0)
 )
-# After the broker refused a task, a process leaves its next tasks to the sweeper for this long without trying
-# the broker: a webhook answers 202 at once instead of waiting out the broker's connection timeout each time.
+# After the broker refused a task, a process's ingest leaves new messages to the sweeper for this long without
+# trying the broker: a webhook answers 202 at once instead of waiting out the broker's connection timeout.
 ICBRIDGE_BROKER_PAUSE_SECONDS = _positive(
     "ICBRIDGE_BROKER_PAUSE_SECONDS", _read("ICBRIDGE_BROKER_PAUSE_SECONDS", env.float, 5.0)
 )

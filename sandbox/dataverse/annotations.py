@@ -12,17 +12,15 @@ holds; no formatted values of choices, money or dates, no associatednavigationpr
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sandbox.dataverse.store import Call
-from sandbox.dataverse.tables import EMULATOR, LOOKUP_TARGETS, TABLES, primary_name
+from sandbox.dataverse.tables import EMULATOR, LOOKUP_TARGETS, LOOKUP_VALUE, TABLES, primary_name
 from sandbox.models import EmulatorRecord
 
 LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 PREFERENCE = "odata.include-annotations"
-_LOOKUP_VALUE = re.compile(r"^_(\w+)_value$")
 
 
 def _wanted(call: Call) -> tuple[list[str], str]:
@@ -49,25 +47,25 @@ def annotate(call: Call, values: list[dict[str, Any]]) -> str:
     terms, asked = _wanted(call)
     if not asked:
         return ""
-    ids = {value for row in values for name, value in row.items() if _LOOKUP_VALUE.match(name) and value}
-    found = EmulatorRecord.objects.filter(
+    ids = {value for row in values for name, value in row.items() if LOOKUP_VALUE.match(name) and value}
+    rows = EmulatorRecord.objects.filter(
         emulator=EMULATOR, entity__in=list(TABLES), deleted=False, key__in=[str(i) for i in ids]
     )
-    related = {(record.entity, record.key): record for record in found}
+    related = {(record.entity, record.key): record for record in rows}
     by_id = {key: record for (_, key), record in related.items()}
     for row in values:
         for name, value in list(row.items()):
-            match = _LOOKUP_VALUE.match(name)
+            match = LOOKUP_VALUE.match(name)
             if not match or not isinstance(value, str):
                 continue
             # A lookup with one target table is read there; a polymorphic one (customerid) wherever the id is.
-            target = LOOKUP_TARGETS.get(match.group(1))
+            target = LOOKUP_TARGETS.get(match.group("lookup"))
             record = related.get((target, value)) if target else by_id.get(value)
             if record is None:
                 continue
-            found = {
+            annotations = {
                 LOGICAL_NAME: TABLES[record.entity].logical_name,
                 FORMATTED: primary_name(record.entity, record.data),
             }
-            row.update({f"{name}@{term}": found[term] for term in terms if found[term] is not None})
+            row.update({f"{name}@{term}": annotations[term] for term in terms if annotations[term] is not None})
     return f'{PREFERENCE}="{asked}"'

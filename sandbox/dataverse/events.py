@@ -43,7 +43,7 @@ from integrations.protocols.odata import ODataError
 from integrations.protocols.odata.keys import parse_key
 from sandbox.dataverse.context import entity, entity_reference, fit, remote_execution_context, request_headers
 from sandbox.dataverse.store import Call, caller_of, find
-from sandbox.dataverse.tables import EMULATOR, TABLES, Table, lookup_name, primary_name
+from sandbox.dataverse.tables import EMULATOR, LOOKUP_VALUE, TABLES, Table, lookup_name, primary_name
 from sandbox.models import EmulatorRecord, EmulatorSubscription
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,6 @@ def reset(wait_seconds: float = 5) -> None:
 # --- raising them: what a write of the emulator queues ------------------------------------------------------
 
 _BOUND = re.compile(r"(?:^|/)(?P<set>\w+)\((?P<key>[^)]*)\)\s*$")
-_LOOKUP_VALUE = re.compile(r"^_(?P<lookup>\w+)_value$")
 
 
 def _bound_reference(value: Any) -> Any:
@@ -273,7 +272,7 @@ def _image(table: Table, record_id: str, data: dict[str, Any]) -> dict[str, Any]
     """An entity image: every stored column, lookups under their own names as EntityReference."""
     attributes: dict[str, Any] = {}
     for name, value in data.items():
-        lookup = _LOOKUP_VALUE.match(name)
+        lookup = LOOKUP_VALUE.match(name)
         if lookup:
             attributes[lookup.group("lookup")] = _stored_reference(value)
         else:

@@ -24,6 +24,7 @@ from sandbox.dataverse.context import Caller
 from sandbox.dataverse.tables import (
     _ATTRIBUTE,
     EMULATOR,
+    LOOKUP_VALUE,
     LOOKUPS,
     ORGANIZATION,
     SYSTEM_COLUMNS,
@@ -291,7 +292,7 @@ def unknown_selected(table: Table, set_name: str, select: str | None) -> Result 
         return None
     lookups = LOOKUPS.get(set_name, ())
     for name in filter(None, (part.strip() for part in select.split(","))):
-        lookup = name[1:-6] if name.startswith("_") and name.endswith("_value") else None
+        lookup = match.group("lookup") if (match := LOOKUP_VALUE.match(name)) else None
         known = name in table.columns or name in table.computed or name in SYSTEM_COLUMNS
         if known or name == table.primary_id or lookup in lookups:
             continue

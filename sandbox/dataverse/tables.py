@@ -160,6 +160,8 @@ TABLES: dict[str, Table] = {
 }
 
 _ATTRIBUTE = re.compile(r"^[a-z_][a-z0-9_]*$")
+# A lookup as a row answers it: _<lookup>_value (group "lookup").
+LOOKUP_VALUE = re.compile(r"^_(?P<lookup>\w+)_value$")
 # Greedy key: a ")" inside a quoted key value still belongs to the key.
 _ENTITY_PATH = re.compile(r"^(?P<set>\w+)(?:\((?P<key>.*)\))?(?:/(?P<navigation>\w+))?$")
 # Collection-valued navigation properties: (table, property) → (related table, its lookup column).

@@ -12,7 +12,7 @@ from django.utils import timezone
 from sandbox.finops.config import customization_deployed, next_number, settings_get
 from sandbox.finops.events import business_event, date_ms, raise_event
 from sandbox.finops.model import ENTITIES
-from sandbox.finops.store import folded, now_iso, rows, write
+from sandbox.finops.store import folded, now_iso, record_key, rows, write
 from sandbox.models import EmulatorRecord
 
 
@@ -157,12 +157,16 @@ def _hold_key(params: dict[str, Any]) -> tuple[str, EmulatorRecord, str]:
     return company, header, param(params, "_holdCode")
 
 
+def _hold_key_of(header: EmulatorRecord, code: str) -> str:
+    return record_key(ENTITIES["SalesOrderHolds"], {"SalesOrderNumber": number_of(header), "HoldCode": code})
+
+
 def place_hold(params: dict[str, Any]) -> dict[str, Any]:
     """An F&O user puts the order on hold (Sales order > Order holds); raises SalesOrderHoldPlacedBusinessEvent."""
     company, header, code = _hold_key(params)
     reason = str(params.get("_holdReason") or "")
     entity = ENTITIES["SalesOrderHolds"]
-    existing = rows("SalesOrderHolds").filter(company=company, key=f"{header.key}|{folded(code)}").first()
+    existing = rows("SalesOrderHolds").filter(company=company, key=_hold_key_of(header, code)).first()
     if existing is not None and not existing.data.get("IsCleared"):
         raise ServiceFault(f"Sales order {number_of(header)} is already on hold {code}.")
     placed = now_iso()
@@ -192,7 +196,7 @@ def clear_hold(params: dict[str, Any]) -> dict[str, Any]:
     """The customer's X++ service behind "clear hold": clears one hold; clearing a cleared hold changes nothing."""
     company, header, code = _hold_key(params)
     holds = rows("SalesOrderHolds").select_for_update()
-    hold = holds.filter(company=company, key=f"{header.key}|{folded(code)}").first()
+    hold = holds.filter(company=company, key=_hold_key_of(header, code)).first()
     if hold is None:
         raise ServiceFault(f"Sales order {number_of(header)} has no hold {code}.")
     answer = {"$id": "1", "SalesOrderNumber": number_of(header), "HoldCode": code}
